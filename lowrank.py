@@ -1,0 +1,355 @@
+"""
+The heart of nanoLowRank: the linear layers a GPT is built from, and the optimizers that train them.
+Read it top to bottom; each method is one section.
+
+    dense     W (out×in), the nanoGPT baseline, trained with AdamW.
+    nfw       W = V Uᵀ from step 0, two thin factors trained with plain AdamW (Native Factorized Weights).
+    spectron  the same factors, trained with Spectron: orthogonalised momentum, step renormalised by the
+              factors' spectral norms so that ‖ΔW‖₂ ≲ η every step (Janson et al. 2026, Alg. 1).
+    tsvd      W = U diag(s) Vᵀ with U, V orthonormal at every step; each layer's rank shrinks to what holds
+              a fraction τ of its spectral energy (Kamali et al. 2026; our reconstruction, see §4).
+
+Every layer exposes factors() -> (A, B) with W = A Bᵀ (B is None for a dense W), which is all the spectra
+code needs. The mode registry at the bottom is what train.py reads; a new mode is a new entry there.
+"""
+import math
+from collections import defaultdict, namedtuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# -----------------------------------------------------------------------------
+# 0. Shared math
+
+
+def svdvals_of_product(A, B=None):
+    """Singular values of W = A Bᵀ without forming W (METHODS.md §4).
+    With A = Qa Ra and B = Qb Rb (thin QR), W = Qa (Ra Rbᵀ) Qbᵀ and Qa, Qb have orthonormal columns, so W and
+    the small core Ra Rbᵀ have the same singular values: cost O((m+n) r²) instead of O(m n min(m, n))."""
+    if B is None:  # a dense W; LAPACK is much faster on tall matrices than on wide ones here
+        return torch.linalg.svdvals(A.float() if A.shape[0] >= A.shape[1] else A.float().T)
+    Ra = torch.linalg.qr(A.float(), mode='r').R
+    Rb = torch.linalg.qr(B.float(), mode='r').R
+    return torch.linalg.svdvals(Ra @ Rb.T)
+
+
+@torch.no_grad()
+def update_norm(before, after):
+    """‖W_after − W_before‖₂ from the factors of both: A₁B₁ᵀ − A₀B₀ᵀ = [A₁, −A₀] [B₁, B₀]ᵀ has rank ≤ 2r."""
+    (A0, B0), (A1, B1) = before, after
+    if B0 is None:
+        return svdvals_of_product(A1 - A0)[0].item()
+    if A1.shape != A0.shape:  # a TSVD layer was truncated in between: no "step" to measure
+        return float('nan')
+    return svdvals_of_product(torch.cat([A1, -A0], 1), torch.cat([B1, B0], 1))[0].item()
+
+
+def resolve_rank(rank, in_features, out_features):
+    """--rank is a count (64) or a fraction of the layer's smaller side (0.25); either must fit the layer."""
+    full = min(in_features, out_features)
+    if isinstance(rank, float):
+        if not 0 < rank <= 1:
+            raise ValueError(f"rank={rank}: a fractional rank must be in (0, 1]")
+        rank = max(1, round(rank * full))
+    if not 1 <= rank <= full:
+        raise ValueError(f"rank={rank} does not fit a {in_features}->{out_features} layer (need 1..{full})")
+    return rank
+
+# -----------------------------------------------------------------------------
+# 1. Dense: the baseline. A plain nn.Linear, so dense mode costs exactly what nanoGPT costs.
+
+
+class DenseLinear(nn.Linear):
+    def __init__(self, in_features, out_features, rank, bias, init_std):
+        super().__init__(in_features, out_features, bias=bias)
+        nn.init.normal_(self.weight, std=init_std)
+        if bias:
+            nn.init.zeros_(self.bias)
+
+    @property
+    def rank(self):
+        return min(self.in_features, self.out_features)
+
+    def factors(self):
+        return self.weight, None
+
+# -----------------------------------------------------------------------------
+# 2. NFW: W = V Uᵀ from initialization; no dense W ever exists.
+
+
+class FactorizedLinear(nn.Module):
+    """y = (x U) Vᵀ + b with U: in×r, V: out×r — two thin matmuls, r (in + out) parameters instead of in·out.
+
+    Init: balanced and variance-matched. Entries of W = V Uᵀ are sums of r products, so
+    std(W) = sqrt(r)·std(U)·std(V); we pick std(U)·std(V) = init_std / sqrt(r) so W starts with the same
+    per-entry std as a dense layer, and split it so that ‖U‖_F = ‖V‖_F (UᵀU ≈ VᵀV: neither factor holds
+    more of the scale, which matters to Spectron, whose step depends on σ(U) + σ(V))."""
+
+    def __init__(self, in_features, out_features, rank, bias, init_std):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        r = resolve_rank(rank, in_features, out_features)
+        product_std = init_std / math.sqrt(r)
+        std_u = math.sqrt(product_std * math.sqrt(out_features / in_features))
+        std_v = math.sqrt(product_std * math.sqrt(in_features / out_features))
+        self.U = nn.Parameter(torch.randn(in_features, r) * std_u)
+        self.V = nn.Parameter(torch.randn(out_features, r) * std_v)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @property
+    def rank(self):
+        return self.U.shape[1]
+
+    def forward(self, x):
+        return F.linear(x @ self.U, self.V, self.bias)
+
+    def factors(self):
+        return self.V, self.U
+
+# -----------------------------------------------------------------------------
+# 3. Spectron: orthogonalised factor updates, renormalised by the factors' spectral norms.
+#
+# Why NFW + AdamW spikes: ΔW = ΔV Uᵀ + V ΔUᵀ + ΔV ΔUᵀ, so a bounded step per factor is not a bounded step in W;
+# it grows with ‖U‖₂ and ‖V‖₂. Spectron (Alg. 1, Eq. 16) makes every factor step a near-orthogonal matrix O
+# (all singular values ≈ 1) scaled by ρ = η / (σ_U + σ_V + 1); then ‖ΔU‖₂, ‖ΔV‖₂ ≲ ρ and
+#     ‖ΔW‖₂ ≤ ρ‖U‖₂ + ρ‖V‖₂ + ρ² ≤ ρ (σ_U + σ_V + 1) = η        (for ρ ≤ 1).
+# What this code guarantees: NS leaves singular values ≤ c_ns (≈ 1.2 for 5 steps) and the power iteration
+# under-estimates σ by a factor (1 + ε) (ε < 1% once warm), so ‖ΔW‖₂ ≤ c_ns (1 + ε) η < 1.3 η.
+# test_spectron.py measures exactly that with a real SVD.
+
+
+def newton_schulz(G, steps=5, eps=1e-7):
+    """Orthogonalise a batch of tall matrices G (..., m, r), m ≥ r: if G = P S Qᵀ, return ≈ P Qᵀ.
+    Muon's quintic iteration X ← a X + b X(XᵀX) + c X(XᵀX)² pushes every singular value towards 1 (to within
+    about [0.7, 1.2] after five steps; that is enough for an update direction and much cheaper than an SVD).
+    Every iterate is X₀ Q with Q a polynomial in the r×r Gram S = X₀ᵀX₀, so we iterate on Q alone: O(r³)
+    per step plus O(m r²) once, instead of O(m r²) per step."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.float()
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)  # ‖X‖₂ ≤ ‖X‖_F = 1: in the basin of the iteration
+    S = X.mT @ X
+    Q = torch.eye(S.size(-1), device=S.device).expand_as(S)
+    for _ in range(steps):
+        A = Q.mT @ S @ Q  # Gram of the current iterate X₀Q
+        Q = a * Q + Q @ (b * A + c * A @ A)
+    return X @ Q
+
+
+def power_iteration(A, v, iters=1):
+    """Estimate σ_max of each matrix in a batch A (..., m, r) from warm-start unit vectors v (..., r).
+    Returns (σ, v_next). σ = sqrt(‖AᵀA v‖) never exceeds the true σ_max and reaches it as v aligns with
+    the top right-singular vector; since A changes little per step, one iteration per step keeps up."""
+    for _ in range(iters):
+        w = (A.mT @ (A @ v.unsqueeze(-1))).squeeze(-1)
+        norm = w.norm(dim=-1, keepdim=True)
+        sigma = norm.sqrt().squeeze(-1)
+        v = w / norm.clamp_min(1e-30)
+    return sigma, v
+
+
+class Spectron(torch.optim.Optimizer):
+    """Spectron for factor pairs. params: [U₀, V₀, U₁, V₁, ...] (each pair one layer's factors).
+    lr is η, the bound on the spectral norm of each step of W = V Uᵀ (the LR schedule scales it)."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, ns_steps=5, power_iters=1, weight_decay=0.0):
+        if not lr > 0:
+            raise ValueError(f"spectron lr (η) must be > 0, got {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"spectron momentum (β) must be in [0, 1), got {momentum}")
+        if ns_steps < 1 or power_iters < 1:
+            raise ValueError("ns_steps and power_iters must be >= 1")
+        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps,
+                                      power_iters=power_iters, weight_decay=weight_decay))
+
+    def _init_state(self, p, index):
+        # the power-iteration vector starts from a seed that depends on the factor's index only, so every
+        # DDP rank (and a rerun) starts from the same vector and takes the same step
+        gen = torch.Generator().manual_seed(1000 + index)
+        v = torch.randn(p.shape[1], generator=gen).to(p.device)
+        self.state[p].update(momentum=torch.zeros_like(p), power_vec=v / v.norm())
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            params = group['params']
+            for i, p in enumerate(params):
+                if not self.state[p]:
+                    self._init_state(p, i)
+            # 1-2. momentum M ← βM + (1−β)G on every factor (one fused call)
+            momenta = [self.state[p]['momentum'] for p in params]
+            torch._foreach_lerp_(momenta, [p.grad for p in params], 1 - group['momentum'])
+            # 3-4. NS(M) and σ(p), batched over factors of the same shape: one bmm chain per shape, not per layer
+            ortho, sigma = {}, {}
+            by_shape = defaultdict(list)
+            for p in params:
+                by_shape[p.shape].append(p)
+            for ps in by_shape.values():
+                O = newton_schulz(torch.stack([self.state[p]['momentum'] for p in ps]), group['ns_steps'])
+                s, v = power_iteration(torch.stack(ps).float(), torch.stack([self.state[p]['power_vec'] for p in ps]),
+                                       group['power_iters'])
+                for j, p in enumerate(ps):
+                    ortho[p], sigma[p] = O[j], s[j]
+                    self.state[p]['power_vec'] = v[j]
+            # 5. ρ = η / (σ_U + σ_V + 1), the same for both factors of a pair (Eq. 16)
+            for U, V in zip(params[0::2], params[1::2]):
+                rho = group['lr'] / (sigma[U] + sigma[V] + 1)
+                for p in (U, V):
+                    if group['weight_decay']:
+                        p.mul_(1 - group['lr'] * group['weight_decay'])
+                    p.sub_(rho * ortho[p].to(p.dtype))
+
+# -----------------------------------------------------------------------------
+# 4. TSVD: W = U diag(s) Vᵀ with U, V orthonormal throughout, and a rank that shrinks by spectral energy.
+#
+# Only the paper's abstract is public; these choices are ours:
+# - Orthonormality by retraction: after each optimizer step, QR both factors and re-diagonalise the r×r core
+#   with an SVD. W is unchanged, costs O((m+n) r² + r³) per step outside autograd, and the forward pass uses
+#   the stored orthonormal U, V directly — our reading of the paper's "caching": the orthonormal matrices are
+#   computed once per step and reused by every micro-batch, eval and spectra call until the next step.
+#   (torch's orthogonal parametrization was the other candidate; for a tall m×r factor it either keeps an m×m
+#   base matrix or runs r sequential Householder reflections in every forward, and its parameters cannot be
+#   sliced to the top-k singular directions, so truncation would reset the optimizer state.)
+# - With U, V orthonormal the singular values of W are exactly s, so the energy rule needs no SVD.
+# - Rank only shrinks. Regrowing would need new directions (an SVD of the gradient) and fresh optimizer
+#   state; dropping under 1% of the energy costs little, and a monotone rank keeps compute predictable.
+
+
+class TSVDLinear(nn.Module):
+    """y = ((x V) ⊙ s) Uᵀ + b with U: out×r, V: in×r orthonormal, s ≥ 0 sorted descending.
+    Init: U, s, V from the SVD of a dense-init random matrix, top r kept, s rescaled so that W has the dense
+    per-entry std (Σ s² = in·out·std²). Distinct s keep the retraction's SVD from rotating columns at random."""
+
+    def __init__(self, in_features, out_features, rank, bias, init_std):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        r = resolve_rank(rank, in_features, out_features)
+        U, s, Vh = torch.linalg.svd(torch.randn(out_features, in_features), full_matrices=False)
+        s = s[:r] * (init_std * math.sqrt(in_features * out_features) / s[:r].norm())
+        self.U = nn.Parameter(U[:, :r].contiguous())
+        self.s = nn.Parameter(s)
+        self.V = nn.Parameter(Vh[:r].T.contiguous())
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @property
+    def rank(self):
+        return self.s.shape[0]
+
+    def forward(self, x):
+        return F.linear((x @ self.V) * self.s, self.U, self.bias)
+
+    def factors(self):
+        return self.U * self.s, self.V
+
+    @torch.no_grad()
+    def retract_(self):
+        """Back to orthonormal U, V after an optimizer step, keeping W = U diag(s) Vᵀ exactly:
+        U = Qu Ru, V = Qv Rv  ⇒  W = Qu (Ru diag(s) Rvᵀ) Qvᵀ = (Qu P) diag(s') (Qv Q)ᵀ with P s' Qᵀ the core's SVD."""
+        Qu, Ru = torch.linalg.qr(self.U.float())
+        Qv, Rv = torch.linalg.qr(self.V.float())
+        P, s, Qh = torch.linalg.svd((Ru * self.s.float()) @ Rv.T)
+        # QR and SVD fix each column only up to sign; keep each column pointing the way it did (Uᵀ U_new = Ruᵀ P),
+        # so that AdamW's moments still describe the same directions
+        sign = torch.where(torch.diagonal(Ru.T @ P) < 0, -1.0, 1.0)
+        self.U.copy_(Qu @ (P * sign))
+        self.V.copy_(Qv @ (Qh.T * sign))
+        self.s.copy_(s)
+
+
+def energy_rank(s, tau):
+    """Smallest k with Σ_{i≤k} s_i² ≥ τ Σ s_i² (s sorted descending): the rank holding a fraction τ of the energy."""
+    energy = torch.cumsum(s.float().square(), 0)
+    k = int(torch.searchsorted(energy, tau * energy[-1]).item()) + 1
+    return min(k, len(s))
+
+
+def shrink_param(module, name, k, optimizers):
+    """Keep the first k entries of the last dim of module.<name>, and slice its optimizer state to match."""
+    old = getattr(module, name)
+    new = nn.Parameter(old.detach()[..., :k].clone())
+    setattr(module, name, new)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for i, p in enumerate(group['params']):
+                if p is old:
+                    group['params'][i] = new
+                    state = opt.state.pop(old, {})
+                    opt.state[new] = {key: v[..., :k].clone() if torch.is_tensor(v) and v.shape == old.shape else v
+                                      for key, v in state.items()}
+
+
+def tsvd_after_step(model, optimizers, iter_num, cfg):
+    """Retract every TSVD layer; at rank-update steps, truncate each to its energy rank. True if shapes changed."""
+    layers = [m for m in model.modules() if isinstance(m, TSVDLinear)]
+    for layer in layers:
+        layer.retract_()
+    if iter_num < cfg['rank_warmup'] or iter_num % cfg['rank_interval'] != 0:
+        return False
+    ks = torch.tensor([max(cfg['min_rank'], energy_rank(layer.s, cfg['energy'])) for layer in layers])
+    if torch.distributed.is_initialized():  # replicas hold identical s; broadcasting makes that a guarantee
+        torch.distributed.broadcast(ks, 0)
+    changed = False
+    for layer, k in zip(layers, ks.tolist()):
+        if k < layer.rank:
+            for name in ('U', 's', 'V'):
+                shrink_param(layer, name, k, optimizers)
+            changed = True
+    return changed
+
+
+def match_shapes(model, state_dict):
+    """Shrink TSVD layers to the ranks stored in a checkpoint, so load_state_dict finds the same shapes."""
+    for name, module in model.named_modules():
+        if isinstance(module, TSVDLinear) and f'{name}.s' in state_dict:
+            for pname in ('U', 's', 'V'):
+                shrink_param(module, pname, state_dict[f'{name}.s'].shape[0], [])
+
+# -----------------------------------------------------------------------------
+# 5. Optimizers and the mode registry
+
+
+def adamw(params, cfg, no_decay=()):
+    """AdamW with nanoGPT's split: matrices decay, vectors (biases, norms) and `no_decay` do not."""
+    no_decay = {id(p) for p in no_decay}
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in no_decay]
+    other = [p for p in params if p.dim() < 2 or id(p) in no_decay]
+    groups = [dict(params=decay, weight_decay=cfg['weight_decay']), dict(params=other, weight_decay=0.0)]
+    return torch.optim.AdamW([g for g in groups if g['params']], lr=cfg['learning_rate'],
+                             betas=(cfg['beta1'], cfg['beta2']), fused=cfg.get('device_type') == 'cuda')
+
+
+def adamw_only(model, cfg):
+    return [adamw(list(model.parameters()), cfg)]
+
+
+def spectron_and_adamw(model, cfg):
+    """Factor pairs to Spectron; embeddings, head, norms and biases to AdamW, stepped together."""
+    layers = [m for m in model.modules() if isinstance(m, FactorizedLinear)]
+    factors = [p for m in layers for p in (m.U, m.V)]
+    ids = {id(p) for p in factors}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [Spectron(factors, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
+                     power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd']),
+            adamw(rest, cfg)]
+
+
+def tsvd_adamw(model, cfg):
+    """AdamW on U, s, V; no weight decay on them (U, V are orthonormal anyway, s is a vector)."""
+    tsvd = [p for m in model.modules() if isinstance(m, TSVDLinear) for p in (m.U, m.V)]
+    return [adamw(list(model.parameters()), cfg, no_decay=tsvd)]
+
+
+# layer: the class every non-embedding linear is built from; optimizers(model, cfg) -> list of optimizers;
+# after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (or None: nothing to do)
+Mode = namedtuple('Mode', 'layer optimizers after_step')
+MODES = {
+    'dense': Mode(DenseLinear, adamw_only, None),
+    'nfw': Mode(FactorizedLinear, adamw_only, None),
+    'spectron': Mode(FactorizedLinear, spectron_and_adamw, None),
+    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step),
+}
+
+
+def make_linear(mode, in_features, out_features, rank, bias=False, init_std=0.02):
+    """The one call model.py makes for every non-embedding linear layer."""
+    return MODES[mode].layer(in_features, out_features, rank, bias, init_std)

@@ -1,0 +1,138 @@
+"""
+A GPT in the nanoGPT mould: pre-LayerNorm blocks, causal attention through scaled_dot_product_attention,
+a GELU MLP, token embedding tied to the LM head.
+
+The one thing it knows of low-rank training is lowrank.make_linear: every non-embedding linear layer (Q, K,
+V and O projections, kept separate so each has its own spectrum, and the MLP's up and down) is built by it.
+Embeddings, head and norms stay dense.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import lowrank
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 64
+    vocab_size: int = 65
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = False   # biases in linears and LayerNorms; False is a little faster and as good
+    mode: str = 'dense'  # a key of lowrank.MODES
+    rank: object = 64    # int, or a float fraction of each layer's smaller side
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, linear):
+        super().__init__()
+        d = config.n_embd
+        self.q, self.k, self.v = linear(d, d), linear(d, d), linear(d, d)
+        self.o = linear(d, d, residual=True)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = (proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for proj in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.o(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, config, linear):
+        super().__init__()
+        self.up = linear(config.n_embd, 4 * config.n_embd)
+        self.down = linear(4 * config.n_embd, config.n_embd, residual=True)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config, linear):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, linear)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config, linear)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+        def linear(n_in, n_out, residual=False):
+            # nanoGPT's init: std 0.02, and 0.02/sqrt(2·n_layer) on projections into the residual stream
+            std = 0.02 / math.sqrt(2 * config.n_layer) if residual else 0.02
+            return lowrank.make_linear(config.mode, n_in, n_out, config.rank, config.bias, std)
+
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config, linear) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        for emb in (self.wte, self.wpe):
+            nn.init.normal_(emb.weight, std=0.02)
+
+    def forward(self, idx, targets=None):
+        T = idx.size(1)
+        assert T <= self.config.block_size, f"sequence of {T} tokens > block_size {self.config.block_size}"
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_f(x)
+        if targets is None:  # sampling: only the last position's logits are needed
+            return self.lm_head(x[:, [-1], :]), None
+        logits = self.lm_head(x)
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+    def linear_layers(self):
+        """(name, layer) for every low-rank-able matrix: 'blocks.{i}.attn.{q,k,v,o}', 'blocks.{i}.mlp.{up,down}'."""
+        return [(name, m) for name, m in self.named_modules() if hasattr(m, 'factors')]
+
+    def num_params(self, dense_equivalent=False):
+        """Parameters, without the position embedding (nanoGPT's convention). dense_equivalent: as if every
+        low-rank layer were a dense in×out matrix."""
+        n = sum(p.numel() for p in self.parameters()) - self.wpe.weight.numel()
+        if dense_equivalent:
+            for _, m in self.linear_layers():
+                n += m.in_features * m.out_features - sum(p.numel() for k, p in m.named_parameters() if k != 'bias')
+        return n
+
+    def flops_per_token(self):
+        """Matmul FLOPs of one training token (forward + backward = 3 × forward = 6 per weight), at full context:
+        6 × (low-rank layers' weights + the tied head) + attention's QKᵀ and AV (nanoGPT's 12·L·d·T)."""
+        weights = sum(p.numel() for _, m in self.linear_layers() for p in m.parameters() if p.dim() == 2)
+        weights += self.lm_head.weight.numel()
+        c = self.config
+        return 6 * weights + 12 * c.n_layer * c.n_embd * c.block_size
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Extend idx (B, T) by max_new_tokens, sampling each from the softmax of logits / temperature."""
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.config.block_size:])
+            logits = logits[:, -1, :] / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float('inf')
+            idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)), dim=1)
+        return idx

@@ -1,0 +1,380 @@
+"""
+Plot singular-value spectra, rank metrics and losses of nanoLowRank runs.
+
+Reads what train.py writes into each run directory:
+  log.jsonl   - one JSON object per line: a "config" record, then "train" and
+                "eval" records (eval records carry the current rank of each matrix)
+  spectra.npz - `steps` (S,) plus one (S, R) array per weight matrix, e.g.
+                "blocks.3.attn.q", holding the singular values at each step sorted
+                descending and NaN-padded on the right (TSVD ranks shrink)
+
+Usage:
+  python plot_spectra.py RUN_DIR [RUN_DIR ...] [--out=DIR] [--show]
+
+PNGs go to --out (default: the first run dir) and each path is printed. A figure
+that cannot be made prints one "skip <figure>: <what is missing>" line instead.
+"""
+import os
+import sys
+import json
+import zipfile
+import argparse
+
+import numpy as np
+import matplotlib
+# the backend must be chosen before pyplot is imported: headless unless --show
+if "--show" not in sys.argv:
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, ScalarFormatter
+
+PROJS = ["q", "k", "v", "o", "up", "down"]  # projection type = last name component
+MODE_COLORS = {"dense": "black", "nfw": "tab:blue", "spectron": "tab:orange", "tsvd": "tab:green"}
+LINESTYLES = ["-", "--", ":", "-."]  # tell apart several runs of the same mode
+MARKERS = ["o", "s", "^", "D"]
+N_SNAPSHOTS = 4  # steps shown in the per-step line plots
+
+# -----------------------------------------------------------------------------
+# spectrum metrics: each takes a 1-D array of singular values (any order, NaN
+# padding allowed) and returns a float, NaN when there is no positive value
+
+def _clean(s):
+    """finite singular values, sorted descending (drops the NaN padding)"""
+    s = np.asarray(s, dtype=np.float64).ravel()
+    return np.sort(s[np.isfinite(s)])[::-1]
+
+def stable_rank(s):
+    """stable rank = sum_i s_i^2 / max_i s_i^2  (= ||W||_F^2 / ||W||_2^2 <= rank)"""
+    s = _clean(s)
+    if s.size == 0 or s[0] <= 0:
+        return float("nan")
+    return float(np.sum(s ** 2) / s[0] ** 2)
+
+def effective_rank(s):
+    """effective rank (Roy & Vetterli 2007) = exp(H(p)), with p_i = s_i / sum_j s_j
+    and H(p) = -sum_i p_i log p_i, taking 0 log 0 = 0 (so exact zeros drop out)"""
+    s = _clean(s)
+    s = s[s > 0]
+    if s.size == 0:
+        return float("nan")
+    p = s / s.sum()
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+def energy_rank(s, tau=0.99):
+    """energy rank = smallest k with sum_{i<=k} s_i^2 >= tau * sum_i s_i^2, s sorted
+    descending: how many directions hold a tau fraction of ||W||_F^2"""
+    s = _clean(s)
+    if s.size == 0 or s[0] <= 0:
+        return float("nan")
+    c = np.cumsum(s ** 2)
+    # searchsorted(side="left") = first index with c[i] >= target; trailing zeros never count
+    return float(min(np.searchsorted(c, tau * c[-1]) + 1, s.size))
+
+def powerlaw_alpha(s):
+    """power-law exponent alpha = -(slope of the least-squares line of log s_i
+    against log i), i = 1..n over the positive s sorted descending; s_i = i^-a gives a"""
+    s = _clean(s)
+    s = s[s > 0]
+    if s.size < 2:
+        return float("nan")
+    slope = np.polyfit(np.log(np.arange(1, s.size + 1)), np.log(s), 1)[0]
+    return float(-slope)
+
+# -----------------------------------------------------------------------------
+# loading
+
+def load_log(run_dir):
+    """(config dict, train records, eval records) from run_dir/log.jsonl, or None if
+    there is no such file. Unparsable lines (a killed run's last line) are skipped."""
+    path = os.path.join(run_dir, "log.jsonl")
+    if not os.path.isfile(path):
+        return None
+    config, train, evals = {}, [], []
+    with open(path, errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            kind = rec.get("kind") if isinstance(rec, dict) else None
+            if kind == "config":
+                config = rec
+            elif kind == "train":
+                train.append(rec)
+            elif kind == "eval":
+                evals.append(rec)
+    return config, train, evals
+
+def load_spectra(run_dir):
+    """(steps, {matrix name: (S, R) array}) from run_dir/spectra.npz, or None if the
+    file is absent or unreadable (e.g. cut short by a killed run)"""
+    path = os.path.join(run_dir, "spectra.npz")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        print(f"warning: cannot read {path}: {e}")
+        return None
+    steps = arrays.pop("steps", None)
+    return None if steps is None else (np.asarray(steps), arrays)
+
+def parse_name(name):
+    """'blocks.3.attn.q' -> (3, 'q'); None for anything that is not a block matrix"""
+    parts = name.split(".")
+    if len(parts) < 3 or not parts[1].isdigit() or parts[-1] not in PROJS:
+        return None
+    return int(parts[1]), parts[-1]
+
+def group_matrices(mats):
+    """{proj: {layer: array}} for the block matrices, projections in PROJS order"""
+    out = {}
+    for name, a in mats.items():
+        p = parse_name(name)
+        if p is not None:
+            out.setdefault(p[1], {})[p[0]] = a
+    return {proj: out[proj] for proj in PROJS if proj in out}
+
+def metric_grid(by_layer, fn):
+    """(sorted layers, [L, S] array of fn applied to every step's spectrum)"""
+    layers = sorted(by_layer)
+    return layers, np.array([[fn(row) for row in np.atleast_2d(by_layer[l])] for l in layers])
+
+# -----------------------------------------------------------------------------
+# figures. The per-run ones take (steps, group_matrices(...), run name) and
+# return a Figure; the ones from logs return a Figure or a string saying what is missing
+
+def snapshot_idx(n_steps, k=N_SNAPSHOTS):
+    """k evenly spaced step indices, first and last included"""
+    return np.unique(np.linspace(0, n_steps - 1, min(k, n_steps)).round().astype(int))
+
+def snapshot_colors(n):
+    return plt.cm.viridis(np.linspace(0.0, 0.9, n))  # 0.9: the top of viridis is too pale
+
+def proj_axes(n, nrows=2, size=(4.2, 3.4)):
+    """a grid with room for n projection panels; unused panels are hidden"""
+    ncols = -(-n // nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
+
+def plot_spectra_curves(steps, groups, run):
+    idx, layers = snapshot_idx(len(steps)), sorted(next(iter(groups.values())))
+    mid = layers[len(layers) // 2]  # one layer: averaging spectra of different shapes blurs them
+    fig, axes = proj_axes(len(groups))
+    for ax, (proj, by_layer) in zip(axes, groups.items()):
+        a = np.atleast_2d(by_layer.get(mid, by_layer[min(by_layer)]))
+        for color, t in zip(snapshot_colors(len(idx)), idx):
+            s = np.where(a[t] > 0, a[t], np.nan)  # zeros cannot be drawn on log-y
+            ax.plot(np.arange(1, s.size + 1), s, color=color, label=f"step {steps[t]}")
+        ax.set_yscale("log")
+        ax.set(title=proj, xlabel="index i", ylabel="singular value $\\sigma_i$")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{run}: singular values of layer {mid} (middle of {len(layers)}) through training")
+    fig.tight_layout()
+    return fig
+
+def _edges(x):
+    """cell edges around sorted centres x, for pcolormesh with uneven spacing"""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 1:
+        return np.array([x[0] - 0.5, x[0] + 0.5])
+    mid = (x[1:] + x[:-1]) / 2
+    return np.concatenate([[2 * x[0] - mid[0]], mid, [2 * x[-1] - mid[-1]]])
+
+def plot_rank_heatmaps(steps, groups, run):
+    n = len(groups)
+    fig, axes = plt.subplots(2, n, figsize=(3.2 * n + 1, 6.4), squeeze=False, layout="constrained")
+    for row, (fn, label) in enumerate([(stable_rank, "stable rank"), (effective_rank, "effective rank")]):
+        grids = [metric_grid(by_layer, fn) for by_layer in groups.values()]
+        # one colour scale per row, so that projections can be compared at a glance
+        values = np.concatenate([g.ravel() for _, g in grids])
+        vmin, vmax = np.nanmin(values), np.nanmax(values)
+        for ax, proj, (layers, grid) in zip(axes[row], groups, grids):
+            m = ax.pcolormesh(_edges(steps), _edges(layers), grid, shading="flat", cmap="magma",
+                              vmin=vmin, vmax=vmax)
+            ax.set(title=f"{proj}: {label}", xlabel="step (iter)", ylabel="layer" if ax is axes[row, 0] else None)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.colorbar(m, ax=axes[row, :], label=label, pad=0.01, aspect=15)
+    fig.suptitle(f"{run}: rank of each weight matrix over training")
+    return fig
+
+def plot_alpha_depth(steps, groups, run):
+    idx = snapshot_idx(len(steps))
+    fig, axes = proj_axes(len(groups))
+    for ax, (proj, by_layer) in zip(axes, groups.items()):
+        layers, grid = metric_grid(by_layer, powerlaw_alpha)
+        for color, t in zip(snapshot_colors(len(idx)), idx):
+            ax.plot(layers, grid[:, t], "o-", color=color, label=f"step {steps[t]}")
+        ax.set(title=proj, xlabel="layer", ylabel="power-law exponent $\\alpha$")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{run}: spectral decay $\\sigma_i \\propto i^{{-\\alpha}}$ against depth")
+    fig.tight_layout()
+    return fig
+
+def run_label(run, config):
+    return f"{config.get('mode', '?')} r={config.get('rank', '?')} ({run})"
+
+def run_styles(logs):
+    """(colour, linestyle, marker) per run: colour by mode, style cycles within a mode"""
+    seen, styles = {}, []
+    for _, config, _, _ in logs:
+        mode = config.get("mode")
+        k = seen[mode] = seen.get(mode, -1) + 1
+        styles.append((MODE_COLORS.get(mode, "tab:gray"), LINESTYLES[k % 4], MARKERS[k % 4]))
+    return styles
+
+def plot_loss_curves(logs):
+    logs = [l for l in logs if l[2] or l[3]]
+    if not logs:
+        return "no train or eval records in any log.jsonl"
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for (run, config, train, evals), (color, ls, marker) in zip(logs, run_styles(logs)):
+        tr = [(r["iter"], r["loss"]) for r in train if "iter" in r and r.get("loss") is not None]
+        ev = [(r["iter"], r["val_loss"]) for r in evals if "iter" in r and r.get("val_loss") is not None]
+        if tr:
+            ax.plot(*zip(*tr), ls, color=color, lw=0.8, alpha=0.8)
+        if ev:
+            ax.plot(*zip(*ev), marker, color=color, ms=5, mfc="none")
+        # one legend entry per run showing both its line and its marker
+        ax.plot([], [], ls, marker=marker, color=color, mfc="none", label=run_label(run, config))
+    ax.set_yscale("log")  # the early loss drop would otherwise squash the end
+    # label enough ticks that a narrow range (1.2 .. 4) still reads: "1.5" not "1.5x10^0"
+    ax.yaxis.set_minor_locator(LogLocator(subs=(1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set(xlabel="iter", ylabel="loss (nats/token)", title="loss (lines: train, markers: val)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+def final_point(config, evals):
+    """(rank as a count, final val loss, final val - train gap), or None"""
+    last = evals[-1] if evals else {}
+    if last.get("val_loss") is None or last.get("train_loss") is None:
+        return None
+    ranks = evals[0].get("ranks") or {}
+    r = float(np.median(list(ranks.values()))) if ranks else config.get("rank")
+    if not isinstance(r, (int, float)) or r < 1:  # a fraction with no ranks dict: count unknown
+        return None
+    return r, last["val_loss"], last["val_loss"] - last["train_loss"]
+
+def plot_rank_sweep(logs):
+    groups, dense = {}, []
+    for run, config, _, evals in logs:
+        pt = final_point(config, evals)
+        if pt is None:
+            continue
+        key = tuple(config.get(k) for k in ("mode", "n_embd", "n_layer", "input_file"))
+        groups.setdefault(key, {}).setdefault(pt[0], []).append(pt[1:])  # seeds: averaged below
+        if key[0] == "dense":
+            dense.append((key, pt))
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not groups:
+        return "no group of runs (same mode, n_embd, n_layer, input_file) with >=2 ranks"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    all_ranks = sorted({r for by_rank in groups.values() for r in by_rank})
+    for i, (key, by_rank) in enumerate(sorted(groups.items(), key=str)):
+        ranks = sorted(by_rank)
+        val, gap = np.array([np.mean(by_rank[r], axis=0) for r in ranks]).T
+        style = dict(color=MODE_COLORS.get(key[0], "tab:gray"), ls=LINESTYLES[i % 4],
+                     marker=MARKERS[i % 4], label=f"{key[0]} d={key[1]}")
+        axes[0].plot(ranks, val, **style)
+        axes[1].plot(ranks, gap, **style)
+    for key, (_, val, gap) in dense:  # a lone dense run is the reference to beat
+        if key not in groups:
+            for ax, y in zip(axes, (val, gap)):
+                ax.axhline(y, color="black", ls="--", lw=1, label=f"dense d={key[1]}")
+    for ax, ylabel in zip(axes, ("final val loss (nats/token)", "val - train loss (nats/token)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_ranks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # "64" rather than "2^6"
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set(xlabel="rank (median over matrices)", ylabel=ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0].set_title("final val loss vs rank")
+    axes[1].set_title("generalisation gap vs rank")
+    fig.tight_layout()
+    return fig
+
+def plot_tsvd_ranks(logs):
+    runs = [(run, evals) for run, config, _, evals in logs
+            if config.get("mode") == "tsvd" and any(e.get("ranks") for e in evals)]
+    if not runs:
+        return "no tsvd run with ranks in its eval records"
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.5), squeeze=False)
+    for ax, (run, evals) in zip(axes.flat, runs):
+        evals = [e for e in evals if e.get("ranks") and "iter" in e]
+        for j, proj in enumerate(PROJS):
+            means = [np.mean([r for n, r in e["ranks"].items() if n.split(".")[-1] == proj] or [np.nan])
+                     for e in evals]
+            if not np.all(np.isnan(means)):
+                ax.plot([e["iter"] for e in evals], means, "o-", ms=3, color=f"C{j}", label=proj)
+        ax.set(title=f"TSVD rank ({run})", xlabel="iter", ylabel="rank (mean over layers)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+# -----------------------------------------------------------------------------
+
+def emit(result, out_dir, fname, show):
+    """save a figure and print its path, or print the one-line reason it is skipped"""
+    if isinstance(result, str):
+        print(f"skip {fname[:-4]}: {result}")
+        return
+    path = os.path.join(out_dir, fname)
+    result.savefig(path, dpi=110)  # layout is already tight: no second draw
+    print(path)
+    if not show:
+        plt.close(result)
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="plot spectra, rank metrics and losses of runs")
+    ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    ap.add_argument("--out", default=None, help="directory for the PNGs (default: first RUN_DIR)")
+    ap.add_argument("--show", action="store_true", help="also open the figures in a window")
+    args = ap.parse_args(argv)
+    for d in args.run_dirs:
+        if not os.path.isdir(d):
+            print(f"error: not a directory: {d}", file=sys.stderr)
+            return 2
+    runs = [(d, os.path.basename(os.path.normpath(os.path.abspath(d))), load_log(d), load_spectra(d))
+            for d in args.run_dirs]
+    if all(log is None and spec is None for _, _, log, spec in runs):
+        print(f"error: no log.jsonl or spectra.npz in {' '.join(args.run_dirs)}", file=sys.stderr)
+        return 2
+    out = args.out or args.run_dirs[0]
+    os.makedirs(out, exist_ok=True)
+
+    # per-run spectra figures, suffixed with the run name when there are several runs
+    for d, name, _, spec in runs:
+        suffix = f"_{name}" if len(runs) > 1 else ""
+        groups = group_matrices(spec[1]) if spec else {}
+        why = (f"no spectra.npz in {d}" if spec is None else
+               f"no blocks.<i>.*.<{'|'.join(PROJS)}> arrays in {os.path.join(d, 'spectra.npz')}")
+        for fig_name, fn in [("spectra_curves", plot_spectra_curves), ("rank_heatmaps", plot_rank_heatmaps),
+                             ("alpha_depth", plot_alpha_depth)]:
+            emit(fn(spec[0], groups, name) if groups else why, out, f"{fig_name}{suffix}.png", args.show)
+
+    # figures comparing runs, from the logs
+    logs = [(name, *log) for _, name, log, _ in runs if log is not None]
+    if not logs:
+        for fig_name in ("loss_curves", "rank_sweep", "tsvd_ranks"):
+            print(f"skip {fig_name}: no log.jsonl in {' '.join(args.run_dirs)}")
+    else:
+        emit(plot_loss_curves(logs), out, "loss_curves.png", args.show)
+        emit(plot_rank_sweep(logs), out, "rank_sweep.png", args.show)
+        emit(plot_tsvd_ranks(logs), out, "tsvd_ranks.png", args.show)
+    if args.show:
+        plt.show()
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""
+Turn a text corpus into train/val token files that train.py reads.
+
+    python prepare_data.py                                   # TinyShakespeare, characters
+    python prepare_data.py --tokenizer=gpt2                  # TinyShakespeare, GPT-2 BPE (tiktoken)
+    python prepare_data.py --input=my_corpus.txt             # any UTF-8 text file
+
+Writes data/<corpus>_<tokenizer>/{train.bin, val.bin, meta.json}: uint16 tokens, a 90/10 split, and the
+codec (the character list for 'char', the tiktoken encoding name for 'gpt2') with the corpus' sha256, so
+train.py can tell when the corpus changed and the files must be made again.
+"""
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
+DEFAULT_INPUT = os.path.join(DATA, 'tinyshakespeare.txt')
+# tiktoken downloads the GPT-2 BPE files on first use; the repo ships them (named by the SHA-1 of their URLs,
+# as tiktoken's cache expects), so the gpt2 tokenizer works offline unless TIKTOKEN_CACHE_DIR says otherwise
+BPE_CACHE = os.path.join(DATA, 'tiktoken_cache')
+TOKENIZERS = ('char', 'gpt2')
+VAL_FRACTION = 0.1
+
+
+class DataError(ValueError):
+    """A problem with the corpus the user can fix; callers print it as one line."""
+
+
+def data_dir_for(input_file, tokenizer):
+    """Where the token files of (corpus, tokenizer) live: next to the corpus, named after both."""
+    stem = os.path.splitext(os.path.basename(input_file))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(input_file)), f'{stem}_{tokenizer}')
+
+
+def sha256_of(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def read_corpus(input_file, min_chars):
+    if not os.path.isfile(input_file):
+        raise DataError(f"corpus not found: {input_file}")
+    with open(input_file, 'rb') as f:
+        raw = f.read()
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise DataError(f"{input_file} is not UTF-8 text (bad byte at offset {e.start})") from None
+    if len(text) < min_chars:
+        raise DataError(f"{input_file} has {len(text)} characters; need at least {min_chars} "
+                        f"(enough for a train and a val block)")
+    return text
+
+
+def gpt2_encoding():
+    """tiktoken's GPT-2 BPE. It downloads its files on first use, so offline it needs TIKTOKEN_CACHE_DIR."""
+    import tiktoken
+    os.environ.setdefault('TIKTOKEN_CACHE_DIR', BPE_CACHE)
+    try:
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:  # network errors come in many types; all mean the same thing to the user
+        raise DataError("tiktoken could not load the GPT-2 encoding (offline?): point TIKTOKEN_CACHE_DIR at a "
+                        "folder holding its BPE files (see README), or use --tokenizer=char "
+                        f"[{type(e).__name__}]") from None
+
+
+class Codec:
+    """encode/decode for either tokenizer, rebuilt from meta.json by train.py and sample.py."""
+
+    def __init__(self, meta):
+        self.meta = meta
+        if meta['tokenizer'] == 'char':
+            self.chars = meta['chars']
+            self.stoi = {c: i for i, c in enumerate(self.chars)}
+        else:
+            self.enc = gpt2_encoding()
+
+    @property
+    def vocab_size(self):
+        return self.meta['vocab_size']
+
+    def encode(self, text):
+        if self.meta['tokenizer'] == 'gpt2':
+            return self.enc.encode_ordinary(text)
+        unknown = sorted(set(text) - set(self.stoi))
+        if unknown:
+            raise DataError(f"characters not in the vocabulary: {''.join(unknown)!r}")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids):
+        if self.meta['tokenizer'] == 'gpt2':
+            return self.enc.decode(list(ids))
+        return ''.join(self.chars[i] for i in ids)
+
+
+def prepare(input_file=DEFAULT_INPUT, tokenizer='char', min_tokens=2):
+    """Tokenise input_file and write its train/val files; returns the data directory."""
+    if tokenizer not in TOKENIZERS:
+        raise DataError(f"unknown tokenizer {tokenizer!r}; choose from {', '.join(TOKENIZERS)}")
+    text = read_corpus(input_file, min_chars=min_tokens)
+    if tokenizer == 'char':
+        chars = sorted(set(text))
+        meta = dict(tokenizer='char', vocab_size=len(chars), chars=chars)
+    else:
+        meta = dict(tokenizer='gpt2', vocab_size=gpt2_encoding().n_vocab)
+    if meta['vocab_size'] > 2**16:
+        raise DataError(f"{meta['vocab_size']} distinct tokens do not fit the uint16 token files (max 65536)")
+    ids = np.array(Codec(meta).encode(text), dtype=np.uint16)
+    n_val = int(len(ids) * VAL_FRACTION)
+    if min(n_val, len(ids) - n_val) < min_tokens:
+        raise DataError(f"{input_file} gives {len(ids)} tokens: too few for a {VAL_FRACTION:.0%} val split "
+                        f"of at least {min_tokens} tokens (block_size + 1) on each side")
+    out = data_dir_for(input_file, tokenizer)
+    os.makedirs(out, exist_ok=True)
+    ids[:-n_val].tofile(os.path.join(out, 'train.bin'))
+    ids[-n_val:].tofile(os.path.join(out, 'val.bin'))
+    meta.update(input_file=os.path.abspath(input_file), input_sha256=sha256_of(input_file),
+                train_tokens=len(ids) - n_val, val_tokens=n_val)
+    with open(os.path.join(out, 'meta.json'), 'w') as f:  # written last: its presence means "complete"
+        json.dump(meta, f)
+    return out
+
+
+def load_meta(data_dir):
+    with open(os.path.join(data_dir, 'meta.json')) as f:
+        return json.load(f)
+
+
+def ensure_prepared(input_file, tokenizer, min_tokens):
+    """The data dir for (input_file, tokenizer), (re)made if missing or if the corpus changed since."""
+    out = data_dir_for(input_file, tokenizer)
+    try:
+        meta = load_meta(out)
+        if meta['input_sha256'] == sha256_of(input_file) and meta['val_tokens'] >= min_tokens:
+            return out
+    except (OSError, ValueError, KeyError):
+        pass
+    print(f"preparing {input_file} with the {tokenizer} tokenizer -> {out}")
+    return prepare(input_file, tokenizer, min_tokens)
+
+
+def main(argv):
+    args = dict(input=DEFAULT_INPUT, tokenizer='char')
+    for arg in argv:
+        key, _, value = arg.removeprefix('--').partition('=')
+        if not arg.startswith('--') or key not in args or not value:
+            raise DataError(f"bad argument {arg!r}; usage: prepare_data.py [--input=FILE] "
+                            f"[--tokenizer={'|'.join(TOKENIZERS)}]")
+        args[key] = value
+    out = prepare(args['input'], args['tokenizer'])
+    meta = load_meta(out)
+    print(f"{out}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
+          f"vocab {meta['vocab_size']:,} ({meta['tokenizer']})")
+
+
+if __name__ == '__main__':
+    try:
+        main(sys.argv[1:])
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

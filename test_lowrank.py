@@ -1,0 +1,263 @@
+"""The math of lowrank.py, checked exactly against torch.linalg on random layers (CPU, a few seconds)."""
+import math
+
+import pytest
+import torch
+
+import lowrank
+from lowrank import FactorizedLinear, Spectron, TSVDLinear
+
+SHAPES = [(64, 64), (32, 96), (96, 32)]  # (in, out): square, wide, tall
+
+
+def dense_w(layer):
+    A, B = layer.factors()
+    return A if B is None else A @ B.T
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+# --- NFW layer ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('n_in,n_out', SHAPES)
+def test_factorized_forward_is_x_U_Vt_and_x_Wt(n_in, n_out):
+    torch.manual_seed(0)
+    layer = FactorizedLinear(n_in, n_out, 8, bias=True, init_std=0.02)
+    layer.bias.data.normal_()
+    x = torch.randn(5, 7, n_in)
+    y = layer(x)
+    assert torch.allclose(y, (x @ layer.U) @ layer.V.T + layer.bias, atol=1e-6)
+    W = layer.V @ layer.U.T  # materialised only here, to compare
+    assert torch.allclose(y, x @ W.T + layer.bias, atol=1e-5)
+
+
+@pytest.mark.parametrize('n_in,n_out', [(256, 256), (256, 1024), (1024, 256)])
+@pytest.mark.parametrize('rank', [4, 64])
+def test_factorized_init_matches_dense_std_and_is_balanced(n_in, n_out, rank):
+    torch.manual_seed(0)
+    layer = FactorizedLinear(n_in, n_out, rank, bias=False, init_std=0.02)
+    assert abs(dense_w(layer).std().item() / 0.02 - 1) < 0.10
+    assert abs(layer.U.norm().item() / layer.V.norm().item() - 1) < 0.05  # ‖U‖_F ≈ ‖V‖_F
+
+
+@pytest.mark.parametrize('n_in,n_out', SHAPES)
+@pytest.mark.parametrize('rank', [1, 7, 32])
+def test_fast_singular_values_equal_svdvals_of_materialised_w(n_in, n_out, rank):
+    torch.manual_seed(1)
+    for layer in (FactorizedLinear(n_in, n_out, rank, False, 0.02), TSVDLinear(n_in, n_out, rank, False, 0.02)):
+        fast = lowrank.svdvals_of_product(*layer.factors())
+        exact = torch.linalg.svdvals(dense_w(layer).double()).float()[:rank]
+        assert fast.shape == (rank,)
+        assert rel_err(fast, exact) < 1e-4
+
+
+def test_update_norm_is_the_spectral_norm_of_the_change():
+    torch.manual_seed(2)
+    layer = FactorizedLinear(48, 80, 12, False, 0.02)
+    before = tuple(t.detach().clone() for t in layer.factors())
+    W0 = dense_w(layer).detach().clone()
+    with torch.no_grad():
+        layer.U.add_(torch.randn_like(layer.U) * 0.01)
+        layer.V.add_(torch.randn_like(layer.V) * 0.01)
+    exact = torch.linalg.matrix_norm(dense_w(layer).detach() - W0, ord=2).item()
+    assert math.isclose(lowrank.update_norm(before, layer.factors()), exact, rel_tol=1e-4)
+
+
+def test_gradients_reach_both_factors():
+    layer = FactorizedLinear(16, 24, 4, False, 0.02)
+    layer(torch.randn(3, 16)).square().sum().backward()
+    assert layer.U.grad is not None and layer.U.grad.abs().sum() > 0
+    assert layer.V.grad is not None and layer.V.grad.abs().sum() > 0
+
+
+def test_rank_as_int_or_fraction_and_rank_that_does_not_fit():
+    assert lowrank.resolve_rank(0.25, 256, 1024) == 64
+    assert lowrank.resolve_rank(64, 256, 1024) == 64
+    for bad in (0, 257, 1.5, 0.0):
+        with pytest.raises(ValueError):
+            lowrank.resolve_rank(bad, 256, 1024)
+
+
+# --- Spectron ----------------------------------------------------------------------------------
+
+def newton_schulz_reference(G, steps=5):
+    """Muon's iteration written directly on X (wide orientation), to check the Gram-matrix version against."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.double().mT
+    X = X / X.norm(dim=(-2, -1), keepdim=True)
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.mT
+
+
+@pytest.mark.parametrize('m,r', [(64, 1), (96, 8), (256, 64), (64, 64)])
+def test_newton_schulz_gram_form_equals_muon_iteration(m, r):
+    torch.manual_seed(3)
+    G = torch.randn(3, m, r)
+    assert rel_err(lowrank.newton_schulz(G).double(), newton_schulz_reference(G)) < 1e-4
+
+
+@pytest.mark.parametrize('m,r', [(64, 4), (256, 64), (128, 128)])
+def test_newton_schulz_singular_values_are_bounded(m, r):
+    torch.manual_seed(4)
+    for _ in range(5):
+        s = torch.linalg.svdvals(lowrank.newton_schulz(torch.randn(m, r) * 10))
+        assert s.max() <= 1.25
+        # a well-conditioned input (condition number ≤ 10) comes out with every singular value ≥ 0.5
+        P, _ = torch.linalg.qr(torch.randn(m, r))
+        Q, _ = torch.linalg.qr(torch.randn(r, r))
+        G = P @ torch.diag(torch.logspace(0, -1, r)) @ Q.T
+        s = torch.linalg.svdvals(lowrank.newton_schulz(G))
+        assert 0.5 <= s.min() and s.max() <= 1.25
+
+
+def test_power_iteration_reaches_sigma_within_one_percent_in_20_warm_steps():
+    """Trained weights have power-law spectra (METHODS.md §4); here s_i = i^-0.5, and the matrix drifts a little
+    every step, as a factor does during training. Power iteration converges like (σ₂/σ₁)^(2k)."""
+    torch.manual_seed(5)
+    P, _ = torch.linalg.qr(torch.randn(4, 256, 64))
+    Q, _ = torch.linalg.qr(torch.randn(4, 64, 64))
+    A = P @ torch.diag(torch.arange(1, 65.0) ** -0.5) @ Q.mT
+    v = torch.randn(4, 64)
+    v = v / v.norm(dim=-1, keepdim=True)
+    for _ in range(20):
+        A = A + 1e-3 * torch.randn_like(A) / 16  # ‖drift‖₂ ≈ 1e-3 ‖A‖₂ per step
+        sigma, v = lowrank.power_iteration(A, v)  # one step per call, warm-started as in the optimizer
+    true = torch.linalg.matrix_norm(A, ord=2)
+    assert ((sigma - true).abs() / true).max() < 0.01
+    assert (sigma <= true * (1 + 1e-5)).all()  # never an over-estimate
+
+
+def test_power_iteration_never_overestimates_even_without_a_spectral_gap():
+    """A Gaussian matrix (a factor at init) has no gap at the top; the estimate is then low by a few percent,
+    which the ΔW bound test below covers."""
+    torch.manual_seed(5)
+    A = torch.randn(4, 256, 64)
+    v = torch.nn.functional.normalize(torch.randn(4, 64), dim=-1)
+    for _ in range(20):
+        sigma, v = lowrank.power_iteration(A, v)
+    true = torch.linalg.matrix_norm(A, ord=2)
+    assert (sigma <= true * (1 + 1e-5)).all() and (sigma >= 0.9 * true).all()
+
+
+@pytest.mark.parametrize('n_in,n_out,rank', [(64, 64, 1), (64, 64, 64), (32, 96, 8), (96, 32, 32), (128, 48, 16)])
+@pytest.mark.parametrize('eta', [0.02, 0.5])
+def test_spectron_step_bound_on_dW(n_in, n_out, rank, eta):
+    """‖W_after − W_before‖₂ by a real SVD, every step after 20 warm-up steps: ≤ c_ns (1 + ε) η < 1.3 η."""
+    torch.manual_seed(6)
+    layers = [FactorizedLinear(n_in, n_out, rank, False, 0.02) for _ in range(2)]  # two same-shape: batched path
+    opt = Spectron([p for m in layers for p in (m.U, m.V)], lr=eta)
+    worst = 0.0
+    for step in range(40):
+        before = [dense_w(m).detach().double() for m in layers]
+        for m in layers:
+            for p in (m.U, m.V):
+                p.grad = torch.randn_like(p)
+        opt.step()
+        if step >= 20:
+            for m, W0 in zip(layers, before):
+                dW = torch.linalg.matrix_norm(dense_w(m).detach().double() - W0, ord=2).item()
+                worst = max(worst, dW / eta)
+    assert worst <= 1.3
+    # and not vanishingly small: ΔW ≈ −ρ(O_V Uᵀ + V O_Uᵀ) has norm ≳ ρ max(σ_U, σ_V) = η max(σ) / (σ_U + σ_V + 1)
+    sigmas = [torch.linalg.matrix_norm(p.detach(), ord=2).item() for p in (layers[0].U, layers[0].V)]
+    assert worst > 0.5 * max(sigmas) / (sum(sigmas) + 1)
+
+
+def test_spectron_batched_step_equals_one_layer_at_a_time():
+    torch.manual_seed(7)
+    layers = [FactorizedLinear(40, 56, 8, False, 0.02) for _ in range(3)]
+    copies = [FactorizedLinear(40, 56, 8, False, 0.02) for _ in range(3)]
+    for a, b in zip(layers, copies):
+        b.load_state_dict(a.state_dict())
+    together = Spectron([p for m in layers for p in (m.U, m.V)], lr=0.05)
+    # one optimizer per layer, each with the factor indices the shared one gives it (same power-iteration seeds)
+    apart = []
+    for i, m in enumerate(copies):
+        opt = Spectron([m.U, m.V], lr=0.05)
+        for j, p in enumerate((m.U, m.V)):
+            opt._init_state(p, 2 * i + j)
+        apart.append(opt)
+    for _ in range(3):
+        for a, b in zip(layers, copies):
+            for pa, pb in ((a.U, b.U), (a.V, b.V)):
+                pa.grad = torch.randn_like(pa)
+                pb.grad = pa.grad.clone()
+        together.step()
+        for opt in apart:
+            opt.step()
+    for a, b in zip(layers, copies):
+        assert torch.allclose(a.U, b.U, atol=1e-6) and torch.allclose(a.V, b.V, atol=1e-6)
+
+
+@pytest.mark.parametrize('kwargs', [dict(lr=0.0), dict(lr=-1.0), dict(momentum=1.0), dict(momentum=-0.1),
+                                    dict(ns_steps=0)])
+def test_spectron_rejects_bad_hyperparameters(kwargs):
+    with pytest.raises(ValueError):
+        Spectron([torch.nn.Parameter(torch.randn(4, 2)), torch.nn.Parameter(torch.randn(4, 2))], **kwargs)
+
+
+# --- TSVD --------------------------------------------------------------------------------------
+
+def orthonormality_error(M):
+    return (M.T @ M - torch.eye(M.shape[1])).abs().max().item()
+
+
+@pytest.mark.parametrize('n_in,n_out', [(256, 256), (256, 1024), (1024, 256)])
+def test_tsvd_init_is_orthonormal_and_matches_dense_std(n_in, n_out):
+    torch.manual_seed(8)
+    layer = TSVDLinear(n_in, n_out, 64, False, 0.02)
+    assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
+    assert abs(dense_w(layer).std().item() / 0.02 - 1) < 0.10
+    assert torch.all(layer.s[:-1] >= layer.s[1:])  # sorted, distinct
+
+
+def test_tsvd_retraction_keeps_w_and_restores_orthonormality():
+    torch.manual_seed(9)
+    layer = TSVDLinear(48, 80, 16, False, 0.02)
+    with torch.no_grad():
+        for p in (layer.U, layer.V, layer.s):
+            p.add_(torch.randn_like(p) * 0.01)  # an optimizer step leaves the manifold
+    W = dense_w(layer).detach().clone()
+    layer.retract_()
+    assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
+    assert rel_err(dense_w(layer).detach(), W) < 1e-5
+    assert torch.allclose(layer.s, torch.linalg.svdvals(W)[:16], rtol=1e-4)  # s is W's spectrum
+    assert torch.all(layer.s >= 0)
+
+
+def test_energy_rank_on_hand_made_spectrum():
+    s = torch.tensor([3.0, 2.0, 1.0, 0.1])  # energies 9, 4, 1, 0.01 of 14.01: 64.2%, 92.8%, 99.93%, 100%
+    assert lowrank.energy_rank(s, 0.99) == 3
+    assert lowrank.energy_rank(s, 0.9) == 2
+    assert lowrank.energy_rank(s, 0.5) == 1
+    assert lowrank.energy_rank(s, 1.0) == 4
+
+
+def test_tsvd_training_truncates_keeps_orthonormality_and_optimizer_state_and_loss_falls():
+    torch.manual_seed(10)
+    layer = TSVDLinear(32, 48, 24, False, 0.2)
+    target = torch.randn(48, 4) @ torch.randn(4, 32) * 0.3  # a rank-4 map to learn
+    x = torch.randn(256, 32)
+    cfg = dict(rank_warmup=50, rank_interval=50, energy=0.99, min_rank=2, learning_rate=1e-2,
+               weight_decay=0.0, beta1=0.9, beta2=0.99)
+    opts = lowrank.tsvd_adamw(layer, cfg)
+    losses = []
+    for it in range(1, 301):
+        loss = (layer(x) - x @ target.T).square().mean()
+        loss.backward()
+        for opt in opts:
+            opt.step()
+            opt.zero_grad()
+        lowrank.tsvd_after_step(layer, opts, it, cfg)
+        assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
+        losses.append(loss.item())
+    assert layer.rank < 24  # it found the low-rank target and shrank
+    for p in (layer.U, layer.s, layer.V):
+        st = opts[0].state[p]
+        assert st['exp_avg'].shape == p.shape and st['exp_avg_sq'].shape == p.shape
+    assert losses[-1] < 0.05 * losses[0]
+    assert losses[-1] <= min(losses[-60:-40])  # still falling after the last truncations

@@ -1,0 +1,182 @@
+"""
+Tests for plot_spectra.py: the spectrum metrics, the loaders, and the command line
+on a tiny synthetic pair of runs. Run with: python -m pytest -q test_spectra.py
+"""
+import os
+import sys
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import plot_spectra as ps
+
+SCRIPT = os.path.join(HERE, "plot_spectra.py")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PROJS = ["q", "k", "v", "o", "up", "down"]
+
+# -----------------------------------------------------------------------------
+# metrics
+
+def test_identity_spectrum():
+    s = np.ones(8)
+    assert ps.effective_rank(s) == pytest.approx(8)
+    assert ps.stable_rank(s) == pytest.approx(8)
+    assert ps.energy_rank(s, 1.0) == 8
+
+def test_rank_one_spectrum():
+    s = np.array([3.0, 0, 0, 0])
+    assert ps.effective_rank(s) == pytest.approx(1)
+    assert ps.stable_rank(s) == pytest.approx(1)
+    assert ps.energy_rank(s) == 1
+
+def test_energy_rank():
+    s = [3, 2, 1, 0.1]  # squares 9, 4, 1, 0.01: cumulative 9, 13, 14, 14.01 of 14.01
+    assert ps.energy_rank(s, 0.99) == 3  # 0.99 * 14.01 = 13.87 -> needs 14
+    assert ps.energy_rank(s, 0.9) == 2  # 0.9 * 14.01 = 12.61 -> 13 is enough
+
+def test_powerlaw_alpha():
+    s = np.arange(1, 101, dtype=np.float64) ** -1.5
+    assert ps.powerlaw_alpha(s) == pytest.approx(1.5, abs=1e-6)
+    assert ps.powerlaw_alpha(s[::-1]) == pytest.approx(1.5, abs=1e-6)  # order does not matter
+
+def test_nan_padding_ignored():
+    s = np.array([4.0, 2.0, 1.0, 0.5])
+    padded = np.concatenate([s, np.full(5, np.nan)]).astype(np.float32)
+    for fn in (ps.stable_rank, ps.effective_rank, ps.energy_rank, ps.powerlaw_alpha):
+        assert fn(padded) == pytest.approx(fn(s), rel=1e-6), fn.__name__
+
+def test_empty_spectrum_is_nan():
+    for fn in (ps.stable_rank, ps.effective_rank, ps.energy_rank, ps.powerlaw_alpha):
+        assert np.isnan(fn(np.full(3, np.nan)))
+
+# -----------------------------------------------------------------------------
+# synthetic runs
+
+def write_spectra(run_dir, steps, ranks_at_step, n_layer=2, width=8):
+    """power-law spectra; ranks_at_step[t] values per matrix, NaN-padded to the widest"""
+    arrays = {"steps": np.array(steps, dtype=np.int64)}
+    for i in range(n_layer):
+        for proj in PROJS:
+            a = np.full((len(steps), width), np.nan, dtype=np.float32)
+            for t, r in enumerate(ranks_at_step):
+                a[t, :r] = np.arange(1, r + 1) ** -(0.5 + 0.1 * t + 0.2 * i)
+            part = "attn" if proj in "qkvo" else "mlp"
+            arrays[f"blocks.{i}.{part}.{proj}"] = a
+    np.savez(os.path.join(run_dir, "spectra.npz"), **arrays)
+    return arrays
+
+def write_log(run_dir, mode, rank, steps, ranks_at_step, n_layer=2, truncate=True):
+    config = dict(kind="config", mode=mode, rank=rank, n_layer=n_layer, n_embd=8, n_head=2,
+                  max_iters=steps[-1], seed=0, out_dir=run_dir, input_file="data/tiny.txt")
+    lines = [json.dumps(config)]
+    for it in range(0, steps[-1] + 1, 5):
+        lines.append(json.dumps(dict(kind="train", iter=it, loss=3.0 / (1 + it / 10), lr=1e-3,
+                                     ms=1.0, max_dW=None)))
+    for t, it in enumerate(steps):
+        names = [f"blocks.{i}.{'attn' if p in 'qkvo' else 'mlp'}.{p}" for i in range(n_layer) for p in PROJS]
+        lines.append(json.dumps(dict(kind="eval", iter=it, train_loss=2.0 / (1 + t) + 0.1 * rank,
+                                     val_loss=2.1 / (1 + t) + 0.1 * rank,
+                                     ranks={n: ranks_at_step[t] for n in names})))
+    text = "\n".join(lines) + "\n"
+    if truncate:
+        text += '{"kind": "train", "iter": 99, "lo'  # a killed run's half-written line
+    with open(os.path.join(run_dir, "log.jsonl"), "w") as f:
+        f.write(text)
+
+def make_run(root, name, mode, rank, ranks_at_step, spectra=True):
+    run_dir = os.path.join(root, name)
+    os.makedirs(run_dir)
+    steps = [0, 10, 20, 30]
+    write_log(run_dir, mode, rank, steps, ranks_at_step)
+    if spectra:
+        write_spectra(run_dir, steps, ranks_at_step)
+    return run_dir
+
+def run_cli(*args):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+# -----------------------------------------------------------------------------
+# loaders
+
+def test_load_spectra_roundtrip(tmp_path):
+    arrays = write_spectra(str(tmp_path), [0, 10, 20], [6, 5, 4])
+    steps, mats = ps.load_spectra(str(tmp_path))
+    np.testing.assert_array_equal(steps, arrays["steps"])
+    assert set(mats) == set(arrays) - {"steps"}
+    for name, a in mats.items():
+        np.testing.assert_array_equal(a, arrays[name])  # NaN == NaN for assert_array_equal
+        assert a.dtype == np.float32
+
+def test_load_log_skips_truncated_line(tmp_path):
+    write_log(str(tmp_path), "nfw", 4, [0, 10], [4, 4])
+    config, train, evals = ps.load_log(str(tmp_path))
+    assert config["mode"] == "nfw" and config["rank"] == 4
+    assert [r["iter"] for r in train] == [0, 5, 10]
+    assert len(evals) == 2 and evals[0]["ranks"]["blocks.0.attn.q"] == 4
+
+def test_missing_files_load_as_none(tmp_path):
+    assert ps.load_log(str(tmp_path)) is None
+    assert ps.load_spectra(str(tmp_path)) is None
+
+def test_parse_name():
+    assert ps.parse_name("blocks.3.attn.q") == (3, "q")
+    assert ps.parse_name("blocks.11.mlp.down") == (11, "down")
+    assert ps.parse_name("lm_head") is None
+
+# -----------------------------------------------------------------------------
+# command line
+
+def test_cli_two_runs(tmp_path):
+    # same mode and shape, different rank: one group for rank_sweep. The rank-8 run is pruned
+    # (NaN-padded spectra); the rank-4 run has no spectra.npz, which also keeps this test quick
+    a = make_run(str(tmp_path), "tsvd_r4", "tsvd", 4, [4, 4, 4, 4], spectra=False)
+    b = make_run(str(tmp_path), "tsvd_r8", "tsvd", 8, [8, 6, 5, 3])
+    out = str(tmp_path / "plots")
+    res = run_cli(a, b, f"--out={out}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stdout.splitlines()
+    written = [l for l in lines if l.endswith(".png")]
+    expected = {"spectra_curves_tsvd_r8.png", "rank_heatmaps_tsvd_r8.png", "alpha_depth_tsvd_r8.png",
+                "loss_curves.png", "rank_sweep.png", "tsvd_ranks.png"}
+    assert {os.path.basename(p) for p in written} == expected
+    for p in written:
+        assert os.path.dirname(os.path.abspath(p)) == os.path.abspath(out)
+        with open(p, "rb") as f:
+            assert f.read(8) == PNG_SIGNATURE, p
+        assert os.path.getsize(p) > 1000, p
+    assert os.path.isfile(os.path.join(out, "rank_sweep.png"))
+    skips = sorted(l for l in lines if l.startswith("skip"))
+    assert len(skips) == 3 and all("_tsvd_r4: no spectra.npz" in l for l in skips), skips
+    assert len(lines) == len(written) + len(skips)  # nothing else is printed
+
+def test_cli_nonexistent_dir(tmp_path):
+    res = run_cli(str(tmp_path / "nope"))
+    assert res.returncode == 2
+    msg = (res.stdout + res.stderr).strip()
+    assert len(msg.splitlines()) == 1 and "nope" in msg
+    assert "Traceback" not in msg
+
+def test_cli_empty_dir(tmp_path, capsys):
+    # in-process (no subprocess start-up): same code path as the command line
+    assert ps.main([str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    msg = (captured.out + captured.err).strip()
+    assert len(msg.splitlines()) == 1 and "Traceback" not in msg
+    assert os.listdir(tmp_path) == []
+
+def test_cli_log_only(tmp_path, capsys):
+    run = make_run(str(tmp_path), "nfw_r4", "nfw", 4, [4, 4, 4, 4], spectra=False)
+    assert ps.main([run]) == 0
+    out = capsys.readouterr().out
+    assert os.path.isfile(os.path.join(run, "loss_curves.png"))
+    skips = [l for l in out.splitlines() if l.startswith("skip")]
+    for fig in ("spectra_curves", "rank_heatmaps", "alpha_depth", "rank_sweep", "tsvd_ranks"):
+        assert sum(l.startswith(f"skip {fig}") for l in skips) == 1, out
+    assert all("spectra.npz" in l for l in skips[:3])

@@ -1,0 +1,477 @@
+"""
+Train a GPT whose linear layers are dense, or low-rank from step 0 (see lowrank.py for the modes).
+
+    python train.py --mode=spectron --rank=64          # the default run: ~5 minutes on a laptop CPU
+    python train.py config/shakespeare_char_gpu.py     # a config file, then --key=value overrides
+    python train.py --init_from=resume --out_dir=out   # continue from out/ckpt.pt
+    torchrun --standalone --nproc_per_node=4 train.py  # DDP over 4 GPUs (or CPU processes, with gloo)
+
+Writes out_dir/ckpt.pt (atomically, at every eval), out_dir/log.jsonl (every log and eval record) and
+out_dir/spectra.npz (singular values of every weight matrix every spectra_interval steps).
+"""
+import ast
+import difflib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch.distributed import destroy_process_group, init_process_group
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import lowrank
+from model import GPT, GPTConfig
+from prepare_data import DataError, ensure_prepared, load_meta
+
+# -----------------------------------------------------------------------------
+# default config: a spectron GPT at rank 64 (d/4) on TinyShakespeare characters, a few minutes on 2 CPU cores
+# I/O
+out_dir = 'out'
+eval_interval = 250  # evaluate, log and checkpoint every this many steps
+log_interval = 10  # print a training line (and measure max ‖ΔW‖₂) every this many steps
+eval_iters = 20  # batches per split in an evaluation (always the same batches, so evals compare)
+spectra_interval = 50  # record every weight matrix's singular values every this many steps (0: never)
+init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+# data
+input_file = 'data/tinyshakespeare.txt'  # any UTF-8 text; tokenised on first use by prepare_data.py
+tokenizer = 'char'  # 'char' or 'gpt2'
+gradient_accumulation_steps = 1  # micro-steps per optimizer step (divided among DDP processes)
+batch_size = 16  # sequences per micro-step
+block_size = 64  # context length
+# model
+mode = 'spectron'  # dense | nfw | spectron | tsvd (lowrank.MODES)
+rank = 64  # rank of every factorized layer: an int, or a fraction of the layer's smaller side (0.25)
+n_layer = 4
+n_head = 4
+n_embd = 256
+dropout = 0.0
+bias = False
+# AdamW (all parameters in dense/nfw/tsvd; embeddings, head, norms and biases in spectron)
+learning_rate = 1e-3  # peak LR; the schedule scales every optimizer's LR by the same factor
+max_iters = 2000
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.99
+grad_clip = 1.0  # clip the global gradient norm to this (0: don't clip)
+# LR schedule: linear warmup, then cosine down to min_lr
+decay_lr = True
+warmup_iters = 100
+lr_decay_iters = 2000
+min_lr = 1e-4
+# Spectron (factor pairs)
+spectron_lr = 0.02  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak
+spectron_beta = 0.95  # momentum
+ns_steps = 5  # Newton–Schulz steps
+spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)
+spectron_wd = 0.0  # decoupled weight decay on the factors
+# TSVD
+energy = 0.99  # τ: each layer keeps the smallest rank holding this fraction of Σ s²
+rank_warmup = 500  # no truncation before this step
+rank_interval = 250  # re-choose ranks every this many steps
+min_rank = 4  # never truncate below this
+# system
+device = 'auto'  # auto | cpu | cuda | cuda:N | mps
+dtype = 'auto'  # auto (bfloat16 on CUDA, float32 elsewhere) | float32 | bfloat16
+compile = False  # torch.compile the model
+seed = 1337
+skip_nonfinite = True  # skip (and count) a step whose gradients are not finite; False: stop the run
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
+MODEL_KEYS = ('mode', 'rank', 'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')
+
+
+def die(msg):
+    """Bad input: one line, exit status 2, before any work starts."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def closest(word, choices):
+    match = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def coerce(key, value):
+    """Check value's type against the default's; ints pass for floats, and rank is an int or a fraction."""
+    if key not in DEFAULTS:
+        die(f"unknown config key {key!r}{closest(key, DEFAULTS)}")
+    want = type(DEFAULTS[key])
+    ok = (want, float, int) if key == 'rank' else (float, int) if want is float else (want,)
+    if not isinstance(value, ok) or (want is not bool and isinstance(value, bool)):
+        die(f"{key} must be {' or '.join(t.__name__ for t in ok)}, got {value!r}")
+    return float(value) if want is float else value
+
+
+def parse_args(argv):
+    """nanoGPT's configurator: config files (python, assigning keys) and --key=value overrides, in order."""
+    overrides = {}
+    for arg in argv:
+        if not arg.startswith('--'):
+            try:
+                with open(arg) as f:
+                    namespace = {}
+                    exec(f.read(), namespace)
+            except OSError:
+                die(f"config file not found: {arg}")
+            except Exception as e:
+                die(f"config file {arg} does not run: {type(e).__name__}: {e}")
+            overrides.update({k: coerce(k, v) for k, v in namespace.items() if not k.startswith('__')})
+            continue
+        key, eq, text = arg[2:].partition('=')
+        if not eq:
+            die(f"expected --key=value, got {arg!r}")
+        try:
+            value = text if isinstance(DEFAULTS.get(key), str) else ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        overrides[key] = coerce(key, value)
+    return overrides
+
+
+def validate(c):
+    """Ranges and combinations, checked in one place before anything is built."""
+    def need(cond, msg):
+        if not cond:
+            die(msg)
+    need(c['mode'] in lowrank.MODES, f"unknown mode {c['mode']!r}{closest(c['mode'], lowrank.MODES)}; "
+                                     f"known modes: {', '.join(lowrank.MODES)}")
+    for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval',
+              'eval_iters', 'gradient_accumulation_steps', 'ns_steps', 'spectron_power_iters', 'rank_interval'):
+        need(c[k] >= 1, f"{k} must be >= 1, got {c[k]}")
+    for k in ('max_iters', 'warmup_iters', 'spectra_interval', 'min_lr', 'weight_decay', 'grad_clip', 'spectron_wd'):
+        need(c[k] >= 0, f"{k} must be >= 0, got {c[k]}")
+    need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}")
+    need(0 <= c['dropout'] < 1, f"dropout must be in [0, 1), got {c['dropout']}")
+    need(c['learning_rate'] > 0, f"learning_rate must be > 0, got {c['learning_rate']}")
+    need(c['spectron_lr'] > 0, f"spectron_lr (η) must be > 0, got {c['spectron_lr']}")
+    need(0 <= c['spectron_beta'] < 1, f"spectron_beta must be in [0, 1), got {c['spectron_beta']}")
+    need(0 < c['energy'] <= 1, f"energy (τ) must be in (0, 1], got {c['energy']}")
+    need(c['min_rank'] >= 1, f"min_rank must be >= 1, got {c['min_rank']}")
+    need(not isinstance(c['rank'], int) or c['min_rank'] <= c['rank'],
+         f"min_rank={c['min_rank']} is larger than rank={c['rank']}")
+    need(c['init_from'] in ('scratch', 'resume'), f"init_from must be 'scratch' or 'resume', got {c['init_from']!r}")
+    need(c['tokenizer'] in ('char', 'gpt2'), f"tokenizer must be 'char' or 'gpt2', got {c['tokenizer']!r}")
+    need(c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {c['dtype']!r}")
+    if c['device'] == 'auto':
+        c['device'] = 'cuda' if torch.cuda.is_available() else 'cpu'
+    need(c['device'].split(':')[0] in ('cpu', 'cuda', 'mps'), f"device must be auto, cpu, cuda[:N] or mps, got {c['device']!r}")
+    need(not c['device'].startswith('cuda') or torch.cuda.is_available(), "device=cuda but no CUDA GPU is available")
+    if c['dtype'] == 'auto':
+        c['dtype'] = 'bfloat16' if c['device'].startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
+    return c
+
+
+# -----------------------------------------------------------------------------
+# config, DDP and data
+
+cfg = validate({**DEFAULTS, **(overrides := parse_args(sys.argv[1:]))})
+ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
+checkpoint = None
+if cfg['init_from'] == 'resume':
+    if not os.path.isfile(ckpt_path):
+        die(f"init_from=resume but there is no checkpoint at {ckpt_path}")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        saved = checkpoint['config']
+    except Exception as e:
+        die(f"{ckpt_path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
+    for k in MODEL_KEYS:  # the model is rebuilt as saved; a conflicting flag is a mistake, not a wish
+        if k in overrides and overrides[k] != saved[k]:
+            die(f"checkpoint {ckpt_path} has {k}={saved[k]!r}; cannot resume it with {k}={overrides[k]!r}")
+        cfg[k] = saved[k]
+
+ddp = int(os.environ.get('RANK', -1)) != -1
+if ddp:
+    init_process_group(backend='nccl' if cfg['device'].startswith('cuda') else 'gloo')
+    ddp_rank, world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    if cfg['device'].startswith('cuda'):
+        cfg['device'] = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(cfg['device'])
+    if cfg['gradient_accumulation_steps'] % world_size:
+        die(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} is not divisible by "
+            f"the {world_size} DDP processes")
+else:
+    ddp_rank, world_size = 0, 1
+master = ddp_rank == 0
+micro_steps = cfg['gradient_accumulation_steps'] // world_size  # this process' share of the global batch
+device_type = cfg['device'].split(':')[0]
+cfg['device_type'] = device_type
+autocast = nullcontext() if cfg['dtype'] == 'float32' else torch.amp.autocast(device_type, dtype=torch.bfloat16)
+torch.manual_seed(cfg['seed'] + ddp_rank)  # dropout may differ across processes; data and init may not
+
+try:
+    data_dir = ensure_prepared(cfg['input_file'], cfg['tokenizer'], min_tokens=cfg['block_size'] + 2)
+except DataError as e:
+    die(str(e))
+meta = load_meta(data_dir)
+
+
+def load_tokens(split):
+    return np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+
+
+data = {split: load_tokens(split) for split in ('train', 'val')}
+
+
+def get_batch(split, gen, n):
+    """n random windows of block_size + 1 tokens; gen decides which, so that runs and resumes repeat exactly."""
+    d, T = data[split], cfg['block_size']
+    ix = torch.randint(len(d) - T - 1, (n,), generator=gen).tolist()
+    x = torch.from_numpy(np.stack([d[i:i + T] for i in ix]).astype(np.int64))
+    y = torch.from_numpy(np.stack([d[i + 1:i + 1 + T] for i in ix]).astype(np.int64))
+    if device_type == 'cuda':
+        return x.pin_memory().to(cfg['device'], non_blocking=True), y.pin_memory().to(cfg['device'], non_blocking=True)
+    return x.to(cfg['device']), y.to(cfg['device'])
+
+
+# -----------------------------------------------------------------------------
+# model and optimizers
+
+gpt_config = GPTConfig(block_size=cfg['block_size'], vocab_size=meta['vocab_size'], n_layer=cfg['n_layer'],
+                       n_head=cfg['n_head'], n_embd=cfg['n_embd'], dropout=cfg['dropout'], bias=cfg['bias'],
+                       mode=cfg['mode'], rank=cfg['rank'])
+torch.manual_seed(cfg['seed'])  # the same init on every process
+try:
+    raw_model = GPT(gpt_config)
+except ValueError as e:  # a rank that does not fit a layer
+    die(str(e))
+if checkpoint is not None:
+    lowrank.match_shapes(raw_model, checkpoint['model'])  # TSVD layers may have been truncated
+    raw_model.load_state_dict(checkpoint['model'])
+raw_model.to(cfg['device'])
+mode = lowrank.MODES[cfg['mode']]
+optimizers = mode.optimizers(raw_model, cfg)
+for opt in optimizers:
+    for group in opt.param_groups:
+        group['base_lr'] = group['lr']  # the schedule sets lr = base_lr × factor for every group
+if checkpoint is not None:
+    for opt, state in zip(optimizers, checkpoint['optimizers']):
+        opt.load_state_dict(state)
+
+
+def wrap(raw):
+    """The module the training step calls: compiled and/or DDP-wrapped. Rebuilt when parameter shapes change."""
+    m = torch.compile(raw) if cfg['compile'] else raw
+    return DDP(m, device_ids=[int(cfg['device'].split(':')[1])] if device_type == 'cuda' else None) if ddp else m
+
+
+model = wrap(raw_model)
+train_gen = torch.Generator().manual_seed(cfg['seed'])  # shared by all processes: each takes its slice
+iter_num, best_val_loss, skipped = 0, float('inf'), 0
+if checkpoint is not None:
+    iter_num, best_val_loss, skipped = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint['skipped']
+    train_gen.set_state(checkpoint['train_gen'])
+    torch.set_rng_state(checkpoint['torch_rng'])
+    checkpoint = None  # free its memory
+
+
+def lr_factor(it):
+    """Linear warmup, then cosine from 1 down to min_lr / learning_rate at lr_decay_iters."""
+    if not cfg['decay_lr']:
+        return 1.0
+    if it < cfg['warmup_iters']:
+        return (it + 1) / (cfg['warmup_iters'] + 1)
+    floor = cfg['min_lr'] / cfg['learning_rate']
+    if it > cfg['lr_decay_iters']:
+        return floor
+    progress = (it - cfg['warmup_iters']) / max(1, cfg['lr_decay_iters'] - cfg['warmup_iters'])
+    return floor + 0.5 * (1 + math.cos(math.pi * progress)) * (1 - floor)
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over the same eval_iters batches of each split every time (a fixed generator)."""
+    raw_model.eval()
+    out = {}
+    for split in ('train', 'val'):
+        gen = torch.Generator().manual_seed(cfg['seed'] + 1)
+        losses = []
+        for _ in range(cfg['eval_iters']):
+            x, y = get_batch(split, gen, cfg['batch_size'])
+            with autocast:
+                losses.append(raw_model(x, y)[1].item())
+        out[split] = sum(losses) / len(losses)
+    raw_model.train()
+    return out
+
+
+# -----------------------------------------------------------------------------
+# logging, spectra and checkpoints (process 0 only)
+
+log_path = os.path.join(cfg['out_dir'], 'log.jsonl')
+spectra_path = os.path.join(cfg['out_dir'], 'spectra.npz')
+
+
+def log_record(kind, **fields):
+    with open(log_path, 'a') as f:
+        f.write(json.dumps({'kind': kind, **fields}) + '\n')
+
+
+def atomic_save(obj, path, saver):
+    """Write to a temporary file, fsync, then rename: a crash leaves either the old file or the new, never half."""
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        saver(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def start_logs():
+    """Fresh logs for a new run; on resume, drop what was logged after the checkpoint (it is redone)."""
+    os.makedirs(cfg['out_dir'], exist_ok=True)
+    keep, spectra = [], {}
+    if cfg['init_from'] == 'resume':
+        if os.path.exists(log_path):
+            with open(log_path) as f:
+                keep = [line for line in f if json.loads(line).get('iter', 0) < iter_num]
+        if os.path.exists(spectra_path):
+            with np.load(spectra_path) as z:
+                steps = z['steps']
+                spectra = {k: list(z[k][steps < iter_num]) for k in z.files}
+    with open(log_path, 'w') as f:
+        f.writelines(keep)
+    log_record('config', **cfg, iter=iter_num)
+    return spectra
+
+
+@torch.no_grad()
+def record_spectra(spectra):
+    """Append every matrix's singular values at this step to spectra.npz (rows padded with NaN as TSVD shrinks)."""
+    spectra.setdefault('steps', []).append(iter_num)
+    for name, layer in raw_model.linear_layers():
+        spectra.setdefault(name, []).append(lowrank.svdvals_of_product(*layer.factors()).cpu().numpy())
+    width = max(len(s) for k, rows in spectra.items() if k != 'steps' for s in rows)
+    pad = lambda rows: np.stack([np.pad(s, (0, width - len(s)), constant_values=np.nan) for s in rows])
+    arrays = {k: np.array(v) if k == 'steps' else pad(v).astype(np.float32) for k, v in spectra.items()}
+    atomic_save(arrays, spectra_path, lambda a, f: np.savez(f, **a))
+
+
+def save_checkpoint():
+    ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=cfg,
+                meta=meta, iter_num=iter_num, best_val_loss=best_val_loss, skipped=skipped,
+                train_gen=train_gen.get_state(), torch_rng=torch.get_rng_state())
+    atomic_save(ckpt, ckpt_path, torch.save)
+
+
+def layer_stats():
+    """Snapshot of every layer's factors, for the exact ‖ΔW‖₂ of the coming step."""
+    return [tuple(None if t is None else t.detach().clone() for t in m.factors()) for _, m in raw_model.linear_layers()]
+
+
+def max_factor_norms():
+    """Largest ‖A‖₂ and ‖B‖₂ over factorized layers (W = A Bᵀ; for nfw/spectron A = V, B = U)."""
+    pairs = [m.factors() for _, m in raw_model.linear_layers()]
+    if pairs[0][1] is None:
+        return None, None
+    return tuple(max(torch.linalg.matrix_norm(p[i].float(), ord=2).item() for p in pairs) for i in (0, 1))
+
+
+stop_signal = None
+
+
+def on_signal(signum, frame):  # finish the step in flight, checkpoint, then exit
+    global stop_signal
+    stop_signal = signum
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+
+# -----------------------------------------------------------------------------
+# training loop
+
+tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
+flops_per_iter = raw_model.flops_per_token() * tokens_per_iter
+if master:
+    spectra = start_logs()
+    print(f"mode {cfg['mode']}, rank {cfg['rank']}: {raw_model.num_params() / 1e6:.3f}M parameters "
+          f"({raw_model.num_params(dense_equivalent=True) / 1e6:.3f}M dense-equivalent), "
+          f"{raw_model.flops_per_token() / 1e6:.2f} MFLOPs/token, {tokens_per_iter:,} tokens/iter, "
+          f"device {cfg['device']} ({cfg['dtype']}){f', {world_size} processes' if ddp else ''}")
+params = [p for p in raw_model.parameters()]
+while True:
+    factor = lr_factor(iter_num)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group['lr'] = group['base_lr'] * factor
+
+    if master and cfg['spectra_interval'] and iter_num % cfg['spectra_interval'] == 0:
+        record_spectra(spectra)
+    if master and (iter_num % cfg['eval_interval'] == 0 or iter_num == cfg['max_iters']):
+        losses = estimate_loss()
+        ranks = {name: m.rank for name, m in raw_model.linear_layers()}
+        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+              + (f", ranks {min(ranks.values())}-{max(ranks.values())} (mean {np.mean(list(ranks.values())):.1f})"
+                 if cfg['mode'] == 'tsvd' else ''))
+        log_record('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], ranks=ranks,
+                   params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token())
+        best_val_loss = min(best_val_loss, losses['val'])
+        if iter_num > 0:
+            save_checkpoint()
+    if iter_num >= cfg['max_iters']:
+        break
+
+    # forward, backward: this process' micro-batches of one global batch drawn from the shared generator
+    t0 = time.time()  # ms/iter times the training step alone, not evals, spectra or checkpoints
+    x_all, y_all = get_batch('train', train_gen, cfg['gradient_accumulation_steps'] * cfg['batch_size'])
+    train_loss = torch.zeros((), device=cfg['device'])
+    for micro in range(micro_steps):
+        rows = slice((ddp_rank * micro_steps + micro) * cfg['batch_size'],
+                     (ddp_rank * micro_steps + micro + 1) * cfg['batch_size'])
+        if ddp:  # all-reduce gradients only on the last micro-step
+            model.require_backward_grad_sync = micro == micro_steps - 1
+        with autocast:
+            loss = model(x_all[rows], y_all[rows])[1] / micro_steps
+        loss.backward()
+        train_loss += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg['grad_clip'] or float('inf'))
+
+    logging = iter_num % cfg['log_interval'] == 0
+    if not torch.isfinite(grad_norm):  # never write a non-finite update into the weights
+        bad = next(n for n, p in raw_model.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
+        if not cfg['skip_nonfinite']:
+            print(f"stopping at step {iter_num}: non-finite gradient, first in {bad}; "
+                  f"the last good checkpoint is {ckpt_path}", file=sys.stderr)
+            sys.exit(1)
+        skipped += 1
+        print(f"step {iter_num}: non-finite gradient (first in {bad}), step skipped ({skipped} so far)")
+    else:
+        before = layer_stats() if logging and master else None
+        for opt in optimizers:
+            opt.step()
+        if mode.after_step and mode.after_step(raw_model, optimizers, iter_num + 1, cfg):
+            model = wrap(raw_model)  # new parameter tensors: DDP and compile must see them
+            params = [p for p in raw_model.parameters()]
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+
+    dt = time.time() - t0
+    if logging and ddp:  # every process must join the all-reduce
+        torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
+    if logging and master:
+        lossf = train_loss.item()
+        max_dw = max(lowrank.update_norm(b, (m.factors())) for b, (_, m) in zip(before, raw_model.linear_layers())) \
+            if before else float('nan')
+        norm_v, norm_u = max_factor_norms()
+        flops = flops_per_iter / dt
+        print(f"iter {iter_num}: loss {lossf:.4f}, lr {factor * cfg['learning_rate']:.2e}, {dt * 1000:.1f} ms/iter, "
+              f"{tokens_per_iter / dt:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s, max|dW| {max_dw:.2e}")
+        log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, tok_per_s=tokens_per_iter / dt,
+                   flops_per_s=flops, max_dW=max_dw, max_norm_V=norm_v, max_norm_U=norm_u,
+                   grad_norm=grad_norm.item(), skipped=skipped)
+    iter_num += 1
+    if stop_signal is not None:
+        if master:
+            save_checkpoint()
+            print(f"stopped by signal {stop_signal} after step {iter_num}; checkpoint saved. Resume with: "
+                  f"python train.py {' '.join(sys.argv[1:])} --init_from=resume")
+        break
+
+if ddp:
+    destroy_process_group()
