@@ -322,6 +322,25 @@ def plot_tsvd_ranks(logs):
     fig.tight_layout()
     return fig
 
+def plot_stability(logs):
+    """train loss and the largest ‖ΔW‖₂ of any layer per step: the quantity Spectron bounds and NFW lets grow"""
+    logs = [l for l in logs if any(r.get("max_dW") is not None for r in l[2])]
+    if not logs:
+        return "no max_dW in any train record"
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for (run, config, train, _), (color, ls, _) in zip(logs, run_styles(logs)):
+        label = f"{run_label(run, config)} lr={config.get('spectron_lr' if config.get('mode') == 'spectron' else 'learning_rate')}"
+        rows = [r for r in train if r.get("max_dW") is not None and np.isfinite(r["max_dW"])]
+        axes[0].plot([r["iter"] for r in train], [r["loss"] for r in train], ls, color=color, lw=0.8, label=label)
+        axes[1].plot([r["iter"] for r in rows], [r["max_dW"] for r in rows], ls, color=color, lw=0.8, label=label)
+    axes[0].set(xlabel="iter", ylabel="train loss (nats/token)", title="train loss", yscale="log")
+    axes[1].set(xlabel="iter", ylabel="max over layers of ‖ΔW‖₂", title="largest spectral step of any W", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
 # -----------------------------------------------------------------------------
 
 def emit(result, out_dir, fname, show):
@@ -366,12 +385,13 @@ def main(argv=None):
     # figures comparing runs, from the logs
     logs = [(name, *log) for _, name, log, _ in runs if log is not None]
     if not logs:
-        for fig_name in ("loss_curves", "rank_sweep", "tsvd_ranks"):
+        for fig_name in ("loss_curves", "rank_sweep", "tsvd_ranks", "stability"):
             print(f"skip {fig_name}: no log.jsonl in {' '.join(args.run_dirs)}")
     else:
         emit(plot_loss_curves(logs), out, "loss_curves.png", args.show)
         emit(plot_rank_sweep(logs), out, "rank_sweep.png", args.show)
         emit(plot_tsvd_ranks(logs), out, "tsvd_ranks.png", args.show)
+        emit(plot_stability(logs), out, "stability.png", args.show)
     if args.show:
         plt.show()
     return 0

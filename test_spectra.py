@@ -75,7 +75,7 @@ def write_log(run_dir, mode, rank, steps, ranks_at_step, n_layer=2, truncate=Tru
     lines = [json.dumps(config)]
     for it in range(0, steps[-1] + 1, 5):
         lines.append(json.dumps(dict(kind="train", iter=it, loss=3.0 / (1 + it / 10), lr=1e-3,
-                                     ms=1.0, max_dW=None)))
+                                     ms=1.0, max_dW=0.01 * rank / (1 + it))))
     for t, it in enumerate(steps):
         names = [f"blocks.{i}.{'attn' if p in 'qkvo' else 'mlp'}.{p}" for i in range(n_layer) for p in PROJS]
         lines.append(json.dumps(dict(kind="eval", iter=it, train_loss=2.0 / (1 + t) + 0.1 * rank,
@@ -144,7 +144,7 @@ def test_cli_two_runs(tmp_path):
     lines = res.stdout.splitlines()
     written = [l for l in lines if l.endswith(".png")]
     expected = {"spectra_curves_tsvd_r8.png", "rank_heatmaps_tsvd_r8.png", "alpha_depth_tsvd_r8.png",
-                "loss_curves.png", "rank_sweep.png", "tsvd_ranks.png"}
+                "loss_curves.png", "rank_sweep.png", "tsvd_ranks.png", "stability.png"}
     assert {os.path.basename(p) for p in written} == expected
     for p in written:
         assert os.path.dirname(os.path.abspath(p)) == os.path.abspath(out)

@@ -64,7 +64,7 @@ warmup_iters = 100
 lr_decay_iters = 2000
 min_lr = 1e-4
 # Spectron (factor pairs)
-spectron_lr = 0.02  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak
+spectron_lr = 0.1  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak (best of 0.01, 0.03, 0.1, 0.3 at 300 steps)
 spectron_beta = 0.95  # momentum
 ns_steps = 5  # Newton–Schulz steps
 spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)
@@ -152,8 +152,12 @@ def validate(c):
     need(0 <= c['spectron_beta'] < 1, f"spectron_beta must be in [0, 1), got {c['spectron_beta']}")
     need(0 < c['energy'] <= 1, f"energy (τ) must be in (0, 1], got {c['energy']}")
     need(c['min_rank'] >= 1, f"min_rank must be >= 1, got {c['min_rank']}")
-    need(not isinstance(c['rank'], int) or c['min_rank'] <= c['rank'],
-         f"min_rank={c['min_rank']} is larger than rank={c['rank']}")
+    if c['mode'] != 'dense':  # every layer's smaller side is n_embd (d×d attention, d×4d MLP)
+        try:
+            r = lowrank.resolve_rank(c['rank'], c['n_embd'], 4 * c['n_embd'])
+        except ValueError as e:
+            die(str(e))
+        need(c['mode'] != 'tsvd' or c['min_rank'] <= r, f"min_rank={c['min_rank']} is larger than rank={r}")
     need(c['init_from'] in ('scratch', 'resume'), f"init_from must be 'scratch' or 'resume', got {c['init_from']!r}")
     need(c['tokenizer'] in ('char', 'gpt2'), f"tokenizer must be 'char' or 'gpt2', got {c['tokenizer']!r}")
     need(c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {c['dtype']!r}")

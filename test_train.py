@@ -1,0 +1,211 @@
+"""train.py, sample.py and prepare_data.py end to end, as a user runs them (subprocesses, tiny models, CPU)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import prepare_data
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8', '--rank=8',
+        '--eval_iters=2', '--log_interval=1', '--spectra_interval=5', '--device=cpu', '--warmup_iters=5']
+MODES = ['dense', 'nfw', 'spectron', 'tsvd']
+
+
+def run(script, *args, check=True):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    p = subprocess.run([sys.executable, os.path.join(REPO, script), *args], capture_output=True, text=True,
+                       env=env, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def records(out_dir, kind):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        return [r for r in map(json.loads, f) if r['kind'] == kind]
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+    """The first 40k characters of TinyShakespeare: enough to learn something in 50 steps."""
+    path = tmp_path_factory.mktemp('corpus') / 'tiny.txt'
+    with open(os.path.join(REPO, 'data', 'tinyshakespeare.txt')) as f:
+        path.write_text(f.read()[:40000])
+    return str(path)
+
+
+def train(corpus, out_dir, *args, check=True):
+    return run('train.py', *TINY, f'--input_file={corpus}', f'--out_dir={out_dir}', *args, check=check)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_fifty_steps_lower_the_loss(corpus, tmp_path, mode):
+    train(corpus, tmp_path, f'--mode={mode}', '--max_iters=50', '--eval_interval=50', '--lr_decay_iters=50',
+          '--learning_rate=3e-3', '--spectron_lr=0.1', '--rank_warmup=20', '--rank_interval=10', '--energy=0.8')
+    evals = records(tmp_path, 'eval')
+    assert [e['iter'] for e in evals] == [0, 50]
+    assert evals[-1]['val_loss'] < 0.8 * evals[0]['val_loss']
+    assert os.path.isfile(tmp_path / 'ckpt.pt') and os.path.isfile(tmp_path / 'spectra.npz')
+    if mode == 'tsvd':  # truncation really happened, and the parameter count fell with it
+        assert max(evals[-1]['ranks'].values()) < 8 and evals[-1]['params'] < evals[0]['params']
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_resume_continues_the_same_loss_curve(corpus, tmp_path, mode):
+    common = [f'--mode={mode}', '--eval_interval=10', '--lr_decay_iters=20', '--rank_warmup=5', '--rank_interval=5',
+              '--energy=0.9', '--min_rank=2', '--dropout=0.1']
+    train(corpus, tmp_path / 'straight', *common, '--max_iters=20')
+    train(corpus, tmp_path / 'resumed', *common, '--max_iters=10')
+    train(corpus, tmp_path / 'resumed', *common, '--max_iters=20', '--init_from=resume')
+    a, b = records(tmp_path / 'straight', 'train'), records(tmp_path / 'resumed', 'train')
+    assert [r['iter'] for r in a] == [r['iter'] for r in b] == list(range(20))
+    for ra, rb in zip(a, b):
+        assert abs(ra['loss'] - rb['loss']) < 1e-5, (ra['iter'], ra['loss'], rb['loss'])
+    ea, eb = records(tmp_path / 'straight', 'eval')[-1], records(tmp_path / 'resumed', 'eval')[-1]
+    assert abs(ea['val_loss'] - eb['val_loss']) < 1e-5 and ea['ranks'] == eb['ranks']
+
+
+def test_sample_from_a_checkpoint(corpus, tmp_path):
+    train(corpus, tmp_path, '--mode=tsvd', '--max_iters=10', '--eval_interval=10', '--rank_warmup=5',
+          '--rank_interval=5', '--energy=0.9', '--min_rank=2')
+    p = run('sample.py', f'--out_dir={tmp_path}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=30',
+            '--device=cpu')
+    samples = p.stdout.split('---------------\n')[:2]
+    assert len(samples) == 2 and all(s.startswith('ROMEO:') and len(s) == len('ROMEO:') + 30 + 1 for s in samples)
+    bad = run('sample.py', f'--out_dir={tmp_path}', '--start=héllo~', check=False)
+    assert bad.returncode == 2 and "'~é'" in bad.stderr
+
+
+def test_char_and_bpe_preparation_round_trip(tmp_path):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20
+    path = tmp_path / 'c.txt'
+    path.write_text(text)
+    for tokenizer in ('char', 'gpt2'):
+        out = prepare_data.prepare(str(path), tokenizer)
+        codec = prepare_data.Codec(prepare_data.load_meta(out))
+        assert codec.decode(codec.encode(text)) == text
+        import numpy as np
+        tokens = np.concatenate([np.fromfile(os.path.join(out, f'{s}.bin'), dtype=np.uint16) for s in ('train', 'val')])
+        assert codec.decode(tokens.tolist()) == text  # the files hold the whole corpus, in order
+    assert codec.meta['vocab_size'] == 50257 and len(codec.encode(text)) < len(text) / 2  # BPE really merged
+
+
+def test_offline_bpe_failure_is_one_clear_line(monkeypatch):
+    import tiktoken
+
+    def offline(name):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(tiktoken, 'get_encoding', offline)
+    with pytest.raises(prepare_data.DataError, match='TIKTOKEN_CACHE_DIR.*--tokenizer=char'):
+        prepare_data.gpt2_encoding()
+
+
+BAD_TRAIN_ARGS = [  # (arguments, what the one-line error must say)
+    (['--mode=foo'], "unknown mode 'foo'"),
+    (['--mode=spectrom'], "did you mean 'spectron'"),
+    (['--n_embed=64'], "did you mean 'n_embd'"),
+    (['--max_iters=ten'], 'max_iters must be int'),
+    (['--dropout=True'], 'dropout must be float'),
+    (['--compile=1'], 'compile must be bool'),
+    (['--rank=9999'], 'does not fit'),
+    (['--rank=0'], 'does not fit'),
+    (['--rank=1.5'], 'fractional rank'),
+    (['--n_embd=30', '--n_head=4'], 'not divisible'),
+    (['--spectron_lr=0'], 'spectron_lr'),
+    (['--spectron_lr=-0.1'], 'spectron_lr'),
+    (['--spectron_beta=1.0'], 'spectron_beta'),
+    (['--ns_steps=0'], 'ns_steps'),
+    (['--energy=1.5'], 'energy'),
+    (['--energy=0'], 'energy'),
+    (['--min_rank=0'], 'min_rank'),
+    (['--mode=tsvd', '--min_rank=16'], 'min_rank=16 is larger than rank=8'),
+    (['--rank_interval=0'], 'rank_interval'),
+    (['--batch_size=0'], 'batch_size'),
+    (['--dtype=float64'], 'dtype'),
+    (['--device=tpu'], 'device'),
+    (['--tokenizer=bpe'], 'tokenizer'),
+    (['--init_from=gpt2'], 'init_from'),
+    (['--input_file=/nonexistent/corpus.txt'], 'corpus not found'),
+    (['no_such_config.py'], 'config file not found'),
+    (['--max_iters'], 'expected --key=value'),
+]
+
+
+@pytest.mark.parametrize('args,message', BAD_TRAIN_ARGS, ids=[' '.join(a) for a, _ in BAD_TRAIN_ARGS])
+def test_bad_train_input_is_one_line_and_exit_2(corpus, tmp_path, args, message):
+    p = train(corpus, tmp_path, *args, check=False)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1 and 'Traceback' not in p.stderr
+    assert not os.path.exists(tmp_path / 'log.jsonl')  # nothing started
+
+
+def test_bad_corpora_and_config_files(tmp_path):
+    cases = {'empty.txt': b'', 'small.txt': b'too small', 'latin1.txt': 'caf\xe9 '.encode('latin-1') * 100}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        p = run('train.py', f'--input_file={tmp_path / name}', f'--out_dir={tmp_path}', check=False)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, (name, p.stderr)
+    (tmp_path / 'cfg.py').write_text("n_layers = 3\n")
+    p = run('train.py', str(tmp_path / 'cfg.py'), check=False)
+    assert p.returncode == 2 and "did you mean 'n_layer'" in p.stderr
+    p = run('prepare_data.py', f'--input={tmp_path / "latin1.txt"}', check=False)
+    assert p.returncode == 2 and 'not UTF-8' in p.stderr
+
+
+def test_bad_checkpoints(corpus, tmp_path):
+    p = train(corpus, tmp_path, '--init_from=resume', check=False)
+    assert p.returncode == 2 and 'no checkpoint' in p.stderr
+    train(corpus, tmp_path, '--mode=nfw', '--max_iters=2', '--eval_interval=2')
+    for args, message in ((['--mode=dense'], "has mode='nfw'"), (['--n_embd=64'], 'has n_embd=32'),
+                          (['--mode=tsvd'], "has mode='nfw'")):
+        p = train(corpus, tmp_path, '--init_from=resume', *args, check=False)
+        assert p.returncode == 2 and message in p.stderr, p.stderr
+    (tmp_path / 'ckpt.pt').write_bytes((tmp_path / 'ckpt.pt').read_bytes()[:1000])  # a torn write
+    p = train(corpus, tmp_path, '--init_from=resume', check=False)
+    assert p.returncode == 2 and 'not a readable' in p.stderr and str(tmp_path) in p.stderr
+    p = run('sample.py', f'--out_dir={tmp_path / "nowhere"}', check=False)
+    assert p.returncode == 2 and 'no checkpoint' in p.stderr
+
+
+@pytest.mark.parametrize('mode', ['dense', 'spectron', 'tsvd'])
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path, mode):
+    """torchrun with 2 CPU processes (gloo), each taking half of every global batch, trains the same model as one
+    process doing both halves by gradient accumulation."""
+    args = [*TINY, f'--input_file={corpus}', f'--mode={mode}', '--max_iters=12', '--eval_interval=12',
+            '--gradient_accumulation_steps=2', '--rank_warmup=4', '--rank_interval=4', '--energy=0.9', '--min_rank=2']
+    train(corpus, tmp_path / 'one', *args)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                        os.path.join(REPO, 'train.py'), *args, f'--out_dir={tmp_path / "two"}'],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    one, two = records(tmp_path / 'one', 'eval')[-1], records(tmp_path / 'two', 'eval')[-1]
+    assert abs(one['val_loss'] - two['val_loss']) < 1e-4 and one['ranks'] == two['ranks']
+    for a, b in zip(records(tmp_path / 'one', 'train'), records(tmp_path / 'two', 'train')):
+        assert abs(a['loss'] - b['loss']) < 1e-4
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_resumes(corpus, tmp_path):
+    import signal
+    import time
+    import torch
+    args = [sys.executable, os.path.join(REPO, 'train.py'), *TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}',
+            '--mode=spectron', '--max_iters=100000', '--eval_interval=100000']
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'))
+    for line in p.stdout:  # wait until training is under way
+        if line.startswith('iter 5:'):
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert 'checkpoint saved' in out and '--init_from=resume' in out
+    stopped_at = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num']
+    assert stopped_at >= 6
+    train(corpus, tmp_path, '--mode=spectron', f'--max_iters={stopped_at + 3}', '--eval_interval=100000',
+          '--init_from=resume')
+    assert [r['iter'] for r in records(tmp_path, 'train')][-4:] == [stopped_at - 1, stopped_at, stopped_at + 1,
+                                                                     stopped_at + 2]
