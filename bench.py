@@ -2,7 +2,7 @@
 Time a training step of every low-rank mode against dense, per width and rank, on random tokens.
 
     python bench.py                                  # n_embd 256, ranks d/16..d/2, CPU
-    python bench.py --quick                          # 1 warm-up and 3 timed steps
+    python bench.py --quick=True                     # 1 warm-up and 3 timed steps
     python bench.py --device=cuda --widths=256,768   # bf16 autocast on CUDA by default
     python bench.py --profile=True --ranks=0.25      # also torch.profiler's top ops of each run
 
@@ -11,7 +11,6 @@ optimizer's step(), the mode's after_step hook, zero_grad (data loading and the 
 ms/step: median over the timed steps; opt%: optimizer steps + after_step as a share of it; speedup: dense
 ms / this ms; ideal: dense FLOPs / this FLOPs; eff: speedup / ideal; gen: model.generate, batch 1.
 """
-import ast
 import csv as csvlib
 import ctypes
 import gc
@@ -25,6 +24,7 @@ import torch
 import torch.nn as nn
 
 import lowrank
+from configurator import die, parse_args
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -49,37 +49,13 @@ csv = ''  # write the table to this path
 quick = False  # 1 warm-up and 3 timed steps, at most 20 sampled tokens
 seed = 1337
 # optimizer config: train.py's defaults, copied (importing train.py would start a training run)
-OPT_CFG = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.02, spectron_beta=0.95,
+OPT_CFG = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.1, spectron_beta=0.95,
                ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, energy=0.99, rank_warmup=500,
                rank_interval=250, min_rank=4)
 GRAD_CLIP = 1.0  # train.py's grad_clip
 PEAK_BF16 = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16 FLOP/s, for MFU
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k.islower() and isinstance(v, (int, float, bool, str))}
-
-
-def die(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_args(argv):
-    """--key=value overrides of the defaults above (--key alone means True); the type must match the default's."""
-    c = dict(DEFAULTS)
-    for arg in argv:
-        key, eq, text = arg[2:].partition('=')
-        if not arg.startswith('--') or key not in DEFAULTS:
-            die(f"unknown argument {arg!r}; known keys: {', '.join(DEFAULTS)}")
-        want = type(DEFAULTS[key])
-        try:
-            value = text if want is str else ast.literal_eval(text) if eq else True
-        except (ValueError, SyntaxError):
-            die(f"{key}: cannot read {text!r} as {want.__name__}")
-        value = float(value) if want is float and type(value) is int else value
-        if type(value) is not want:
-            die(f"{key} must be {want.__name__}, got {text!r}")
-        c[key] = value
-    return c
 
 
 def validate(c):
@@ -99,7 +75,7 @@ def validate(c):
     checks += [(c[k] >= 0, f"{k} must be >= 0, got {c[k]}") for k in ('warmup', 'sample_tokens', 'threads')]
     checks += [(c['device'] in ('cpu', 'cuda'), f"device must be cpu or cuda, got {c['device']!r}"),
                (c['device'] != 'cuda' or torch.cuda.is_available(), "device=cuda but no CUDA GPU is available"),
-               (c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16: {c['dtype']}"),
+               (c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype {c['dtype']!r}: not auto, float32, bfloat16"),
                (not c['csv'] or os.path.isdir(os.path.dirname(os.path.abspath(c['csv']))), f"no folder for {c['csv']}"),
                (c['widths'], "widths is empty")]
     for ok, msg in checks:
@@ -223,7 +199,8 @@ def run(c, d, mode_name, rank):
         with torch.profiler.profile() as prof:  # CPU, and CUDA where there is one
             train_step(c, model, raw, mode, optimizers, x, y, len(times) + 1, ctx)
         print(f"\n--- profile of one step: d={d} {mode_name} rank={rank}")
-        print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15), flush=True)
+        key = 'self_device_time_total' if c['device'] == 'cuda' else 'self_cpu_time_total'
+        print(prof.key_averages().table(sort_by=key, row_limit=15), flush=True)
     ms, ms_opt = (statistics.median(t[j] for t in times[c['warmup']:]) * 1e3 for j in (0, 1))
     return dict(ms=ms, ms_opt=ms_opt, flops=flops, params=params, peak_mb=peak,
                 gen=sample_speed(c, raw, ctx) if c['sample_tokens'] else None)
@@ -234,7 +211,8 @@ def bench(c):
     peak_flops = next((v for k, v in PEAK_BF16.items() if k in c['device_name'] and c['device'] == 'cuda'), None)
     tokens, rows = c['batch_size'] * c['block_size'], []
     d = c['widths'][0]  # an untimed run first loads kernels and thread pools, so that the first row is not charged
-    run(dict(c, warmup=1, steps=1, sample_tokens=min(c['sample_tokens'], 5), profile=False, compile=False), d, 'dense', d)
+    run(dict(c, warmup=1, steps=1, sample_tokens=min(c['sample_tokens'], 5), profile=False, compile=False),
+        d, 'dense', d)
     for d in c['widths']:
         plan = [('dense', d)] + [('plain', d)] * c['plain']
         plan += [(m, max(1, round(f * d))) for f in c['ranks'] for m in c['modes']]
@@ -267,11 +245,12 @@ COLUMNS = [  # (key, header, width, format spec)
 
 
 def format_row(row):
-    return ' '.join(('' if row[k] is None else format(row[k], spec)).rjust(w) for k, _, w, spec in COLUMNS)
+    blank = lambda k: 'n/a' if k == 'peak_mb' else ''  # MFU is blank off CUDA; memory is n/a where unmeasurable
+    return ' '.join((blank(k) if row[k] is None else format(row[k], spec)).rjust(w) for k, _, w, spec in COLUMNS)
 
 
 def main():
-    c = validate(parse_args(sys.argv[1:]))
+    c = validate({**DEFAULTS, **parse_args(DEFAULTS, sys.argv[1:])})
     if c['threads']:
         torch.set_num_threads(c['threads'])
     c['device_name'] = device_name(c)

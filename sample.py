@@ -10,6 +10,7 @@ import sys
 import torch
 
 import lowrank
+from configurator import die, parse_args
 from model import GPT, GPTConfig
 from prepare_data import Codec, DataError
 
@@ -24,22 +25,8 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, str))}
 
 
-def die(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_args(argv):
-    cfg = dict(DEFAULTS)
-    for arg in argv:
-        key, eq, text = arg.removeprefix('--').partition('=')
-        if not arg.startswith('--') or not eq or key not in DEFAULTS:
-            die(f"bad argument {arg!r}; known: {', '.join('--' + k + '=' for k in DEFAULTS)}")
-        want = type(DEFAULTS[key])
-        try:
-            cfg[key] = text if want is str else want(text)
-        except ValueError:
-            die(f"{key} must be {want.__name__}, got {text!r}")
+def parse_sample_args(argv):
+    cfg = {**DEFAULTS, **parse_args(DEFAULTS, argv)}
     if cfg['temperature'] <= 0 or cfg['num_samples'] < 1 or cfg['max_new_tokens'] < 0 or cfg['top_k'] < 1:
         die("need temperature > 0, num_samples >= 1, max_new_tokens >= 0, top_k >= 1")
     return cfg
@@ -63,7 +50,7 @@ def load_model(ckpt_path, device):
 
 
 def main(argv):
-    cfg = parse_args(argv)
+    cfg = parse_sample_args(argv)
     model, codec = load_model(os.path.join(cfg['out_dir'], 'ckpt.pt'), cfg['device'])
     prompt = cfg['start']
     if prompt.startswith('FILE:'):

@@ -209,3 +209,12 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes(corpus, tmp_path):
           '--init_from=resume')
     assert [r['iter'] for r in records(tmp_path, 'train')][-4:] == [stopped_at - 1, stopped_at, stopped_at + 1,
                                                                      stopped_at + 2]
+
+
+def test_keep_last_keeps_previous_checkpoints(corpus, tmp_path):
+    import torch
+    train(corpus, tmp_path, '--mode=nfw', '--max_iters=30', '--eval_interval=10', '--keep_last=2')
+    steps = {name: torch.load(tmp_path / name, weights_only=True)['iter_num']
+             for name in ('ckpt.pt', 'ckpt.1.pt', 'ckpt.2.pt')}
+    assert steps == {'ckpt.pt': 30, 'ckpt.1.pt': 20, 'ckpt.2.pt': 10}
+    assert not os.path.exists(tmp_path / 'ckpt.3.pt')

@@ -9,8 +9,6 @@ Train a GPT whose linear layers are dense, or low-rank from step 0 (see lowrank.
 Writes out_dir/ckpt.pt (atomically, at every eval), out_dir/log.jsonl (every log and eval record) and
 out_dir/spectra.npz (singular values of every weight matrix every spectra_interval steps).
 """
-import ast
-import difflib
 import json
 import math
 import os
@@ -25,6 +23,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import lowrank
+from configurator import closest, die, parse_args
 from model import GPT, GPTConfig
 from prepare_data import DataError, ensure_prepared, load_meta
 
@@ -37,6 +36,7 @@ log_interval = 10  # print a training line (and measure max ‖ΔW‖₂) every 
 eval_iters = 20  # batches per split in an evaluation (always the same batches, so evals compare)
 spectra_interval = 50  # record every weight matrix's singular values every this many steps (0: never)
 init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+keep_last = 0  # also keep this many previous checkpoints, as ckpt.1.pt (newest) ... ckpt.N.pt
 # data
 input_file = 'data/tinyshakespeare.txt'  # any UTF-8 text; tokenised on first use by prepare_data.py
 tokenizer = 'char'  # 'char' or 'gpt2'
@@ -85,54 +85,6 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isin
 MODEL_KEYS = ('mode', 'rank', 'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')
 
 
-def die(msg):
-    """Bad input: one line, exit status 2, before any work starts."""
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def closest(word, choices):
-    match = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def coerce(key, value):
-    """Check value's type against the default's; ints pass for floats, and rank is an int or a fraction."""
-    if key not in DEFAULTS:
-        die(f"unknown config key {key!r}{closest(key, DEFAULTS)}")
-    want = type(DEFAULTS[key])
-    ok = (want, float, int) if key == 'rank' else (float, int) if want is float else (want,)
-    if not isinstance(value, ok) or (want is not bool and isinstance(value, bool)):
-        die(f"{key} must be {' or '.join(t.__name__ for t in ok)}, got {value!r}")
-    return float(value) if want is float else value
-
-
-def parse_args(argv):
-    """nanoGPT's configurator: config files (python, assigning keys) and --key=value overrides, in order."""
-    overrides = {}
-    for arg in argv:
-        if not arg.startswith('--'):
-            try:
-                with open(arg) as f:
-                    namespace = {}
-                    exec(f.read(), namespace)
-            except OSError:
-                die(f"config file not found: {arg}")
-            except Exception as e:
-                die(f"config file {arg} does not run: {type(e).__name__}: {e}")
-            overrides.update({k: coerce(k, v) for k, v in namespace.items() if not k.startswith('__')})
-            continue
-        key, eq, text = arg[2:].partition('=')
-        if not eq:
-            die(f"expected --key=value, got {arg!r}")
-        try:
-            value = text if isinstance(DEFAULTS.get(key), str) else ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        overrides[key] = coerce(key, value)
-    return overrides
-
-
 def validate(c):
     """Ranges and combinations, checked in one place before anything is built."""
     def need(cond, msg):
@@ -143,7 +95,7 @@ def validate(c):
     for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval',
               'eval_iters', 'gradient_accumulation_steps', 'ns_steps', 'spectron_power_iters', 'rank_interval'):
         need(c[k] >= 1, f"{k} must be >= 1, got {c[k]}")
-    for k in ('max_iters', 'warmup_iters', 'spectra_interval', 'min_lr', 'weight_decay', 'grad_clip', 'spectron_wd'):
+    for k in ('max_iters', 'warmup_iters', 'keep_last', 'spectra_interval', 'min_lr', 'weight_decay', 'grad_clip', 'spectron_wd'):
         need(c[k] >= 0, f"{k} must be >= 0, got {c[k]}")
     need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}")
     need(0 <= c['dropout'] < 1, f"dropout must be in [0, 1), got {c['dropout']}")
@@ -173,7 +125,8 @@ def validate(c):
 # -----------------------------------------------------------------------------
 # config, DDP and data
 
-cfg = validate({**DEFAULTS, **(overrides := parse_args(sys.argv[1:]))})
+overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',))
+cfg = validate({**DEFAULTS, **overrides})
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
 checkpoint = None
 if cfg['init_from'] == 'resume':
@@ -357,6 +310,16 @@ def record_spectra(spectra):
 
 
 def save_checkpoint():
+    # keep_last: shift ckpt.1.pt -> ckpt.2.pt ..., then hard-link the current ckpt.pt as ckpt.1.pt, so that a
+    # ckpt.pt exists at every moment; the atomic rename below then replaces it
+    older = lambda k: os.path.join(cfg['out_dir'], f'ckpt.{k}.pt')
+    if cfg['keep_last'] and os.path.exists(ckpt_path):
+        for k in range(cfg['keep_last'], 1, -1):
+            if os.path.exists(older(k - 1)):
+                os.replace(older(k - 1), older(k))
+        if os.path.exists(older(1)):
+            os.remove(older(1))
+        os.link(ckpt_path, older(1))
     ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=cfg,
                 meta=meta, iter_num=iter_num, best_val_loss=best_val_loss, skipped=skipped,
                 train_gen=train_gen.get_state(), torch_rng=torch.get_rng_state())
@@ -399,6 +362,7 @@ if master:
           f"{raw_model.flops_per_token() / 1e6:.2f} MFLOPs/token, {tokens_per_iter:,} tokens/iter, "
           f"device {cfg['device']} ({cfg['dtype']}){f', {world_size} processes' if ddp else ''}")
 params = [p for p in raw_model.parameters()]
+run_start, spectra_seconds = time.time(), 0.0
 while True:
     factor = lr_factor(iter_num)
     for opt in optimizers:
@@ -406,7 +370,9 @@ while True:
             group['lr'] = group['base_lr'] * factor
 
     if master and cfg['spectra_interval'] and iter_num % cfg['spectra_interval'] == 0:
+        t_spectra = time.time()
         record_spectra(spectra)
+        spectra_seconds += time.time() - t_spectra
     if master and (iter_num % cfg['eval_interval'] == 0 or iter_num == cfg['max_iters']):
         losses = estimate_loss()
         ranks = {name: m.rank for name, m in raw_model.linear_layers()}
@@ -477,5 +443,10 @@ while True:
                   f"python train.py {' '.join(sys.argv[1:])} --init_from=resume")
         break
 
+if master:  # what the run cost, spectra logging included, so that its overhead is measured, not assumed
+    total = time.time() - run_start
+    print(f"done at step {iter_num}: {total:.0f} s, of which spectra logging {spectra_seconds:.1f} s "
+          f"({100 * spectra_seconds / total:.1f}%)")
+    log_record('summary', iter=iter_num, seconds=total, spectra_seconds=spectra_seconds, skipped=skipped)
 if ddp:
     destroy_process_group()
