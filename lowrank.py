@@ -28,10 +28,12 @@ def svdvals_of_product(A, B=None):
     With A = Qa Ra and B = Qb Rb (thin QR), W = Qa (Ra Rbᵀ) Qbᵀ and Qa, Qb have orthonormal columns, so W and
     the small core Ra Rbᵀ have the same singular values: cost O((m+n) r²) instead of O(m n min(m, n))."""
     if B is None:  # a dense W; LAPACK is much faster on tall matrices than on wide ones here
-        return torch.linalg.svdvals(A.float() if A.shape[0] >= A.shape[1] else A.float().T)
-    Ra = torch.linalg.qr(A.float(), mode='r').R
-    Rb = torch.linalg.qr(B.float(), mode='r').R
-    return torch.linalg.svdvals(Ra @ Rb.T)
+        core = A.float() if A.shape[0] >= A.shape[1] else A.float().T
+    else:
+        core = torch.linalg.qr(A.float(), mode='r').R @ torch.linalg.qr(B.float(), mode='r').R.T
+    if not torch.isfinite(core).all():  # a diverged run: report NaN rather than make LAPACK fail
+        return torch.full((min(core.shape),), float('nan'), device=core.device)
+    return torch.linalg.svdvals(core)
 
 
 @torch.no_grad()
@@ -116,7 +118,7 @@ class FactorizedLinear(nn.Module):
 #     ‖ΔW‖₂ ≤ ρ‖U‖₂ + ρ‖V‖₂ + ρ² ≤ ρ (σ_U + σ_V + 1) = η        (for ρ ≤ 1).
 # What this code guarantees: NS leaves singular values ≤ c_ns (≈ 1.2 for 5 steps) and the power iteration
 # under-estimates σ by a factor (1 + ε) (ε < 1% once warm), so ‖ΔW‖₂ ≤ c_ns (1 + ε) η < 1.3 η.
-# test_spectron.py measures exactly that with a real SVD.
+# test_lowrank.py measures exactly that with a real SVD (weight decay, when on, adds about 2η·wd·‖W‖₂ on top).
 
 
 def newton_schulz(G, steps=5, eps=1e-7):

@@ -286,13 +286,13 @@ def start_logs():
     if cfg['init_from'] == 'resume':
         if os.path.exists(log_path):
             with open(log_path) as f:
-                keep = [line for line in f if json.loads(line).get('iter', 0) < iter_num]
+                # a line cut short by a kill has no newline yet: drop it
+                keep = [line for line in f if line.endswith('\n') and json.loads(line).get('iter', 0) < iter_num]
         if os.path.exists(spectra_path):
             with np.load(spectra_path) as z:
                 steps = z['steps']
                 spectra = {k: list(z[k][steps < iter_num]) for k in z.files}
-    with open(log_path, 'w') as f:
-        f.writelines(keep)
+    atomic_save(''.join(keep).encode(), log_path, lambda text, f: f.write(text))
     log_record('config', **cfg, iter=iter_num)
     return spectra
 
@@ -336,7 +336,7 @@ def max_factor_norms():
     pairs = [m.factors() for _, m in raw_model.linear_layers()]
     if pairs[0][1] is None:
         return None, None
-    return tuple(max(torch.linalg.matrix_norm(p[i].float(), ord=2).item() for p in pairs) for i in (0, 1))
+    return tuple(max(lowrank.svdvals_of_product(p[i].detach())[0].item() for p in pairs) for i in (0, 1))
 
 
 stop_signal = None
@@ -406,8 +406,9 @@ while True:
     if not torch.isfinite(grad_norm):  # never write a non-finite update into the weights
         bad = next(n for n, p in raw_model.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
         if not cfg['skip_nonfinite']:
-            print(f"stopping at step {iter_num}: non-finite gradient, first in {bad}; "
-                  f"the last good checkpoint is {ckpt_path}", file=sys.stderr)
+            print(f"stopping at step {iter_num}: non-finite gradient, first in {bad}; " +
+                  (f"the last good checkpoint is {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint yet"),
+                  file=sys.stderr)
             sys.exit(1)
         skipped += 1
         print(f"step {iter_num}: non-finite gradient (first in {bad}), step skipped ({skipped} so far)")
