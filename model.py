@@ -7,7 +7,7 @@ V and O projections, kept separate so each has its own spectrum, and the MLP's u
 Embeddings, head and norms stay dense.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -27,6 +27,11 @@ class GPTConfig:
     bias: bool = False   # biases in linears and LayerNorms; False is a little faster and as good
     mode: str = 'dense'  # a key of lowrank.MODES
     rank: object = 64    # int, or a float fraction of each layer's smaller side
+
+    @classmethod
+    def from_run_config(cls, cfg, vocab_size):
+        """The model part of a train.py config (as saved in every checkpoint)."""
+        return cls(vocab_size=vocab_size, **{f.name: cfg[f.name] for f in fields(cls) if f.name != 'vocab_size'})
 
 
 class CausalSelfAttention(nn.Module):

@@ -217,7 +217,8 @@ def plot_alpha_depth(steps, groups, run):
     return fig
 
 def run_label(run, config):
-    return f"{config.get('mode', '?')} r={config.get('rank', '?')} ({run})"
+    rank = "" if config.get("mode") == "dense" else f" r={config.get('rank', '?')}"
+    return f"{config.get('mode', '?')}{rank} ({run})"
 
 def run_styles(logs):
     """(colour, linestyle, marker) per run: colour by mode, style cycles within a mode"""
@@ -334,6 +335,8 @@ def plot_stability(logs):
         axes[0].plot([r["iter"] for r in train], [r["loss"] for r in train], ls, color=color, lw=0.8, label=label)
         axes[1].plot([r["iter"] for r in rows], [r["max_dW"] for r in rows], ls, color=color, lw=0.8, label=label)
     axes[0].set(xlabel="iter", ylabel="train loss (nats/token)", title="train loss", yscale="log")
+    axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes[0].yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     axes[1].set(xlabel="iter", ylabel="max over layers of ‖ΔW‖₂", title="largest spectral step of any W", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3, which="both")

@@ -41,9 +41,7 @@ def load_model(ckpt_path, device):
         c, meta = ckpt['config'], ckpt['meta']
     except Exception as e:
         die(f"{ckpt_path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
-    model = GPT(GPTConfig(block_size=c['block_size'], vocab_size=meta['vocab_size'], n_layer=c['n_layer'],
-                          n_head=c['n_head'], n_embd=c['n_embd'], dropout=0.0, bias=c['bias'], mode=c['mode'],
-                          rank=c['rank']))
+    model = GPT(GPTConfig.from_run_config(dict(c, dropout=0.0), meta['vocab_size']))
     lowrank.match_shapes(model, ckpt['model'])
     model.load_state_dict(ckpt['model'])
     return model.eval().to(device), Codec(meta)

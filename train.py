@@ -189,12 +189,9 @@ def get_batch(split, gen, n):
 # -----------------------------------------------------------------------------
 # model and optimizers
 
-gpt_config = GPTConfig(block_size=cfg['block_size'], vocab_size=meta['vocab_size'], n_layer=cfg['n_layer'],
-                       n_head=cfg['n_head'], n_embd=cfg['n_embd'], dropout=cfg['dropout'], bias=cfg['bias'],
-                       mode=cfg['mode'], rank=cfg['rank'])
 torch.manual_seed(cfg['seed'])  # the same init on every process
 try:
-    raw_model = GPT(gpt_config)
+    raw_model = GPT(GPTConfig.from_run_config(cfg, meta['vocab_size']))
 except ValueError as e:  # a rank that does not fit a layer
     die(str(e))
 if checkpoint is not None:
