@@ -25,7 +25,7 @@ import torch.nn as nn
 
 import lowrank
 from configurator import die, parse_args
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, peak_flops
 
 # -----------------------------------------------------------------------------
 modes = 'nfw,spectron,tsvd'  # factorized modes (lowrank.MODES) to time; dense always runs, as the baseline
@@ -53,7 +53,6 @@ OPT_CFG = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, spec
                ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, energy=0.99, rank_warmup=500,
                rank_interval=250, min_rank=4)
 GRAD_CLIP = 1.0  # train.py's grad_clip
-PEAK_BF16 = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16 FLOP/s, for MFU
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k.islower() and isinstance(v, (int, float, bool, str))}
 
@@ -208,7 +207,7 @@ def run(c, d, mode_name, rank):
 
 def bench(c):
     """Every (width, mode, rank) in turn; prints each row as it is measured and returns them all."""
-    peak_flops = next((v for k, v in PEAK_BF16.items() if k in c['device_name'] and c['device'] == 'cuda'), None)
+    peak = peak_flops(c['device'])
     tokens, rows = c['batch_size'] * c['block_size'], []
     d = c['widths'][0]  # an untimed run first loads kernels and thread pools, so that the first row is not charged
     run(dict(c, warmup=1, steps=1, sample_tokens=min(c['sample_tokens'], 5), profile=False, compile=False),
@@ -223,7 +222,7 @@ def bench(c):
             flop_s = r['flops'] * tokens / r['ms'] * 1e3
             row = dict(width=d, mode=mode_name, rank=rank, params=r['params'], mflops_tok=r['flops'] / 1e6,
                        ms=r['ms'], opt_pct=100 * r['ms_opt'] / r['ms'], tok_s=tokens / r['ms'] * 1e3,
-                       gflop_s=flop_s / 1e9, mfu_pct=100 * flop_s / peak_flops if peak_flops else None,
+                       gflop_s=flop_s / 1e9, mfu_pct=100 * flop_s / peak if peak else None,
                        peak_mb=r['peak_mb'], speedup=dense['ms'] / r['ms'], ideal=dense['flops'] / r['flops'],
                        eff=dense['ms'] / r['ms'] * r['flops'] / dense['flops'],
                        vs_nfw_pct=100 * (r['ms'] / nfw[rank] - 1) if mode_name == 'spectron' and rank in nfw else None,

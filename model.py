@@ -16,6 +16,17 @@ import torch.nn.functional as F
 import lowrank
 
 
+PEAK_BF16_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16 tensor-core FLOP/s
+
+
+def peak_flops(device):
+    """The bf16 peak FLOP/s of a known CUDA GPU, for MFU; None on CPU or an unknown GPU."""
+    if not str(device).startswith('cuda'):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 64

@@ -170,6 +170,8 @@ def plot_spectra_curves(steps, groups, run):
             s = np.where(a[t] > 0, a[t], np.nan)  # zeros cannot be drawn on log-y
             ax.plot(np.arange(1, s.size + 1), s, color=color, label=f"step {steps[t]}")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter(""))
         ax.set(title=proj, xlabel="index i", ylabel="singular value $\\sigma_i$")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -210,6 +212,7 @@ def plot_alpha_depth(steps, groups, run):
         for color, t in zip(snapshot_colors(len(idx)), idx):
             ax.plot(layers, grid[:, t], "o-", color=color, label=f"step {steps[t]}")
         ax.set(title=proj, xlabel="layer", ylabel="power-law exponent $\\alpha$")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{run}: spectral decay $\\sigma_i \\propto i^{{-\\alpha}}$ against depth")

@@ -286,3 +286,12 @@ def test_vocabulary_too_large_for_uint16_is_rejected(tmp_path):
 def test_shipped_corpus_is_the_canonical_tinyshakespeare():
     assert prepare_data.sha256_of(prepare_data.DEFAULT_INPUT) == \
         '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
+
+
+def test_ddp_process_count_must_divide_gradient_accumulation(corpus, tmp_path):
+    p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                        os.path.join(REPO, 'train.py'), *TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}',
+                        '--gradient_accumulation_steps=3'], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert p.returncode != 0 and 'gradient_accumulation_steps=3 is not divisible by the 2 DDP processes' in p.stderr
+    assert not os.path.exists(tmp_path / 'log.jsonl')

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import lowrank
 from configurator import closest, die, parse_args
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, peak_flops
 from prepare_data import DataError, ensure_prepared, load_meta
 
 # -----------------------------------------------------------------------------
@@ -117,6 +117,12 @@ def validate(c):
         c['device'] = 'cuda' if torch.cuda.is_available() else 'cpu'
     need(c['device'].split(':')[0] in ('cpu', 'cuda', 'mps'), f"device must be auto, cpu, cuda[:N] or mps, got {c['device']!r}")
     need(not c['device'].startswith('cuda') or torch.cuda.is_available(), "device=cuda but no CUDA GPU is available")
+    if c['compile']:  # inductor needs dynamo support and, on CPU, a C++ compiler
+        import shutil
+        import torch._dynamo
+        need(torch._dynamo.is_dynamo_supported(), "compile=True but torch.compile is not supported here")
+        need(c['device'] != 'cpu' or any(map(shutil.which, ('g++', 'c++', 'clang++'))),
+             "compile=True on CPU needs a C++ compiler (g++ or clang++) on PATH")
     if c['dtype'] == 'auto':
         c['dtype'] = 'bfloat16' if c['device'].startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
     return c
@@ -352,6 +358,7 @@ signal.signal(signal.SIGTERM, on_signal)
 
 tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
 flops_per_iter = raw_model.flops_per_token() * tokens_per_iter
+peak = peak_flops(cfg['device'])  # for MFU on known GPUs
 if master:
     spectra = start_logs()
     print(f"mode {cfg['mode']}, rank {cfg['rank']}: {raw_model.num_params() / 1e6:.3f}M parameters "
@@ -428,8 +435,9 @@ while True:
             if before else float('nan')
         norm_v, norm_u = max_factor_norms()
         flops = flops_per_iter / dt
+        mfu = f" (MFU {flops / peak:.1%})" if peak else ""
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {factor * cfg['learning_rate']:.2e}, {dt * 1000:.1f} ms/iter, "
-              f"{tokens_per_iter / dt:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s, max|dW| {max_dw:.2e}")
+              f"{tokens_per_iter / dt:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s{mfu}, max|dW| {max_dw:.2e}")
         log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, tok_per_s=tokens_per_iter / dt,
                    flops_per_s=flops, max_dW=max_dw, max_norm_V=norm_v, max_norm_U=norm_u,
                    grad_norm=grad_norm.item(), skipped=skipped)
