@@ -119,8 +119,8 @@ def validate(c):
     need(not c['device'].startswith('cuda') or torch.cuda.is_available(), "device=cuda but no CUDA GPU is available")
     if c['compile']:  # inductor needs dynamo support and, on CPU, a C++ compiler
         import shutil
-        import torch._dynamo
-        need(torch._dynamo.is_dynamo_supported(), "compile=True but torch.compile is not supported here")
+        from torch import _dynamo
+        need(_dynamo.is_dynamo_supported(), "compile=True but torch.compile is not supported here")
         need(c['device'] != 'cpu' or any(map(shutil.which, ('g++', 'c++', 'clang++'))),
              "compile=True on CPU needs a C++ compiler (g++ or clang++) on PATH")
     if c['dtype'] == 'auto':
