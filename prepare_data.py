@@ -131,6 +131,8 @@ def load_meta(data_dir):
 
 def ensure_prepared(input_file, tokenizer, min_tokens):
     """The data dir for (input_file, tokenizer), (re)made if missing or if the corpus changed since."""
+    if not os.path.isfile(input_file):
+        raise DataError(f"corpus not found: {input_file}")
     out = data_dir_for(input_file, tokenizer)
     try:
         meta = load_meta(out)
