@@ -455,4 +455,5 @@ if master:  # what the run cost, spectra logging included, so that its overhead 
           f"({100 * spectra_seconds / total:.1f}%)")
     log_record('summary', iter=iter_num, seconds=total, spectra_seconds=spectra_seconds, skipped=skipped)
 if ddp:
+    torch.distributed.barrier()  # process 0 may still be evaluating and checkpointing: leave together
     destroy_process_group()
