@@ -38,6 +38,10 @@ def parse_args(defaults, argv, int_or_float=()):
     """The overrides that config files and --key=value arguments make to defaults, as a dict."""
     overrides = {}
     for arg in argv:
+        if arg in ('-h', '--help'):
+            print(f"usage: python {sys.argv[0]} [config_file.py ...] [--key=value ...]; keys and defaults:")
+            print('\n'.join(f"  --{key}={value!r}" for key, value in defaults.items()))
+            sys.exit(0)
         if not arg.startswith('--'):
             namespace = {}
             try:

@@ -161,6 +161,8 @@ def test_bad_corpora_and_config_files(tmp_path):
     (tmp_path / 'cfg.py').write_text("n_layers = 3\n")
     p = run('train.py', str(tmp_path / 'cfg.py'), check=False)
     assert p.returncode == 2 and "did you mean 'n_layer'" in p.stderr
+    p = run('sample.py', '--help')  # lists every key with its default, exit 0
+    assert '--temperature=0.8' in p.stdout and '--out_dir=' in p.stdout
     p = run('prepare_data.py', f'--input={tmp_path / "latin1.txt"}', check=False)
     assert p.returncode == 2 and 'not UTF-8' in p.stderr
 
