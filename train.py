@@ -329,7 +329,7 @@ def save_checkpoint():
     atomic_save(ckpt, ckpt_path, torch.save)
 
 
-def layer_stats():
+def snapshot_factors():
     """Snapshot of every layer's factors, for the exact ‖ΔW‖₂ of the coming step."""
     return [tuple(None if t is None else t.detach().clone() for t in m.factors()) for _, m in raw_model.linear_layers()]
 
@@ -365,7 +365,7 @@ if master:
           f"({raw_model.num_params(dense_equivalent=True) / 1e6:.3f}M dense-equivalent), "
           f"{raw_model.flops_per_token() / 1e6:.2f} MFLOPs/token, {tokens_per_iter:,} tokens/iter, "
           f"device {cfg['device']} ({cfg['dtype']}){f', {world_size} processes' if ddp else ''}")
-params = [p for p in raw_model.parameters()]
+params = list(raw_model.parameters())
 run_start, spectra_seconds = time.time(), 0.0
 while True:
     factor = lr_factor(iter_num)
@@ -417,12 +417,12 @@ while True:
         skipped += 1
         print(f"step {iter_num}: non-finite gradient (first in {bad}), step skipped ({skipped} so far)")
     else:
-        before = layer_stats() if logging and master else None
+        before = snapshot_factors() if logging and master else None
         for opt in optimizers:
             opt.step()
         if mode.after_step and mode.after_step(raw_model, optimizers, iter_num + 1, cfg):
             model = wrap(raw_model)  # new parameter tensors: DDP and compile must see them
-            params = [p for p in raw_model.parameters()]
+            params = list(raw_model.parameters())
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
 
@@ -431,7 +431,7 @@ while True:
         torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
     if logging and master:
         lossf = train_loss.item()
-        max_dw = max(lowrank.update_norm(b, (m.factors())) for b, (_, m) in zip(before, raw_model.linear_layers())) \
+        max_dw = max(lowrank.update_norm(b, m.factors()) for b, (_, m) in zip(before, raw_model.linear_layers())) \
             if before else float('nan')
         norm_v, norm_u = max_factor_norms()
         flops = flops_per_iter / dt
