@@ -9,7 +9,7 @@ Reads what train.py writes into each run directory:
                 descending and NaN-padded on the right (TSVD ranks shrink)
 
 Usage:
-  python plot_spectra.py RUN_DIR [RUN_DIR ...] [--out=DIR] [--show]
+  python plot_spectra.py RUN_DIR [RUN_DIR ...] [--out=DIR] [--figures=NAME,...] [--show]
 
 PNGs go to --out (default: the first run dir) and each path is printed. A figure
 that cannot be made prints one "skip <figure>: <what is missing>" line instead.
@@ -268,8 +268,25 @@ def final_point(config, evals):
         return None
     return r, last["val_loss"], last["val_loss"] - last["train_loss"]
 
+SPIKE_NATS = 0.3  # a spike: a logged train loss this far above the lowest one logged before it (or not finite)
+
+def count_spikes(losses, threshold=SPIKE_NATS):
+    """how many of a run's logged train losses are spikes (see SPIKE_NATS)"""
+    best, spikes = float("inf"), 0
+    for loss in losses:
+        if loss is None or not np.isfinite(loss) or loss > best + threshold:
+            spikes += 1
+        if loss is not None and np.isfinite(loss):
+            best = min(best, loss)
+    return spikes
+
+def corpus_label(config, configs):
+    """' <corpus file name>' when the runs span several corpora, else ''"""
+    files = {c.get("input_file") for c in configs}
+    return f" {os.path.basename(str(config.get('input_file')))}" if len(files) > 1 else ""
+
 def plot_rank_sweep(logs):
-    groups, dense = {}, []
+    groups, dense, configs = {}, [], [config for _, config, _, _ in logs]
     for run, config, _, evals in logs:
         pt = final_point(config, evals)
         if pt is None:
@@ -286,14 +303,18 @@ def plot_rank_sweep(logs):
     for i, (key, by_rank) in enumerate(sorted(groups.items(), key=str)):
         ranks = sorted(by_rank)
         val, gap = np.array([np.mean(by_rank[r], axis=0) for r in ranks]).T
+        corpus = corpus_label(dict(input_file=key[3]), configs)
         style = dict(color=MODE_COLORS.get(key[0], "tab:gray"), ls=LINESTYLES[i % 4],
-                     marker=MARKERS[i % 4], label=f"{key[0]} d={key[1]}")
+                     marker=MARKERS[i % 4], label=f"{key[0]} d={key[1]}{corpus}")
         axes[0].plot(ranks, val, **style)
         axes[1].plot(ranks, gap, **style)
-    for key, (_, val, gap) in dense:  # a lone dense run is the reference to beat
+        best = int(np.argmin(val))  # r*: the rank with the lowest val loss, starred
+        axes[0].plot(ranks[best], val[best], "*", ms=14, color=style["color"], mec="black")
+    for i, (key, (_, val, gap)) in enumerate(dense):  # a lone dense run is the reference to beat
         if key not in groups:
+            label = f"dense d={key[1]}{corpus_label(dict(input_file=key[3]), configs)}"
             for ax, y in zip(axes, (val, gap)):
-                ax.axhline(y, color="black", ls="--", lw=1, label=f"dense d={key[1]}")
+                ax.axhline(y, color="black", ls=LINESTYLES[i % 4], lw=1, label=label)
     for ax, ylabel in zip(axes, ("final val loss (nats/token)", "val - train loss (nats/token)")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_ranks)
@@ -302,7 +323,7 @@ def plot_rank_sweep(logs):
         ax.set(xlabel="rank (median over matrices)", ylabel=ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    axes[0].set_title("final val loss vs rank")
+    axes[0].set_title("final val loss vs rank (★: lowest)")
     axes[1].set_title("generalisation gap vs rank")
     fig.tight_layout()
     return fig
@@ -347,6 +368,45 @@ def plot_stability(logs):
     fig.tight_layout()
     return fig
 
+def run_lr(config):
+    """the step-size knob of a run: η for Spectron, AdamW's peak LR otherwise"""
+    return config.get("spectron_lr" if config.get("mode") == "spectron" else "learning_rate")
+
+def plot_lr_sweep(logs):
+    """final val loss, largest ‖ΔW‖₂ and spike count against LR (η for Spectron), per mode; seeds: mean and range"""
+    by_mode = {}
+    for _, config, train, evals in logs:
+        if evals and evals[-1].get("val_loss") is not None:
+            dws = [r["max_dW"] for r in train if r.get("max_dW") is not None and np.isfinite(r["max_dW"])]
+            point = (evals[-1]["val_loss"], max(dws, default=np.nan), count_spikes([r.get("loss") for r in train]))
+            by_mode.setdefault(config.get("mode"), {}).setdefault(run_lr(config), []).append(point)
+    by_mode = {m: v for m, v in by_mode.items() if len(v) >= 3}
+    if not by_mode:
+        return "no mode with runs at >=3 learning rates"
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for mode, by_lr in sorted(by_mode.items()):
+        lrs = sorted(by_lr)
+        for ax, j in zip(axes, range(3)):
+            ys = [np.array([p[j] for p in by_lr[lr]], dtype=float) for lr in lrs]
+            mean = np.array([y.mean() for y in ys])
+            err = np.array([[m - y.min() for m, y in zip(mean, ys)], [y.max() - m for m, y in zip(mean, ys)]])
+            n = max(len(y) for y in ys)
+            ax.errorbar(lrs, mean, yerr=err, marker="o", capsize=3, color=MODE_COLORS.get(mode, "tab:gray"),
+                        label=f"{mode} ({'η' if mode == 'spectron' else 'LR'}; {n} seeds: mean, min–max)")
+        if mode == "spectron":  # the bound Spectron promises: ‖ΔW‖₂ ≤ η
+            axes[1].plot(lrs, lrs, "--", color=MODE_COLORS["spectron"], lw=1, label="‖ΔW‖₂ = η")
+    for ax, ylabel, scale in zip(axes, ("final val loss (nats/token)", "largest ‖ΔW‖₂ of any layer",
+                                        f"spikes (logged loss > {SPIKE_NATS} above its best so far)"),
+                                 ("linear", "log", "linear")):
+        ax.set(xscale="log", yscale=scale, xlabel="peak LR (AdamW) or η (Spectron)", ylabel=ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+FIGURES = ["spectra_curves", "rank_heatmaps", "alpha_depth", "loss_curves", "rank_sweep", "tsvd_ranks",
+           "stability", "lr_sweep"]
+
 # -----------------------------------------------------------------------------
 
 def emit(result, out_dir, fname, show):
@@ -364,8 +424,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="plot spectra, rank metrics and losses of runs")
     ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     ap.add_argument("--out", default=None, help="directory for the PNGs (default: first RUN_DIR)")
+    ap.add_argument("--figures", default=",".join(FIGURES), help="comma-separated subset of: " + ", ".join(FIGURES))
     ap.add_argument("--show", action="store_true", help="also open the figures in a window")
     args = ap.parse_args(argv)
+    wanted = [f.strip() for f in args.figures.split(",") if f.strip()]
+    for f in wanted:
+        if f not in FIGURES:
+            print(f"error: unknown figure {f!r}; known: {', '.join(FIGURES)}", file=sys.stderr)
+            return 2
     for d in args.run_dirs:
         if not os.path.isdir(d):
             print(f"error: not a directory: {d}", file=sys.stderr)
@@ -386,18 +452,15 @@ def main(argv=None):
                f"no blocks.<i>.*.<{'|'.join(PROJS)}> arrays in {os.path.join(d, 'spectra.npz')}")
         for fig_name, fn in [("spectra_curves", plot_spectra_curves), ("rank_heatmaps", plot_rank_heatmaps),
                              ("alpha_depth", plot_alpha_depth)]:
-            emit(fn(spec[0], groups, name) if groups else why, out, f"{fig_name}{suffix}.png", args.show)
+            if fig_name in wanted:
+                emit(fn(spec[0], groups, name) if groups else why, out, f"{fig_name}{suffix}.png", args.show)
 
     # figures comparing runs, from the logs
     logs = [(name, *log) for _, name, log, _ in runs if log is not None]
-    if not logs:
-        for fig_name in ("loss_curves", "rank_sweep", "tsvd_ranks", "stability"):
-            print(f"skip {fig_name}: no log.jsonl in {' '.join(args.run_dirs)}")
-    else:
-        emit(plot_loss_curves(logs), out, "loss_curves.png", args.show)
-        emit(plot_rank_sweep(logs), out, "rank_sweep.png", args.show)
-        emit(plot_tsvd_ranks(logs), out, "tsvd_ranks.png", args.show)
-        emit(plot_stability(logs), out, "stability.png", args.show)
+    for fig_name, fn in [("loss_curves", plot_loss_curves), ("rank_sweep", plot_rank_sweep),
+                         ("tsvd_ranks", plot_tsvd_ranks), ("stability", plot_stability), ("lr_sweep", plot_lr_sweep)]:
+        if fig_name in wanted:
+            emit(fn(logs) if logs else f"no log.jsonl in {' '.join(args.run_dirs)}", out, f"{fig_name}.png", args.show)
     if args.show:
         plt.show()
     return 0

@@ -69,9 +69,9 @@ def write_spectra(run_dir, steps, ranks_at_step, n_layer=2, width=8):
     np.savez(os.path.join(run_dir, "spectra.npz"), **arrays)
     return arrays
 
-def write_log(run_dir, mode, rank, steps, ranks_at_step, n_layer=2, truncate=True):
+def write_log(run_dir, mode, rank, steps, ranks_at_step, n_layer=2, truncate=True, **config_extra):
     config = dict(kind="config", mode=mode, rank=rank, n_layer=n_layer, n_embd=8, n_head=2,
-                  max_iters=steps[-1], seed=0, out_dir=run_dir, input_file="data/tiny.txt")
+                  max_iters=steps[-1], out_dir=run_dir, input_file="data/tiny.txt", **{"seed": 0, **config_extra})
     lines = [json.dumps(config)]
     for it in range(0, steps[-1] + 1, 5):
         lines.append(json.dumps(dict(kind="train", iter=it, loss=3.0 / (1 + it / 10), lr=1e-3,
@@ -79,8 +79,8 @@ def write_log(run_dir, mode, rank, steps, ranks_at_step, n_layer=2, truncate=Tru
     for t, it in enumerate(steps):
         names = [f"blocks.{i}.{'attn' if p in 'qkvo' else 'mlp'}.{p}" for i in range(n_layer) for p in PROJS]
         lines.append(json.dumps(dict(kind="eval", iter=it, train_loss=2.0 / (1 + t) + 0.1 * rank,
-                                     val_loss=2.1 / (1 + t) + 0.1 * rank,
-                                     ranks={n: ranks_at_step[t] for n in names})))
+                                     val_loss=2.1 / (1 + t) + 0.1 * rank, params=1000 * rank,
+                                     flops_per_token=6000 * rank, ranks={n: ranks_at_step[t] for n in names})))
     text = "\n".join(lines) + "\n"
     if truncate:
         text += '{"kind": "train", "iter": 99, "lo'  # a killed run's half-written line
@@ -153,7 +153,9 @@ def test_cli_two_runs(tmp_path):
         assert os.path.getsize(p) > 1000, p
     assert os.path.isfile(os.path.join(out, "rank_sweep.png"))
     skips = sorted(l for l in lines if l.startswith("skip"))
-    assert len(skips) == 3 and all("_tsvd_r4: no spectra.npz" in l for l in skips), skips
+    assert "skip lr_sweep: no mode with runs at >=3 learning rates" in skips
+    spectra_skips = [l for l in skips if "lr_sweep" not in l]
+    assert len(spectra_skips) == 3 and all("_tsvd_r4: no spectra.npz" in l for l in spectra_skips), skips
     assert len(lines) == len(written) + len(skips)  # nothing else is printed
 
 def test_cli_nonexistent_dir(tmp_path):
@@ -180,3 +182,67 @@ def test_cli_log_only(tmp_path, capsys):
     for fig in ("spectra_curves", "rank_heatmaps", "alpha_depth", "rank_sweep", "tsvd_ranks"):
         assert sum(l.startswith(f"skip {fig}") for l in skips) == 1, out
     assert all("spectra.npz" in l for l in skips[:3])
+
+# -----------------------------------------------------------------------------
+# sweeps: spikes, the LR-sweep figure, --figures, experiments/table.py
+
+def test_count_spikes():
+    # 2.4 is 0.4 above the best so far (2.0): a spike; 2.2 is not; a NaN always is; the best never rises
+    assert ps.count_spikes([4.0, 3.0, 2.0, 2.2, 2.4, float("nan"), 1.9, 2.19, 2.21]) == 3
+    assert ps.count_spikes([3.0, 2.0, 1.0]) == 0
+    assert ps.count_spikes([1.0, 1.5], threshold=0.4) == 1
+
+def make_lr_runs(root, lrs, seeds=(0,)):
+    """NFW runs at AdamW LRs and Spectron runs at η = LR/10, whose final val loss is 2 + LR and max ΔW is LR"""
+    runs = []
+    for lr in lrs:
+        for seed in seeds:
+            for mode, knob in (("nfw", dict(learning_rate=lr, spectron_lr=0.1)),
+                               ("spectron", dict(learning_rate=1e-3, spectron_lr=lr / 10))):
+                d = os.path.join(root, f"{mode}_lr{lr}_seed{seed}")
+                os.makedirs(d)
+                write_log(d, mode, 4, [0, 10], [4, 4], truncate=False, seed=seed, **knob)
+                with open(os.path.join(d, "log.jsonl")) as f:
+                    rows = [json.loads(l) for l in f]
+                for r in rows:
+                    if r["kind"] == "train":
+                        r.update(max_dW=lr * (1 + seed), lr_factor=1.0, loss=r["loss"] + 2 * (seed == 1 and r["iter"] == 5))
+                    if r["kind"] == "eval":
+                        r["val_loss"] = 2 + lr + 0.01 * seed
+                rows.append(dict(kind="summary", iter=10, seconds=60.0, spectra_seconds=0.6))
+                with open(os.path.join(d, "log.jsonl"), "w") as f:
+                    f.write("\n".join(map(json.dumps, rows)) + "\n")
+                runs.append(d)
+    return runs
+
+def test_lr_sweep_figure_only_what_figures_asks(tmp_path, capsys):
+    runs = make_lr_runs(str(tmp_path / "runs"), [0.01, 0.1, 1.0])
+    out = str(tmp_path / "plots")
+    assert ps.main([*runs, f"--out={out}", "--figures=lr_sweep,rank_sweep"]) == 0
+    assert sorted(os.listdir(out)) == ["lr_sweep.png"]  # no per-run figures, and no group with >=2 ranks
+    assert "skip rank_sweep" in capsys.readouterr().out
+    two = make_lr_runs(str(tmp_path / "two"), [0.01, 0.1])
+    assert ps.main([*two, f"--out={out}", "--figures=lr_sweep"]) == 0
+    assert "skip lr_sweep: no mode with runs at >=3 learning rates" in capsys.readouterr().out
+    assert ps.main([*runs, "--figures=lr_sweep,bogus"]) == 2
+    assert "unknown figure 'bogus'" in capsys.readouterr().err
+
+def test_table_merges_seeds_and_writes_csv(tmp_path, capsys):
+    import csv
+    sys.path.insert(0, os.path.join(HERE, "experiments"))
+    import table
+    runs = make_lr_runs(str(tmp_path), [0.01, 0.1], seeds=(0, 1))
+    table.main([*runs, f"--csv={tmp_path / 'runs.csv'}"])
+    with open(tmp_path / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["lr"] for r in rows} == {"0.01", "0.1", "0.001", "0.01"}
+    nfw = next(r for r in rows if r["mode"] == "nfw" and r["lr"] == "0.1" and r["seed"] == "1")
+    assert float(nfw["val"]) == pytest.approx(2.11) and float(nfw["max_dw"]) == pytest.approx(0.2)
+    assert nfw["spikes"] == "1" and nfw["logged"] == "3"  # loss +2 at iter 5 of seed 1
+    capsys.readouterr()
+    table.main([*runs, "--seeds", "--columns=mode,lr,seed,val,max_dw,spikes"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 4  # header, rule, one row per (mode, LR)
+    assert "| nfw | 0.1 | 0,1 | 2.1050 ±0.0050 (2) | 0.150 ±0.050 (2) | 0.5 ±0.5 (2) |" in lines
+    with pytest.raises(SystemExit, match="unknown column"):
+        table.main([*runs, "--columns=val,nope"])

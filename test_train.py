@@ -217,8 +217,10 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes(corpus, tmp_path):
     assert 'checkpoint saved' in out and '--init_from=resume' in out
     stopped_at = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num']
     assert stopped_at >= 6
+    assert records(tmp_path, 'summary') == []  # only a finished run has one (experiments/lib.sh skips those)
     train(corpus, tmp_path, '--mode=spectron', f'--max_iters={stopped_at + 3}', '--eval_interval=100000',
           '--init_from=resume')
+    assert [r['iter'] for r in records(tmp_path, 'summary')] == [stopped_at + 3]
     assert [r['iter'] for r in records(tmp_path, 'train')][-4:] == [stopped_at - 1, stopped_at, stopped_at + 1,
                                                                      stopped_at + 2]
 
@@ -297,3 +299,26 @@ def test_ddp_process_count_must_divide_gradient_accumulation(corpus, tmp_path):
                        env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert p.returncode != 0 and 'gradient_accumulation_steps=3 is not divisible by the 2 DDP processes' in p.stderr
     assert not os.path.exists(tmp_path / 'log.jsonl')
+
+
+def test_experiment_runner_skips_finished_runs_and_resumes_unfinished_ones(corpus, tmp_path):
+    """experiments/lib.sh's train_all: one run per line, two at a time; rerun, it skips a run whose log has its
+    summary and resumes one that has only a checkpoint (as a killed or Ctrl-C'd run leaves it)."""
+    common = ' '.join([*TINY, f'--input_file={corpus}', '--mode=nfw', '--max_iters=6', '--eval_interval=3'])
+    jobs = f"{tmp_path}/a {common}\n\n{tmp_path}/b {common} --seed=2 \n"  # a trailing blank must not join lines
+
+    def train_all():
+        p = subprocess.run(['bash', '-c', 'source experiments/lib.sh && train_all'], input=jobs, cwd=REPO, text=True,
+                           capture_output=True, timeout=300, env=dict(os.environ, JOBS='2'))
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p.stdout
+
+    out = train_all()
+    assert out.count('step 6: train loss') == 2, out
+    assert [r['seed'] for r in records(tmp_path / 'b', 'config')] == [2]
+    log_b = tmp_path / 'b' / 'log.jsonl'
+    log_b.write_text(''.join(line for line in log_b.read_text().splitlines(True) if '"summary"' not in line))
+    out = train_all()
+    assert f'already done: {tmp_path}/a' in out and 'step 6: train loss' in out, out
+    assert [r['iter'] for r in records(tmp_path / 'b', 'config')] == [0, 6]  # resumed at its checkpoint
+    assert len(records(tmp_path / 'b', 'summary')) == 1

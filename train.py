@@ -449,7 +449,7 @@ while True:
                   f"python train.py {' '.join(sys.argv[1:])} --init_from=resume")
         break
 
-if master:  # what the run cost, spectra logging included, so that its overhead is measured, not assumed
+if master and stop_signal is None:  # what a finished run cost, spectra logging included (measured, not assumed)
     total = time.time() - run_start
     print(f"done at step {iter_num}: {total:.0f} s, of which spectra logging {spectra_seconds:.1f} s "
           f"({100 * spectra_seconds / total:.1f}%)")

@@ -1,12 +1,29 @@
 """
 A markdown table of finished runs, from their log.jsonl files (run dirs, or *.log.jsonl copies under assets/):
 
-    python experiments/table.py assets/compare/*.log.jsonl
+    python experiments/table.py assets/compare/*.log.jsonl                        # one row per run
+    python experiments/table.py runs/lr_sweep/* --seeds --columns=mode,lr,val,max_dw,spikes   # mean over seeds
+    python experiments/table.py runs/rank_sweep/* --csv=assets/rank_sweep/runs.csv          # also every column as CSV
+
+--seeds merges runs whose configs differ only in seed and out_dir: numbers become "mean ±half-range (n)".
 """
+import csv
 import json
 import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from plot_spectra import count_spikes, run_lr  # noqa: E402  (the spike rule lives with the figures)
+
+COLUMNS = {  # key: markdown header
+    'run': 'run', 'mode': 'mode', 'corpus': 'corpus', 'n_embd': 'n_embd', 'rank': 'rank', 'lr': 'LR / η',
+    'seed': 'seed', 'iters': 'iters', 'val': 'val loss', 'train': 'train loss', 'gap': 'val − train',
+    'params': 'params', 'mflops': 'MFLOPs/token', 'mean_rank': 'final mean rank', 'ms': 'median ms/iter',
+    'minutes': 'minutes', 'spectra': 'spectra cost', 'max_dw': 'max ‖ΔW‖₂', 'max_dw_over_eta': 'max ‖ΔW‖₂/η',
+    'spikes': 'spikes / logged'}
+DEFAULT = 'run,mode,rank,val,train,params,mflops,mean_rank,ms,minutes,spectra,max_dw_over_eta'
+NUMERIC = {'val': 4, 'train': 4, 'gap': 4, 'max_dw': 3, 'max_dw_over_eta': 2, 'spikes': 1, 'minutes': 1}  # decimals
 
 
 def summarize(path):
@@ -19,31 +36,71 @@ def summarize(path):
     summary = next((r for r in rows if r['kind'] == 'summary'), {})
     first, last = evals[0], evals[-1]
     ranks = list(last['ranks'].values())
+    dws = [(r['max_dW'], r['lr_factor']) for r in train if r.get('max_dW') is not None and r['max_dW'] == r['max_dW']]
     eta = config['spectron_lr'] if config['mode'] == 'spectron' else None
-    dw_ratio = max((r['max_dW'] / (eta * r['lr_factor']) for r in train if r.get('max_dW') == r.get('max_dW')),
-                   default=None) if eta else None
+    flops = [first['flops_per_token'] / 1e6, last['flops_per_token'] / 1e6]
     return dict(
-        run=os.path.basename(path).replace('.log.jsonl', ''), mode=config['mode'],
-        rank=config['rank'] if config['mode'] != 'dense' else '-',
-        val=f"{last['val_loss']:.4f}", train=f"{last['train_loss']:.4f}",
-        params=f"{last['params'] / 1e6:.2f}M", mflops=f"{first['flops_per_token'] / 1e6:.2f} → {last['flops_per_token'] / 1e6:.2f}"
-        if first['flops_per_token'] != last['flops_per_token'] else f"{last['flops_per_token'] / 1e6:.2f}",
+        run=os.path.basename(os.path.normpath(path)).replace('.log.jsonl', ''), mode=config['mode'],
+        corpus=os.path.basename(config['input_file']), n_embd=config['n_embd'],
+        rank=config['rank'] if config['mode'] != 'dense' else '-', lr=run_lr(config), seed=config['seed'],
+        iters=last['iter'], val=last['val_loss'], train=last['train_loss'], gap=last['val_loss'] - last['train_loss'],
+        params=f"{last['params'] / 1e6:.2f}M",
+        mflops=f"{flops[0]:.2f} → {flops[1]:.2f}" if flops[0] != flops[1] else f"{flops[1]:.2f}",
         mean_rank=f"{statistics.mean(ranks):.1f}",
         ms=f"{statistics.median(r['ms'] for r in (train[1:] or train)):.0f}",
-        minutes=f"{summary['seconds'] / 60:.1f}" if summary else '?',
+        minutes=summary['seconds'] / 60 if summary else '?',
         spectra=f"{100 * summary['spectra_seconds'] / summary['seconds']:.1f}%" if summary else '?',
-        max_dw_over_eta=f"{dw_ratio:.2f}" if dw_ratio else '-')
+        max_dw=max((dw for dw, _ in dws), default='-'),
+        # the bound is η times the schedule's LR factor at that step
+        max_dw_over_eta=max((dw / (eta * f) for dw, f in dws), default='-') if eta else '-',
+        spikes=count_spikes([r.get('loss') for r in train]), logged=len(train),
+        setup=json.dumps({k: v for k, v in config.items() if k not in ('kind', 'seed', 'out_dir', 'init_from')},
+                         sort_keys=True))  # what --seeds compares
 
 
-def main(paths):
-    rows = [summarize(p) for p in paths]
-    head = {'run': 'run', 'mode': 'mode', 'rank': 'rank', 'val': 'val loss', 'train': 'train loss',
-            'params': 'params', 'mflops': 'MFLOPs/token', 'mean_rank': 'final mean rank', 'ms': 'median ms/iter',
-            'minutes': 'minutes', 'spectra': 'spectra cost', 'max_dw_over_eta': 'max ‖ΔW‖₂/η'}
-    print('| ' + ' | '.join(head.values()) + ' |')
-    print('|' + '---|' * len(head))
+def merge_seeds(rows):
+    """one row per config that differs only in seed: numbers as mean ±half-range (n)"""
+    groups = {}
     for r in rows:
-        print('| ' + ' | '.join(str(r[k]) for k in head) + ' |')
+        groups.setdefault(r['setup'], []).append(r)
+    merged = []
+    for group in groups.values():
+        row = dict(group[0], run=group[0]['run'].rsplit('_seed', 1)[0], seed=','.join(str(r['seed']) for r in group))
+        for k in NUMERIC:
+            xs = [r[k] for r in group if isinstance(r[k], (int, float))]
+            if len(xs) > 1:
+                row[k] = f"{statistics.mean(xs):.{NUMERIC[k]}f} ±{(max(xs) - min(xs)) / 2:.{NUMERIC[k]}f} ({len(xs)})"
+        merged.append(row)
+    return merged
+
+
+def fmt(row, key):
+    value = row[key]
+    if key == 'spikes' and isinstance(value, int):
+        return f"{value} / {row['logged']}"
+    return f"{value:.{NUMERIC[key]}f}" if key in NUMERIC and isinstance(value, float) else str(value)
+
+
+def main(argv):
+    opts = dict(a.removeprefix('--').partition('=')[::2] for a in argv if a.startswith('--'))
+    paths = [a for a in argv if not a.startswith('--')]
+    columns = opts.get('columns', DEFAULT).split(',')
+    unknown = [c for c in columns if c not in COLUMNS] + [o for o in opts if o not in ('columns', 'csv', 'seeds')]
+    if unknown or not paths:
+        sys.exit(f"error: unknown column or option {unknown}; columns: {', '.join(COLUMNS)}" if unknown else __doc__)
+    rows = sorted((summarize(p) for p in paths), key=lambda r: (r['corpus'], r['mode'], r['n_embd'],
+                                                               -1 if r['rank'] == '-' else r['rank'], r['lr'], r['seed']))
+    if 'csv' in opts:
+        with open(opts['csv'], 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0])[:-1], extrasaction='ignore')  # not 'setup'
+            writer.writeheader()
+            writer.writerows(rows)
+    if 'seeds' in opts:
+        rows = merge_seeds(rows)
+    print('| ' + ' | '.join(COLUMNS[c] for c in columns) + ' |')
+    print('|' + '---|' * len(columns))
+    for r in rows:
+        print('| ' + ' | '.join(fmt(r, c) for c in columns) + ' |')
 
 
 if __name__ == '__main__':
