@@ -2,7 +2,7 @@
 # Corpus-determined optimal rank (the NFW claim): NFW and Spectron at every power-of-two rank from 4 to the full
 # width, at n_embd 128 and 256 (4 layers), plus a dense run per width as the reference, 1000 steps each on
 # TinyShakespeare; then assets/rank_sweep/ (rank_sweep.png, runs.csv). The second corpus: rank_sweep_python.sh.
-# Took about 40 minutes on a 2-core CPU (two 1-thread runs at a time).
+# Took 59 minutes on a 2-core CPU (two 1-thread runs at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh

@@ -2,7 +2,7 @@
 # The rank sweep's second corpus: Python's own standard library (top-level *.py files in name order, cut to
 # TinyShakespeare's 1,115,394 characters: same size, very different statistics), NFW and Spectron at ranks 4 .. 128
 # plus dense, n_embd 128, the same 1000 steps as rank_sweep.sh; then assets/rank_sweep_python/ with both corpora
-# in one figure (run rank_sweep.sh first for the TinyShakespeare half). Took about 12 minutes on a 2-core CPU.
+# in one figure (run rank_sweep.sh first for the TinyShakespeare half). Took 16 minutes on a 2-core CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
