@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The seed spread of the rank sweep: rank_sweep.sh's n_embd 128 runs (NFW and Spectron at ranks 4 .. 128, and
 # dense) again with seed 1; then assets/rank_sweep_seeds/ (rank_sweep.png and runs.csv over both
-# seeds; the table's numbers are "mean ±half-range (seeds)"). Took about 13 minutes on a 2-core CPU.
+# seeds; the table's numbers are "mean ±half-range (seeds)"). Took 15 minutes on a 2-core CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
