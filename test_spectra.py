@@ -244,5 +244,9 @@ def test_table_merges_seeds_and_writes_csv(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + 4  # header, rule, one row per (mode, LR)
     assert "| nfw | 0.1 | 0,1 | 2.1050 ±0.0050 (2) | 0.150 ±0.050 (2) | 0.5 ±0.5 (2) |" in lines
-    with pytest.raises(SystemExit, match="unknown column"):
-        table.main([*runs, "--columns=val,nope"])
+    for bad, message in [([*runs, "--columns=val,nope"], "unknown column or option ['nope']"),
+                         ([str(tmp_path / "none")], "no log at"), ([], "usage:")]:
+        with pytest.raises(SystemExit) as exit_:
+            table.main(bad)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err

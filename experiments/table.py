@@ -26,13 +26,20 @@ DEFAULT = 'run,mode,rank,val,train,params,mflops,mean_rank,ms,minutes,spectra,ma
 NUMERIC = {'val': 4, 'train': 4, 'gap': 4, 'max_dw': 3, 'max_dw_over_eta': 2, 'spikes': 1, 'minutes': 1}  # decimals
 
 
+def die(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def summarize(path):
     log = os.path.join(path, 'log.jsonl') if os.path.isdir(path) else path
     with open(log) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    config = next(r for r in rows if r['kind'] == 'config')
+    config = next((r for r in rows if r['kind'] == 'config'), None)
     train = [r for r in rows if r['kind'] == 'train']
     evals = [r for r in rows if r['kind'] == 'eval']
+    if config is None or not evals:
+        die(f"{log} has no config or no eval record yet")
     summary = next((r for r in rows if r['kind'] == 'summary'), {})
     first, last = evals[0], evals[-1]
     ranks = list(last['ranks'].values())
@@ -86,8 +93,12 @@ def main(argv):
     paths = [a for a in argv if not a.startswith('--')]
     columns = opts.get('columns', DEFAULT).split(',')
     unknown = [c for c in columns if c not in COLUMNS] + [o for o in opts if o not in ('columns', 'csv', 'seeds')]
-    if unknown or not paths:
-        sys.exit(f"error: unknown column or option {unknown}; columns: {', '.join(COLUMNS)}" if unknown else __doc__)
+    logs = [os.path.join(p, 'log.jsonl') if os.path.isdir(p) else p for p in paths]
+    missing = [log for log in logs if not os.path.isfile(log)]
+    if unknown or missing or not paths:
+        die(f"unknown column or option {unknown}; columns: {', '.join(COLUMNS)}" if unknown else
+            f"no log at {missing[0]}" if missing else "usage: table.py RUN_DIR|LOG.jsonl ... [--seeds] [--csv=F] "
+                                                      "[--columns=a,b]")
     rows = sorted((summarize(p) for p in paths), key=lambda r: (r['corpus'], r['mode'], r['n_embd'],
                                                                -1 if r['rank'] == '-' else r['rank'], r['lr'], r['seed']))
     if 'csv' in opts:
