@@ -347,6 +347,10 @@ def plot_tsvd_ranks(logs):
     fig.tight_layout()
     return fig
 
+def run_lr(config):
+    """the step-size knob of a run: η for Spectron, AdamW's peak LR otherwise"""
+    return config.get("spectron_lr" if config.get("mode") == "spectron" else "learning_rate")
+
 def plot_stability(logs):
     """train loss and the largest ‖ΔW‖₂ of any layer per step: the quantity Spectron bounds and NFW lets grow"""
     logs = [l for l in logs if any(r.get("max_dW") is not None for r in l[2])]
@@ -354,7 +358,7 @@ def plot_stability(logs):
         return "no max_dW in any train record"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for (run, config, train, _), (color, ls, _) in zip(logs, run_styles(logs)):
-        label = f"{run_label(run, config)} lr={config.get('spectron_lr' if config.get('mode') == 'spectron' else 'learning_rate')}"
+        label = f"{run_label(run, config)} lr={run_lr(config)}"
         rows = [r for r in train if r.get("max_dW") is not None and np.isfinite(r["max_dW"])]
         axes[0].plot([r["iter"] for r in train], [r["loss"] for r in train], ls, color=color, lw=0.8, label=label)
         axes[1].plot([r["iter"] for r in rows], [r["max_dW"] for r in rows], ls, color=color, lw=0.8, label=label)
@@ -367,10 +371,6 @@ def plot_stability(logs):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-def run_lr(config):
-    """the step-size knob of a run: η for Spectron, AdamW's peak LR otherwise"""
-    return config.get("spectron_lr" if config.get("mode") == "spectron" else "learning_rate")
 
 def plot_lr_sweep(logs):
     """final val loss, largest ‖ΔW‖₂ and spike count against LR (η for Spectron), per mode; seeds: mean and range"""
