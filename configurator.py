@@ -34,13 +34,15 @@ def coerce(defaults, key, value, int_or_float=()):
     return float(value) if want is float else value
 
 
-def parse_args(defaults, argv, int_or_float=()):
-    """The overrides that config files and --key=value arguments make to defaults, as a dict."""
+def parse_args(defaults, argv, int_or_float=(), notes=''):
+    """The overrides that config files and --key=value arguments make to defaults, as a dict (--help: notes last)."""
     overrides = {}
     for arg in argv:
         if arg in ('-h', '--help'):
             print(f"usage: python {sys.argv[0]} [config_file.py ...] [--key=value ...]; keys and defaults:")
             print('\n'.join(f"  --{key}={value!r}" for key, value in defaults.items()))
+            if notes:
+                print(notes)
             sys.exit(0)
         if not arg.startswith('--'):
             namespace = {}

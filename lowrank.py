@@ -204,6 +204,36 @@ class Spectron(torch.optim.Optimizer):
                         p.mul_(1 - group['lr'] * group['weight_decay'])
                     p.sub_(rho * ortho[p].to(p.dtype))
 
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Jordan et al. 2024), the dense control for Spectron: the same orthogonalised momentum, on a whole W.
+        B ← μB + G,   O = NS(G + μB)  (Nesterov),   W ← W − lr · max(1, rows/cols)^½ · O
+    Every singular value of O is ≈ 1, so ‖ΔW‖₂ ≈ lr·scale: Spectron's η without the factors' renormalisation.
+    A wide W (rows < cols) is orthogonalised as its transpose, since newton_schulz takes tall matrices."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, ns_steps=5):
+        if not lr > 0:
+            raise ValueError(f"muon lr must be > 0, got {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"muon momentum must be in [0, 1), got {momentum}")
+        if ns_steps < 1:
+            raise ValueError("ns_steps must be >= 1")
+        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            by_shape = defaultdict(list)
+            for p in group['params']:
+                buf = self.state[p].setdefault('momentum', torch.zeros_like(p))
+                buf.mul_(group['momentum']).add_(p.grad)
+                by_shape[p.shape].append((p, p.grad.add(buf, alpha=group['momentum'])))
+            for (rows, cols), pairs in by_shape.items():  # one batched NS per shape, as in Spectron
+                D = torch.stack([d for _, d in pairs])
+                O = newton_schulz(D, group['ns_steps']) if rows >= cols else newton_schulz(D.mT, group['ns_steps']).mT
+                for (p, _), o in zip(pairs, O):
+                    p.sub_(o.to(p.dtype), alpha=group['lr'] * max(1, rows / cols) ** 0.5)
+
 # -----------------------------------------------------------------------------
 # 4. TSVD: W = U diag(s) Vᵀ with U, V orthonormal throughout, and a rank that shrinks by spectral energy.
 #
@@ -357,6 +387,14 @@ def spectron_and_adamw(model, cfg):
             adamw(rest, cfg)]
 
 
+def muon_and_adamw(model, cfg):
+    """Dense block weights to Muon; embeddings, head, norms and biases to AdamW (as in spectron mode)."""
+    weights = [m.weight for m in model.modules() if isinstance(m, DenseLinear)]
+    ids = {id(p) for p in weights}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [Muon(weights, lr=cfg['muon_lr'], momentum=cfg['muon_beta'], ns_steps=cfg['ns_steps']), adamw(rest, cfg)]
+
+
 def tsvd_adamw(model, cfg):
     """AdamW on U, s, V; no weight decay on them (U, V are orthonormal anyway, s is a vector)."""
     tsvd = [p for m in model.modules() if isinstance(m, TSVDLinear) for p in (m.U, m.V)]
@@ -364,13 +402,16 @@ def tsvd_adamw(model, cfg):
 
 
 # layer: the class every non-embedding linear is built from; optimizers(model, cfg) -> list of optimizers;
-# after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (or None: nothing to do)
-Mode = namedtuple('Mode', 'layer optimizers after_step')
+# after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (or None: nothing to do);
+# learning_rate: the mode's default AdamW peak LR, tuned at the default config by experiments/tune.sh (in spectron
+# and muon AdamW trains only embeddings, head, norms and biases: their tuned step sizes are spectron_lr, muon_lr)
+Mode = namedtuple('Mode', 'layer optimizers after_step learning_rate')
 MODES = {
-    'dense': Mode(DenseLinear, adamw_only, None),
-    'nfw': Mode(FactorizedLinear, adamw_only, None),
-    'spectron': Mode(FactorizedLinear, spectron_and_adamw, None),
-    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step),
+    'dense': Mode(DenseLinear, adamw_only, None, 1e-3),
+    'muon': Mode(DenseLinear, muon_and_adamw, None, 1e-3),
+    'nfw': Mode(FactorizedLinear, adamw_only, None, 1e-3),
+    'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, 1e-3),
+    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, 1e-3),
 }
 
 

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, ScalarFormatter
 
 PROJS = ["q", "k", "v", "o", "up", "down"]  # projection type = last name component
-MODE_COLORS = {"dense": "black", "nfw": "tab:blue", "spectron": "tab:orange", "tsvd": "tab:green"}
+MODE_COLORS = {"dense": "black", "nfw": "tab:blue", "spectron": "tab:orange", "tsvd": "tab:green", "muon": "tab:purple"}
 LINESTYLES = ["-", "--", ":", "-."]  # tell apart several runs of the same mode
 MARKERS = ["o", "s", "^", "D"]
 N_SNAPSHOTS = 4  # steps shown in the per-step line plots
@@ -220,7 +220,7 @@ def plot_alpha_depth(steps, groups, run):
     return fig
 
 def run_label(run, config):
-    rank = "" if config.get("mode") == "dense" else f" r={config.get('rank', '?')}"
+    rank = "" if config.get("mode") in ("dense", "muon") else f" r={config.get('rank', '?')}"
     return f"{config.get('mode', '?')}{rank} ({run})"
 
 def run_styles(logs):
@@ -348,8 +348,8 @@ def plot_tsvd_ranks(logs):
     return fig
 
 def run_lr(config):
-    """the step-size knob of a run: η for Spectron, AdamW's peak LR otherwise"""
-    return config.get("spectron_lr" if config.get("mode") == "spectron" else "learning_rate")
+    """the step-size knob of a run: η for Spectron, Muon's LR for muon, AdamW's peak LR otherwise"""
+    return config.get({"spectron": "spectron_lr", "muon": "muon_lr"}.get(config.get("mode"), "learning_rate"))
 
 def plot_stability(logs):
     """train loss and the largest ‖ΔW‖₂ of any layer per step: the quantity Spectron bounds and NFW lets grow"""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lowrank
-from lowrank import FactorizedLinear, Spectron, TSVDLinear
+from lowrank import DenseLinear, FactorizedLinear, Muon, Spectron, TSVDLinear
 
 SHAPES = [(64, 64), (32, 96), (96, 32)]  # (in, out): square, wide, tall
 
@@ -198,6 +198,53 @@ def test_spectron_batched_step_equals_one_layer_at_a_time():
 def test_spectron_rejects_bad_hyperparameters(kwargs):
     with pytest.raises(ValueError):
         Spectron([torch.nn.Parameter(torch.randn(4, 2)), torch.nn.Parameter(torch.randn(4, 2))], **kwargs)
+
+
+# --- Muon (the dense control) --------------------------------------------------------------------
+
+@pytest.mark.parametrize('n_in,n_out', SHAPES)
+def test_muon_step_is_lr_times_scale_times_ns_of_nesterov_momentum(n_in, n_out):
+    """Two steps by hand: B ← μB + G, ΔW = −lr·max(1, rows/cols)^½·NS(G + μB), Muon's direct NS on the wide side."""
+    torch.manual_seed(8)
+    layers = [DenseLinear(n_in, n_out, None, False, 0.02) for _ in range(2)]  # two same-shape: batched path
+    lr, mu = 0.03, 0.95
+    opt = Muon([m.weight for m in layers], lr=lr, momentum=mu)
+    scale = max(1, n_out / n_in) ** 0.5  # weight is out×in: rows/cols = out/in
+    buffers = [torch.zeros(n_out, n_in, dtype=torch.float64) for _ in layers]
+    for _ in range(2):
+        before = [m.weight.detach().double().clone() for m in layers]
+        grads = [torch.randn(n_out, n_in) for _ in layers]
+        for m, g in zip(layers, grads):
+            m.weight.grad = g.clone()
+        opt.step()
+        for m, W0, g, buf in zip(layers, before, grads, buffers):
+            buf.mul_(mu).add_(g.double())
+            d = g.double() + mu * buf
+            ours = -lr * scale * (lowrank.newton_schulz(d) if n_out >= n_in else lowrank.newton_schulz(d.T).T)
+            muon = -lr * scale * (newton_schulz_reference(d) if n_out >= n_in else newton_schulz_reference(d.T).T)
+            dW = m.weight.detach().double() - W0
+            assert rel_err(dW, ours.double()) < 1e-5  # the update rule, exactly
+            assert rel_err(dW, muon) < 1e-4  # and the NS in it is Muon's iteration (as Spectron's is)
+
+
+def test_muon_step_has_spectral_norm_lr_times_scale_like_spectrons_factor_steps():
+    """‖ΔW‖₂ / (lr·scale) is NS's top singular value: in the band that bounds Spectron's factor steps (≤ 1.25)."""
+    torch.manual_seed(9)
+    for n_in, n_out in SHAPES:
+        layer = DenseLinear(n_in, n_out, None, False, 0.02)
+        opt = Muon([layer.weight], lr=0.05)
+        for _ in range(10):
+            W0 = layer.weight.detach().clone()
+            layer.weight.grad = torch.randn_like(layer.weight)
+            opt.step()
+            top = torch.linalg.matrix_norm(layer.weight.detach() - W0, ord=2).item()
+            assert 0.7 <= top / (0.05 * max(1, n_out / n_in) ** 0.5) <= 1.25
+
+
+@pytest.mark.parametrize('kwargs', [dict(lr=0.0), dict(lr=-1.0), dict(momentum=1.0), dict(ns_steps=0)])
+def test_muon_rejects_bad_hyperparameters(kwargs):
+    with pytest.raises(ValueError):
+        Muon([torch.nn.Parameter(torch.randn(4, 2))], **kwargs)
 
 
 # --- TSVD --------------------------------------------------------------------------------------

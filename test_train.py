@@ -11,7 +11,7 @@ import prepare_data
 REPO = os.path.dirname(os.path.abspath(__file__))
 TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8', '--rank=8',
         '--eval_iters=2', '--log_interval=1', '--spectra_interval=5', '--device=cpu', '--warmup_iters=5']
-MODES = ['dense', 'nfw', 'spectron', 'tsvd']
+MODES = ['dense', 'muon', 'nfw', 'spectron', 'tsvd']
 
 
 def run(script, *args, check=True):
@@ -117,6 +117,9 @@ BAD_TRAIN_ARGS = [  # (arguments, what the one-line error must say)
     (['--spectron_lr=0'], 'spectron_lr'),
     (['--spectron_lr=-0.1'], 'spectron_lr'),
     (['--spectron_beta=1.0'], 'spectron_beta'),
+    (['--mode=muon', '--muon_lr=0'], 'muon_lr must be > 0'),
+    (['--mode=muon', '--muon_beta=1.0'], 'muon_beta'),
+    (['--mode=muon', '--muon_lr=fast'], 'muon_lr must be float'),
     (['--ns_steps=0'], 'ns_steps'),
     (['--energy=1.5'], 'energy'),
     (['--energy=0'], 'energy'),
@@ -152,6 +155,23 @@ def test_bad_train_input_is_one_line_and_exit_2(corpus, tmp_path, args, message,
     assert not os.path.exists(tmp_path / 'log.jsonl')  # nothing started
 
 
+def test_each_mode_trains_at_its_own_lr_unless_one_is_given(corpus, tmp_path):
+    import lowrank
+    for mode, args, lr in (('dense', [], lowrank.MODES['dense'].learning_rate),
+                           ('nfw', [], lowrank.MODES['nfw'].learning_rate),
+                           ('tsvd', ['--learning_rate=0.007'], 0.007)):
+        train(corpus, tmp_path / mode, f'--mode={mode}', '--max_iters=0', *args)
+        config = records(tmp_path / mode, 'config')[0]
+        assert config['learning_rate'] == lr and config['min_lr'] == lr / 10
+    train(corpus, tmp_path / 'floor', '--mode=dense', '--max_iters=0', '--min_lr=0')  # a set floor stays set
+    assert records(tmp_path / 'floor', 'config')[0]['min_lr'] == 0
+    # muon, like dense, trains full W and ignores --rank (even one that fits no factorized layer)
+    train(corpus, tmp_path / 'muon', '--mode=muon', '--rank=9999', '--max_iters=1', '--eval_interval=1')
+    assert records(tmp_path / 'muon', 'eval')[-1]['params'] == records(tmp_path / 'dense', 'eval')[-1]['params']
+    help_text = run('train.py', '--help').stdout
+    assert all(f"{mode} {m.learning_rate:g}" in help_text for mode, m in lowrank.MODES.items())
+
+
 def test_bad_corpora_and_config_files(tmp_path):
     cases = {'empty.txt': b'', 'small.txt': b'too small', 'latin1.txt': 'caf\xe9 '.encode('latin-1') * 100}
     for name, content in cases.items():
@@ -172,7 +192,7 @@ def test_bad_checkpoints(corpus, tmp_path):
     assert p.returncode == 2 and 'no checkpoint' in p.stderr
     train(corpus, tmp_path, '--mode=nfw', '--max_iters=2', '--eval_interval=2')
     for args, message in ((['--mode=dense'], "has mode='nfw'"), (['--n_embd=64'], 'has n_embd=32'),
-                          (['--mode=tsvd'], "has mode='nfw'")):
+                          (['--mode=tsvd'], "has mode='nfw'"), (['--mode=muon'], "has mode='nfw'")):
         p = train(corpus, tmp_path, '--init_from=resume', *args, check=False)
         assert p.returncode == 2 and message in p.stderr, p.stderr
     (tmp_path / 'ckpt.pt').write_bytes((tmp_path / 'ckpt.pt').read_bytes()[:1000])  # a torn write

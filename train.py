@@ -44,15 +44,15 @@ gradient_accumulation_steps = 1  # micro-steps per optimizer step (divided among
 batch_size = 16  # sequences per micro-step
 block_size = 64  # context length
 # model
-mode = 'spectron'  # dense | nfw | spectron | tsvd (lowrank.MODES)
+mode = 'spectron'  # dense | muon | nfw | spectron | tsvd (lowrank.MODES)
 rank = 64  # rank of every factorized layer: an int, or a fraction of the layer's smaller side (0.25)
 n_layer = 4
 n_head = 4
 n_embd = 256
 dropout = 0.0
 bias = False
-# AdamW (all parameters in dense/nfw/tsvd; embeddings, head, norms and biases in spectron)
-learning_rate = 1e-3  # peak LR; the schedule scales every optimizer's LR by the same factor
+# AdamW (all parameters in dense/nfw/tsvd; embeddings, head, norms and biases in spectron and muon)
+learning_rate = 1e-3  # peak LR, unless set: the mode's own tuned LR (lowrank.MODES; --help lists them)
 max_iters = 2000
 weight_decay = 0.1
 beta1 = 0.9
@@ -62,13 +62,16 @@ grad_clip = 1.0  # clip the global gradient norm to this (0: don't clip)
 decay_lr = True
 warmup_iters = 100
 lr_decay_iters = 2000
-min_lr = 1e-4
+min_lr = 1e-4  # the cosine's floor; unless set: learning_rate / 10 (nanoGPT's rule)
 # Spectron (factor pairs)
-spectron_lr = 0.1  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak (best of 0.01, 0.03, 0.1, 0.3 at 300 steps)
+spectron_lr = 0.03  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak (tuned: experiments/tune.sh)
 spectron_beta = 0.95  # momentum
 ns_steps = 5  # Newton–Schulz steps
 spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)
 spectron_wd = 0.0  # decoupled weight decay on the factors
+# Muon (dense block weights in muon mode; ns_steps above)
+muon_lr = 0.02  # peak LR: ‖ΔW‖₂ ≈ muon_lr · max(1, rows/cols)^½ per step (tuned: experiments/tune.sh)
+muon_beta = 0.95  # momentum (Nesterov)
 # TSVD
 energy = 0.99  # τ: each layer keeps the smallest rank holding this fraction of Σ s²
 rank_warmup = 500  # no truncation before this step
@@ -104,7 +107,10 @@ def validate(c):
     need(0 <= c['spectron_beta'] < 1, f"spectron_beta must be in [0, 1), got {c['spectron_beta']}")
     need(0 < c['energy'] <= 1, f"energy (τ) must be in (0, 1], got {c['energy']}")
     need(c['min_rank'] >= 1, f"min_rank must be >= 1, got {c['min_rank']}")
-    if c['mode'] != 'dense':  # every layer's smaller side is n_embd (d×d attention, d×4d MLP)
+    need(c['muon_lr'] > 0, f"muon_lr must be > 0, got {c['muon_lr']}")
+    need(0 <= c['muon_beta'] < 1, f"muon_beta must be in [0, 1), got {c['muon_beta']}")
+    if lowrank.MODES[c['mode']].layer is not lowrank.DenseLinear:  # dense and muon ignore rank, as nanoGPT would
+        # every layer's smaller side is n_embd (d×d attention, d×4d MLP)
         try:
             r = lowrank.resolve_rank(c['rank'], c['n_embd'], 4 * c['n_embd'])
         except ValueError as e:
@@ -131,7 +137,18 @@ def validate(c):
 # -----------------------------------------------------------------------------
 # config, DDP and data
 
-overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',))
+def with_mode_defaults(c, overrides):
+    """Each mode trains at its own tuned AdamW LR (lowrank.MODES) unless one is given; min_lr follows the LR."""
+    if 'learning_rate' not in overrides:
+        c['learning_rate'] = lowrank.MODES[c['mode']].learning_rate
+    if 'min_lr' not in overrides:
+        c['min_lr'] = c['learning_rate'] / 10
+    return c
+
+
+MODE_LRS = ', '.join(f"{name} {m.learning_rate:g}" for name, m in lowrank.MODES.items())
+overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',),
+                       notes=f"learning_rate unless set, by mode (lowrank.MODES): {MODE_LRS}; min_lr: learning_rate / 10")
 cfg = validate({**DEFAULTS, **overrides})
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
 checkpoint = None
@@ -147,6 +164,7 @@ if cfg['init_from'] == 'resume':
         if k in overrides and overrides[k] != saved[k]:
             die(f"checkpoint {ckpt_path} has {k}={saved[k]!r}; cannot resume it with {k}={overrides[k]!r}")
         cfg[k] = saved[k]
+cfg = with_mode_defaults(cfg, overrides)
 
 ddp = int(os.environ.get('RANK', -1)) != -1
 if ddp:

@@ -49,7 +49,7 @@ def summarize(path):
     return dict(
         run=os.path.basename(os.path.normpath(path)).replace('.log.jsonl', ''), mode=config['mode'],
         corpus=os.path.basename(config['input_file']), n_embd=config['n_embd'],
-        rank=config['rank'] if config['mode'] != 'dense' else '-', lr=run_lr(config), seed=config['seed'],
+        rank=config['rank'] if config['mode'] not in ('dense', 'muon') else '-', lr=run_lr(config), seed=config['seed'],
         iters=last['iter'], val=last['val_loss'], train=last['train_loss'], gap=last['val_loss'] - last['train_loss'],
         params=f"{last['params'] / 1e6:.2f}M",
         mflops=f"{flops[0]:.2f} → {flops[1]:.2f}" if flops[0] != flops[1] else f"{flops[1]:.2f}",
