@@ -372,8 +372,15 @@ def plot_stability(logs):
     fig.tight_layout()
     return fig
 
+def chosen_step(vals_by_step):
+    """the tuning protocol's pick from {step size: [final val loss per seed]}: the best seed mean among the step
+    sizes run with the most seeds (the best first-seed value and its neighbours, once they have a second seed)"""
+    most = max(len(v) for v in vals_by_step.values())
+    return min((lr for lr, v in vals_by_step.items() if len(v) == most), key=lambda lr: np.mean(vals_by_step[lr]))
+
 def plot_lr_sweep(logs):
-    """final val loss, largest ‖ΔW‖₂ and spike count against LR (η for Spectron), per mode; seeds: mean and range"""
+    """final val loss, largest ‖ΔW‖₂ and spike count against LR (η for Spectron), per mode; seeds: mean and range;
+    a star on each mode's pick (the best mean among the values with the most seeds: the tuning protocol)"""
     by_mode = {}
     for _, config, train, evals in logs:
         if evals and evals[-1].get("val_loss") is not None:
@@ -391,14 +398,19 @@ def plot_lr_sweep(logs):
             mean = np.array([y.mean() for y in ys])
             err = np.array([[m - y.min() for m, y in zip(mean, ys)], [y.max() - m for m, y in zip(mean, ys)]])
             n = max(len(y) for y in ys)
+            knob = {"spectron": "η", "muon": "Muon LR"}.get(mode, "AdamW LR")
             ax.errorbar(lrs, mean, yerr=err, marker="o", capsize=3, color=MODE_COLORS.get(mode, "tab:gray"),
-                        label=f"{mode} ({'η' if mode == 'spectron' else 'LR'}; {n} seeds: mean, min–max)")
+                        label=f"{mode} ({knob}; {n} seeds: mean, min–max)")
+            if j == 0:
+                best = lrs.index(chosen_step({lr: [p[0] for p in by_lr[lr]] for lr in lrs}))
+                ax.plot(lrs[best], mean[best], "*", ms=16, color=MODE_COLORS.get(mode, "tab:gray"), mec="black",
+                        label=f"{mode} chosen: {lrs[best]:g}")
         if mode == "spectron":  # the bound Spectron promises: ‖ΔW‖₂ ≤ η
             axes[1].plot(lrs, lrs, "--", color=MODE_COLORS["spectron"], lw=1, label="‖ΔW‖₂ = η")
     for ax, ylabel, scale in zip(axes, ("final val loss (nats/token)", "largest ‖ΔW‖₂ of any layer",
                                         f"spikes (logged loss > {SPIKE_NATS} above its best so far)"),
                                  ("linear", "log", "linear")):
-        ax.set(xscale="log", yscale=scale, xlabel="peak LR (AdamW) or η (Spectron)", ylabel=ylabel)
+        ax.set(xscale="log", yscale=scale, xlabel="step size: peak LR (AdamW, Muon) or η (Spectron)", ylabel=ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()

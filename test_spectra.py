@@ -250,3 +250,10 @@ def test_table_merges_seeds_and_writes_csv(tmp_path, capsys):
             table.main(bad)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+
+
+def test_chosen_step_is_the_best_seed_mean_among_the_values_with_most_seeds():
+    # 0.003 has the lowest single run, but the protocol compares only values rerun with a second seed
+    runs = {0.001: [2.0, 2.2], 0.002: [2.05, 2.05], 0.003: [1.9], 0.0005: [2.3, 2.1]}
+    assert ps.chosen_step(runs) == 0.002
+    assert ps.chosen_step({0.01: [3.0], 0.03: [2.5], 0.1: [2.7]}) == 0.03  # one seed everywhere: the best run
