@@ -28,7 +28,7 @@ from configurator import die, parse_args
 from model import GPT, GPTConfig, peak_flops
 
 # -----------------------------------------------------------------------------
-modes = 'nfw,spectron,tsvd'  # factorized modes (lowrank.MODES) to time; dense always runs, as the baseline
+modes = 'muon,nfw,spectron,tsvd'  # modes (lowrank.MODES) to time; dense always runs, as the baseline; muon at full width
 widths = '256'  # comma-separated n_embd values, e.g. 256,768
 ranks = '0.0625,0.125,0.25,0.5'  # comma-separated rank fractions of n_embd, each in (0, 1]
 n_layer = 4  # model and batch: train.py's defaults
@@ -49,7 +49,8 @@ csv = ''  # write the table to this path
 quick = False  # 1 warm-up and 3 timed steps, at most 20 sampled tokens
 seed = 1337
 # optimizer config: train.py's defaults, copied (importing train.py would start a training run)
-OPT_CFG = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.1, spectron_beta=0.95,
+OPT_CFG = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.03, spectron_beta=0.95,
+               muon_lr=0.02, muon_beta=0.95,
                ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, energy=0.99, rank_warmup=500,
                rank_interval=250, min_rank=4)
 GRAD_CLIP = 1.0  # train.py's grad_clip
@@ -213,8 +214,9 @@ def bench(c):
     run(dict(c, warmup=1, steps=1, sample_tokens=min(c['sample_tokens'], 5), profile=False, compile=False),
         d, 'dense', d)
     for d in c['widths']:
-        plan = [('dense', d)] + [('plain', d)] * c['plain']
-        plan += [(m, max(1, round(f * d))) for f in c['ranks'] for m in c['modes']]
+        full_w = [m for m in c['modes'] if lowrank.MODES[m].layer is lowrank.DenseLinear]  # muon: no rank to vary
+        plan = [('dense', d)] + [('plain', d)] * c['plain'] + [(m, d) for m in full_w]
+        plan += [(m, max(1, round(f * d))) for f in c['ranks'] for m in c['modes'] if m not in full_w]
         dense, nfw = None, {}
         for mode_name, rank in plan:
             r = run(c, d, mode_name, rank)

@@ -257,3 +257,22 @@ def test_chosen_step_is_the_best_seed_mean_among_the_values_with_most_seeds():
     runs = {0.001: [2.0, 2.2], 0.002: [2.05, 2.05], 0.003: [1.9], 0.0005: [2.3, 2.1]}
     assert ps.chosen_step(runs) == 0.002
     assert ps.chosen_step({0.01: [3.0], 0.03: [2.5], 0.1: [2.7]}) == 0.03  # one seed everywhere: the best run
+
+def test_table_seeds_ignore_other_modes_knobs_and_keys_older_logs_lack(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(HERE, "experiments"))
+    import table
+    runs = make_lr_runs(str(tmp_path), [0.01], seeds=(0, 1))
+    nfw_seed1 = next(r for r in runs if "nfw" in r and r.endswith("seed1"))
+    with open(os.path.join(nfw_seed1, "log.jsonl")) as f:
+        rows = [json.loads(l) for l in f]
+    rows[0].update(spectron_lr=0.03, muon_lr=0.02)  # newer code: another default for a knob nfw ignores, a new key
+    with open(os.path.join(nfw_seed1, "log.jsonl"), "w") as f:
+        f.write("\n".join(map(json.dumps, rows)) + "\n")
+    table.main([*runs, "--seeds", "--columns=mode,lr,seed"])
+    assert "| nfw | 0.01 | 0,1 |" in capsys.readouterr().out  # still one experiment
+    rows[0].update(weight_decay=0.0)  # a setting nfw does use: now two experiments
+    with open(os.path.join(nfw_seed1, "log.jsonl"), "w") as f:
+        f.write("\n".join(map(json.dumps, rows)) + "\n")
+    table.main([*runs, "--seeds", "--columns=mode,lr,seed"])
+    out = capsys.readouterr().out
+    assert "| nfw | 0.01 | 0 |" in out and "| nfw | 0.01 | 1 |" in out

@@ -61,15 +61,26 @@ def summarize(path):
         # the bound is η times the schedule's LR factor at that step
         max_dw_over_eta=max((dw / (eta * f) for dw, f in dws), default='-') if eta else '-',
         spikes=count_spikes([r.get('loss') for r in train]), logged=len(train),
-        setup=json.dumps({k: v for k, v in config.items() if k not in ('kind', 'seed', 'out_dir', 'init_from')},
-                         sort_keys=True))  # what --seeds compares
+        config=config)  # what --seeds compares (see setup)
+
+
+MODE_KEYS = {'spectron': {'spectron_lr', 'spectron_beta', 'spectron_power_iters', 'spectron_wd', 'ns_steps'},
+             'muon': {'muon_lr', 'muon_beta', 'ns_steps'}, 'tsvd': {'energy', 'rank_warmup', 'rank_interval', 'min_rank'}}
+
+
+def setup(config, common):
+    """the settings that make two runs the same experiment: the keys every compared log has (logs of older code lack
+    newer keys), without bookkeeping and without the knobs of other modes (nfw's spectron_lr does nothing)"""
+    other = set().union(*MODE_KEYS.values()) - MODE_KEYS.get(config['mode'], set())
+    return json.dumps({k: config[k] for k in sorted(common - other - {'kind', 'seed', 'out_dir', 'init_from', 'iter'})})
 
 
 def merge_seeds(rows):
     """one row per config that differs only in seed: numbers as mean ±half-range (n)"""
+    common = set.intersection(*(set(r['config']) for r in rows))
     groups = {}
     for r in rows:
-        groups.setdefault(r['setup'], []).append(r)
+        groups.setdefault(setup(r['config'], common), []).append(r)
     merged = []
     for group in groups.values():
         row = dict(group[0], run=group[0]['run'].rsplit('_seed', 1)[0], seed=','.join(str(r['seed']) for r in group))
@@ -103,7 +114,7 @@ def main(argv):
                                                                -1 if r['rank'] == '-' else r['rank'], r['lr'], r['seed']))
     if 'csv' in opts:
         with open(opts['csv'], 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0])[:-1], extrasaction='ignore')  # not 'setup'
+            writer = csv.DictWriter(f, fieldnames=list(rows[0])[:-1], extrasaction='ignore')  # not 'config'
             writer.writeheader()
             writer.writerows(rows)
     if 'seeds' in opts:

@@ -40,3 +40,20 @@ done | train_all
 python plot_spectra.py runs/tune/* --out=assets/tune --figures=lr_sweep
 python experiments/table.py runs/tune/* --csv=assets/tune/runs.csv --seeds --columns=mode,lr,val,gap,params,mflops,ms,minutes
 for run in runs/tune/*; do cp "$run/log.jsonl" "assets/tune/$(basename "$run").log.jsonl"; done
+# the default-config comparison: every mode at its chosen step size, both seeds (figures from seed 1337's runs)
+chosen=$(python - <<'PY'
+import glob, json, os, sys
+sys.path.insert(0, '.')
+from plot_spectra import chosen_step
+vals = {}
+for log in glob.glob('runs/tune/*/log.jsonl'):
+    mode, lr, seed = os.path.basename(os.path.dirname(log)).split('_')
+    last = [r for r in map(json.loads, open(log)) if r['kind'] == 'eval'][-1]['val_loss']
+    vals.setdefault(mode, {}).setdefault(lr, []).append(last)
+print(' '.join(f'runs/tune/{mode}_{chosen_step(v)}' for mode, v in sorted(vals.items())))
+PY
+)
+mkdir -p assets/compare
+python experiments/table.py $(for c in $chosen; do echo ${c}_seed*; done) --seeds --csv=assets/compare/runs.csv \
+  --columns=mode,lr,val,train,params,mflops,mean_rank,ms,max_dw_over_eta
+python plot_spectra.py $(for c in $chosen; do echo ${c}_seed1337; done) --out=assets/compare
