@@ -376,23 +376,25 @@ def adamw_only(model, cfg):
     return [adamw(list(model.parameters()), cfg)]
 
 
+def the_rest(model, params):
+    """Every parameter of model not in params: embeddings, head, norms and biases, which AdamW trains."""
+    ids = {id(p) for p in params}
+    return [p for p in model.parameters() if id(p) not in ids]
+
+
 def spectron_and_adamw(model, cfg):
-    """Factor pairs to Spectron; embeddings, head, norms and biases to AdamW, stepped together."""
-    layers = [m for m in model.modules() if isinstance(m, FactorizedLinear)]
-    factors = [p for m in layers for p in (m.U, m.V)]
-    ids = {id(p) for p in factors}
-    rest = [p for p in model.parameters() if id(p) not in ids]
+    """Factor pairs to Spectron, the rest to AdamW, stepped together."""
+    factors = [p for m in model.modules() if isinstance(m, FactorizedLinear) for p in (m.U, m.V)]
     return [Spectron(factors, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
                      power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd']),
-            adamw(rest, cfg)]
+            adamw(the_rest(model, factors), cfg)]
 
 
 def muon_and_adamw(model, cfg):
-    """Dense block weights to Muon; embeddings, head, norms and biases to AdamW (as in spectron mode)."""
+    """Dense block weights to Muon, the rest to AdamW (as in spectron mode)."""
     weights = [m.weight for m in model.modules() if isinstance(m, DenseLinear)]
-    ids = {id(p) for p in weights}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    return [Muon(weights, lr=cfg['muon_lr'], momentum=cfg['muon_beta'], ns_steps=cfg['ns_steps']), adamw(rest, cfg)]
+    return [Muon(weights, lr=cfg['muon_lr'], momentum=cfg['muon_beta'], ns_steps=cfg['ns_steps']),
+            adamw(the_rest(model, weights), cfg)]
 
 
 def tsvd_adamw(model, cfg):
