@@ -57,3 +57,28 @@ def test_bad_input_exits_2_with_one_line(args, monkeypatch, capsys):
     assert exit_info.value.code == 2
     out = capsys.readouterr()
     assert out.out == '' and out.err.startswith('error: ') and out.err.count('\n') == 1, out.err
+
+
+@pytest.mark.parametrize('reset', [True, False], ids=['reset per row', 'no reset'])
+def test_compiled_rows_stay_compiled_past_dynamos_recompile_limit(reset, tmp_path, monkeypatch, capsys):
+    """Every (mode, rank) model recompiles the shared GPT.forward; past dynamo's recompile limit it would run eager.
+    bench.py resets dynamo per row, and reports a row that ran eager (shown by taking the reset away). In-process,
+    with dynamo's eager backend (tracing only: no C++ compiler) and the limit lowered from 8 to 2."""
+    import bench as bench_module
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda model: real_compile(model, backend='eager'))
+    monkeypatch.setattr(torch._dynamo.config, 'recompile_limit', 2)
+    if not reset:
+        monkeypatch.setattr(torch._dynamo, 'reset', lambda: None)
+    path = tmp_path / 'bench.csv'
+    monkeypatch.setattr(sys, 'argv', ['bench.py', *TINY, '--steps=1', '--sample_tokens=0', '--compile=True',
+                                      f'--csv={path}'])
+    bench_module.main()
+    with open(path) as f:
+        compiled = [row['compile'] for row in csv.DictReader(f)]
+    assert len(compiled) == 5
+    warned = capsys.readouterr().out.count('ran eager')
+    if reset:
+        assert compiled == ['True'] * 5 and warned == 0
+    else:  # the cache keeps the first two rows' graphs; the third row on finds it full
+        assert 'False' in compiled and warned == compiled.count('False')
