@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# For someone with a GPU: every GPU path of the repo in one go, one line per check (about 10 minutes on one H100).
+# For someone with a GPU: every GPU path of the repo in one go, one line per check (not yet timed on a GPU).
 #   bash experiments/gpu_check.sh               # STEPS=300 by default; logs in runs/gpu_check/NAME.txt
 # Runs nanoGPT's GPU config (config/shakespeare_char_gpu.py: 6 layers, n_embd 384, block 256, batch 64, dropout 0.2)
 # for STEPS steps per check: dense and Spectron in bf16 and fp32, compiled and not, TSVD through two truncations
