@@ -82,3 +82,14 @@ def test_compiled_rows_stay_compiled_past_dynamos_recompile_limit(reset, tmp_pat
         assert compiled == ['True'] * 5 and warned == 0
     else:  # the cache keeps the first two rows' graphs; the third row on finds it full
         assert 'False' in compiled and warned == compiled.count('False')
+
+
+@pytest.mark.parametrize('name,dtype,peak', [
+    ('NVIDIA H100 80GB HBM3', 'bfloat16', 989e12), ('NVIDIA H100 PCIe', 'bfloat16', 756e12),
+    ('NVIDIA H100 NVL', 'bfloat16', 835e12), ('NVIDIA H800', 'bfloat16', 989e12), ('NVIDIA H100 PCIe', 'float32', 51e12),
+    ('NVIDIA A100-SXM4-80GB', 'float32', 19.5e12), ('Tesla V100-SXM2-16GB', 'bfloat16', None)])
+def test_peak_flops_by_gpu_name_and_dtype(name, dtype, peak, monkeypatch):
+    """MFU's denominator: the datasheet peak of the GPU (PCIe and NVL parts are not the SXM ones) in the dtype used."""
+    from model import peak_flops
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: name)
+    assert peak_flops('cuda:0', dtype) == peak and peak_flops('cpu', dtype) is None
