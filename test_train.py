@@ -508,3 +508,26 @@ def test_tokenised_own_corpus_is_ignored_by_git(tmp_path):
     for path in ('my_corpus_char/train.bin', 'my_corpus_gpt2/meta.json', 'notes/essays_char/val.bin'):
         p = subprocess.run(['git', 'check-ignore', '-q', path], cwd=REPO)
         assert p.returncode == 0, f'{path} is not ignored'
+
+
+@pytest.mark.parametrize('device,message', [('cuda:1', 'not UTF-8'), ('cuda:2', 'this machine has 2 CUDA GPU(s)'),
+                                            ('cuda:x', 'this machine has 2 CUDA GPU(s)')])
+def test_cuda_device_and_dtype_choice_on_an_emulated_two_gpu_machine(tmp_path, capsys, monkeypatch, device, message):
+    """Without a GPU, torch.cuda stands in for two GPUs that only emulate bf16 (V100, T4): dtype=auto must pick
+    float32 (no bf16 autocast), and --device=cuda:1 must become the current device (what RNG state, synchronize and
+    SDPA use). A corpus that is not UTF-8 stops the run right after those choices, before any CUDA work."""
+    import runpy
+    import torch
+    calls = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda d: calls.append(('set_device', d)))
+    monkeypatch.setattr(torch.amp, 'autocast', lambda *a, **k: calls.append(('autocast', k.get('dtype'))))
+    corpus = tmp_path / 'latin1.txt'
+    corpus.write_bytes('caf\xe9 '.encode('latin-1') * 100)
+    monkeypatch.setattr(sys, 'argv', ['train.py', f'--input_file={corpus}', f'--out_dir={tmp_path}', f'--device={device}'])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(os.path.join(REPO, 'train.py'), run_name='__main__')
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert calls == ([('set_device', 'cuda:1')] if device == 'cuda:1' else [])
