@@ -36,7 +36,7 @@ def claim(out_dir, fresh, overwrite):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
-        die(f"out_dir {out_dir} is in use by a running train.py (pid {lock.read().strip()}); "
+        die(f"out_dir {out_dir} is in use by a running train.py (pid {lock.read().strip() or '?'}); "
             f"wait for it to end or choose another --out_dir")
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
