@@ -67,13 +67,13 @@ def test_compiled_rows_stay_compiled_past_dynamos_recompile_limit(reset, tmp_pat
     import bench as bench_module
     real_compile = torch.compile
     monkeypatch.setattr(torch, 'compile', lambda model: real_compile(model, backend='eager'))
-    monkeypatch.setattr(torch._dynamo.config, 'recompile_limit', 2)
     if not reset:
         monkeypatch.setattr(torch._dynamo, 'reset', lambda: None)
     path = tmp_path / 'bench.csv'
     monkeypatch.setattr(sys, 'argv', ['bench.py', *TINY, '--steps=1', '--sample_tokens=0', '--compile=True',
                                       f'--csv={path}'])
-    bench_module.main()
+    with torch._dynamo.config.patch(recompile_limit=2):  # dynamo's own patch: its config is no plain module
+        bench_module.main()
     with open(path) as f:
         compiled = [row['compile'] for row in csv.DictReader(f)]
     assert len(compiled) == 5

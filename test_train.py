@@ -24,18 +24,22 @@ def run(script, *args, check=True):
     return p
 
 
+def start(*args, **env):
+    """train.py in the background (text pipes, unbuffered, one thread; env added), for tests that signal or kill it."""
+    return subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', **env))
+
+
 def launch_ddp(*args, n=2):
     """n train.py processes of one gloo DDP job, started directly rather than by torchrun, so that a test can signal
-    or time each one. Returns the Popen objects (text stdout and stderr pipes)."""
+    each one. Returns the Popen objects."""
     import socket
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n),
-               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    return [subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)))
-            for r in range(n)]
+    return [start(*args, WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                  RANK=str(r), LOCAL_RANK=str(r)) for r in range(n)]
 
 
 def finish(procs, timeout=120):
@@ -238,10 +242,8 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes(corpus, tmp_path):
     import signal
     import time
     import torch
-    args = [sys.executable, os.path.join(REPO, 'train.py'), *TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}',
-            '--mode=spectron', '--max_iters=100000', '--eval_interval=100000']
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'))
+    p = start(*TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}', '--mode=spectron', '--max_iters=100000',
+              '--eval_interval=100000')
     for line in p.stdout:  # wait until training is under way
         if line.startswith('iter 5:'):
             break
@@ -296,9 +298,7 @@ def test_sigkill_at_random_moments_then_resume_reaches_the_same_loss(corpus, tmp
     out, rng, kills = tmp_path / 'killed', random.Random(0), 0
     for attempt in range(30):
         resume = ['--init_from=resume'] if (out / 'ckpt.pt').exists() else []
-        p = subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *common, f'--out_dir={out}', *resume],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'))
+        p = start(*common, f'--out_dir={out}', *resume)
         if attempt < 5:
             for line in p.stdout:  # training is under way: now kill it at a random moment
                 if line.startswith('iter'):
@@ -467,10 +467,8 @@ def test_a_live_run_keeps_its_out_dir_and_a_killed_one_does_not(corpus, tmp_path
     """A second run into the out_dir of a live run is refused (one line, exit 2, the owner's pid); after kill -9 of
     the live run, a new run starts without any cleanup."""
     import signal
-    live = subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *TINY, f'--input_file={corpus}',
-                             f'--out_dir={tmp_path}', '--max_iters=100000', '--eval_interval=100000'],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'))
+    live = start(*TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}', '--max_iters=100000',
+                 '--eval_interval=100000')
     try:
         for line in live.stdout:
             if line.startswith('iter 1:'):
@@ -526,7 +524,8 @@ def test_cuda_device_and_dtype_choice_on_an_emulated_two_gpu_machine(tmp_path, c
     monkeypatch.setattr(torch.amp, 'autocast', lambda *a, **k: calls.append(('autocast', k.get('dtype'))))
     corpus = tmp_path / 'latin1.txt'
     corpus.write_bytes('caf\xe9 '.encode('latin-1') * 100)
-    monkeypatch.setattr(sys, 'argv', ['train.py', f'--input_file={corpus}', f'--out_dir={tmp_path}', f'--device={device}'])
+    monkeypatch.setattr(sys, 'argv', ['train.py', f'--input_file={corpus}', f'--out_dir={tmp_path}',
+                                      f'--device={device}'])
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(os.path.join(REPO, 'train.py'), run_name='__main__')
     assert exit_.value.code == 2 and message in capsys.readouterr().err
