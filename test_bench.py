@@ -76,10 +76,10 @@ def test_compiled_rows_stay_compiled_past_dynamos_recompile_limit(reset, tmp_pat
         bench_module.main()
     with open(path) as f:
         compiled = [row['compile'] for row in csv.DictReader(f)]
-    assert len(compiled) == 5
+    assert len(compiled) == 1 + len(lowrank.MODES)  # plain, and every mode at one rank
     warned = capsys.readouterr().out.count('ran eager')
     if reset:
-        assert compiled == ['True'] * 5 and warned == 0
+        assert set(compiled) == {'True'} and warned == 0
     else:  # the cache keeps the first two rows' graphs; the third row on finds it full
         assert 'False' in compiled and warned == compiled.count('False')
 
