@@ -188,6 +188,9 @@ def run(c, d, mode_name, rank):
     raw.to(c['device'])
     mode = lowrank.MODES[config.mode]
     optimizers = mode.optimizers(raw, c['opt_cfg'])
+    if c['compile']:  # a fresh cache per row: every row's model recompiles GPT.forward, and past dynamo's limit (8)
+        torch._dynamo.reset()  # a row would silently run eager
+    graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
     model = torch.compile(raw) if c['compile'] else raw
     ctx = torch.amp.autocast(c['device'], dtype=torch.bfloat16) if c['dtype'] == 'bfloat16' else nullcontext()
     gen = torch.Generator().manual_seed(c['seed'])
@@ -195,6 +198,7 @@ def run(c, d, mode_name, rank):
             for _ in range(2))
     times = [train_step(c, model, raw, mode, optimizers, x, y, i + 1, ctx) for i in range(c['warmup'] + c['steps'])]
     peak = peak_mb()
+    compiled = c['compile'] and torch._dynamo.utils.counters['stats']['unique_graphs'] > graphs
     if c['profile']:  # one more step, not timed: the profiler slows it down
         with torch.profiler.profile() as prof:  # CPU, and CUDA where there is one
             train_step(c, model, raw, mode, optimizers, x, y, len(times) + 1, ctx)
@@ -202,13 +206,13 @@ def run(c, d, mode_name, rank):
         key = 'self_device_time_total' if c['device'] == 'cuda' else 'self_cpu_time_total'
         print(prof.key_averages().table(sort_by=key, row_limit=15), flush=True)
     ms, ms_opt = (statistics.median(t[j] for t in times[c['warmup']:]) * 1e3 for j in (0, 1))
-    return dict(ms=ms, ms_opt=ms_opt, flops=flops, params=params, peak_mb=peak,
+    return dict(ms=ms, ms_opt=ms_opt, flops=flops, params=params, peak_mb=peak, compiled=compiled,
                 gen=sample_speed(c, raw, ctx) if c['sample_tokens'] else None)
 
 
 def bench(c):
     """Every (width, mode, rank) in turn; prints each row as it is measured and returns them all."""
-    peak = peak_flops(c['device'])
+    peak = peak_flops(c['device'], c['dtype'])
     tokens, rows = c['batch_size'] * c['block_size'], []
     d = c['widths'][0]  # an untimed run first loads kernels and thread pools, so that the first row is not charged
     run(dict(c, warmup=1, steps=1, sample_tokens=min(c['sample_tokens'], 5), profile=False, compile=False),
@@ -228,10 +232,12 @@ def bench(c):
                        peak_mb=r['peak_mb'], speedup=dense['ms'] / r['ms'], ideal=dense['flops'] / r['flops'],
                        eff=dense['ms'] / r['ms'] * r['flops'] / dense['flops'],
                        vs_nfw_pct=100 * (r['ms'] / nfw[rank] - 1) if mode_name == 'spectron' and rank in nfw else None,
-                       gen_tok_s=r['gen'], gen_x=r['gen'] / dense['gen'] if r['gen'] else None)
+                       gen_tok_s=r['gen'], gen_x=r['gen'] / dense['gen'] if r['gen'] else None, compiled=r['compiled'])
             nfw.update({rank: r['ms']} if mode_name == 'nfw' else {})
             rows.append(row)
             print(format_row(row), flush=True)
+            if c['compile'] and not row['compiled']:
+                print(f"warning: d={d} {mode_name} rank {rank} ran eager: torch.compile compiled no graph", flush=True)
     return rows
 
 
@@ -266,9 +272,9 @@ def main():
         with open(c['csv'], 'w', newline='') as f:
             out = csvlib.writer(f)
             out.writerow(['device', 'dtype', 'compile'] + [k for k, *_ in COLUMNS])
-            for row in rows:
+            for row in rows:  # compile: whether the row really ran compiled
                 values = (row[k] for k, *_ in COLUMNS)
-                out.writerow([c['device_name'], c['dtype'], c['compile']] +
+                out.writerow([c['device_name'], c['dtype'], row['compiled']] +
                              ['' if v is None else round(v, 4) if isinstance(v, float) else v for v in values])
         print(f"wrote {c['csv']}")
 

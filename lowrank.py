@@ -339,7 +339,8 @@ def tsvd_after_step(model, optimizers, iter_num, cfg):
     retract_all(layers)
     if iter_num < cfg['rank_warmup'] or iter_num % cfg['rank_interval'] != 0:
         return False
-    ks = torch.tensor([max(cfg['min_rank'], energy_rank(layer.s, cfg['energy'])) for layer in layers])
+    ks = torch.tensor([max(cfg['min_rank'], energy_rank(layer.s, cfg['energy'])) for layer in layers],
+                      device=layers[0].s.device)  # NCCL sends only CUDA tensors
     if torch.distributed.is_initialized():  # replicas hold identical s; broadcasting makes that a guarantee
         torch.distributed.broadcast(ks, 0)
     changed = False

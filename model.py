@@ -16,15 +16,18 @@ import torch.nn.functional as F
 import lowrank
 
 
-PEAK_BF16_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16 tensor-core FLOP/s
+# dense peak FLOP/s of one GPU by NVIDIA's datasheets: (name contains, bf16 tensor cores, fp32 without TF32, which
+# train.py leaves off); the first match wins, so the PCIe and NVL parts come before the SXM ones of the same name
+PEAK_FLOPS = [('H100 PCIe', 756e12, 51e12), ('H100 NVL', 835e12, 60e12), ('H800 PCIe', 756e12, 51e12),
+              ('H100', 989e12, 67e12), ('H800', 989e12, 67e12), ('H200', 989e12, 67e12), ('A100', 312e12, 19.5e12)]
 
 
-def peak_flops(device):
-    """The bf16 peak FLOP/s of a known CUDA GPU, for MFU; None on CPU or an unknown GPU."""
+def peak_flops(device, dtype='bfloat16'):
+    """The peak FLOP/s of one known CUDA GPU in the dtype a run computes in, for MFU; None on CPU or an unknown GPU."""
     if not str(device).startswith('cuda'):
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    name = torch.cuda.get_device_name(device).lower()
+    return next((bf16 if dtype == 'bfloat16' else fp32 for k, bf16, fp32 in PEAK_FLOPS if k.lower() in name), None)
 
 
 @dataclass
@@ -123,6 +126,19 @@ class GPT(nn.Module):
     def linear_layers(self):
         """(name, layer) for every low-rank-able matrix: 'blocks.{i}.attn.{q,k,v,o}', 'blocks.{i}.mlp.{up,down}'."""
         return [(name, m) for name, m in self.named_modules() if hasattr(m, 'factors')]
+
+    def snapshot_factors(self):
+        """A copy of every layer's factors, for the exact ‖ΔW‖₂ of the coming step (lowrank.update_norm)."""
+        return [tuple(None if t is None else t.detach().clone() for t in m.factors())
+                for _, m in self.linear_layers()]
+
+    @torch.no_grad()
+    def max_factor_norms(self):
+        """Largest ‖A‖₂ and ‖B‖₂ over factorized layers (W = A Bᵀ; for nfw/spectron A = V, B = U); dense: None."""
+        pairs = [m.factors() for _, m in self.linear_layers()]
+        if pairs[0][1] is None:
+            return None, None
+        return tuple(max(lowrank.svdvals_of_product(p[i])[0].item() for p in pairs) for i in (0, 1))
 
     def num_params(self, dense_equivalent=False):
         """Parameters, without the position embedding (nanoGPT's convention). dense_equivalent: as if every

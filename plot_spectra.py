@@ -352,7 +352,8 @@ def run_lr(config):
     return config.get({"spectron": "spectron_lr", "muon": "muon_lr"}.get(config.get("mode"), "learning_rate"))
 
 def plot_stability(logs):
-    """train loss and the largest ‖ΔW‖₂ of any layer per step: the quantity Spectron bounds and NFW lets grow"""
+    """train loss and the largest ‖ΔW‖₂ of any layer per step: the quantity Spectron bounds (its bound η, scaled by
+    the LR schedule, dotted) and NFW lets grow"""
     logs = [l for l in logs if any(r.get("max_dW") is not None for r in l[2])]
     if not logs:
         return "no max_dW in any train record"
@@ -362,6 +363,10 @@ def plot_stability(logs):
         rows = [r for r in train if r.get("max_dW") is not None and np.isfinite(r["max_dW"])]
         axes[0].plot([r["iter"] for r in train], [r["loss"] for r in train], ls, color=color, lw=0.8, label=label)
         axes[1].plot([r["iter"] for r in rows], [r["max_dW"] for r in rows], ls, color=color, lw=0.8, label=label)
+        if config.get("mode") == "spectron":  # the bound it promises: ‖ΔW‖₂ ≤ η at the step's scheduled LR
+            bounded = [r for r in rows if r.get("lr_factor") is not None]
+            axes[1].plot([r["iter"] for r in bounded], [config["spectron_lr"] * r["lr_factor"] for r in bounded], ":",
+                         color=color, lw=1.5, label=f"η bound of {run_label(run, config)}")
     axes[0].set(xlabel="iter", ylabel="train loss (nats/token)", title="train loss", yscale="log")
     axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
     axes[0].yaxis.set_minor_formatter(FormatStrFormatter("%g"))

@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from outdir import atomic_save
+
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 DEFAULT_INPUT = os.path.join(DATA, 'tinyshakespeare.txt')
 # tiktoken downloads the GPT-2 BPE files on first use; the repo ships them (named by the SHA-1 of their URLs,
@@ -115,12 +117,13 @@ def prepare(input_file=DEFAULT_INPUT, tokenizer='char', min_tokens=2):
                         f"of at least {min_tokens} tokens (block_size + 1) on each side")
     out = data_dir_for(input_file, tokenizer)
     os.makedirs(out, exist_ok=True)
-    ids[:-n_val].tofile(os.path.join(out, 'train.bin'))
-    ids[-n_val:].tofile(os.path.join(out, 'val.bin'))
+    # each file whole or not at all, so that a process (or machine) reading them never finds half of one
+    atomic_save(ids[:-n_val], os.path.join(out, 'train.bin'), np.ndarray.tofile)
+    atomic_save(ids[-n_val:], os.path.join(out, 'val.bin'), np.ndarray.tofile)
     meta.update(input_file=os.path.abspath(input_file), input_sha256=sha256_of(input_file),
                 train_tokens=len(ids) - n_val, val_tokens=n_val)
-    with open(os.path.join(out, 'meta.json'), 'w') as f:  # written last: its presence means "complete"
-        json.dump(meta, f)
+    # written last: its presence means "complete"
+    atomic_save(meta, os.path.join(out, 'meta.json'), lambda m, f: f.write(json.dumps(m).encode()))
     return out
 
 

@@ -57,3 +57,39 @@ def test_bad_input_exits_2_with_one_line(args, monkeypatch, capsys):
     assert exit_info.value.code == 2
     out = capsys.readouterr()
     assert out.out == '' and out.err.startswith('error: ') and out.err.count('\n') == 1, out.err
+
+
+@pytest.mark.parametrize('reset', [True, False], ids=['reset per row', 'no reset'])
+def test_compiled_rows_stay_compiled_past_dynamos_recompile_limit(reset, tmp_path, monkeypatch, capsys):
+    """Every (mode, rank) model recompiles the shared GPT.forward; past dynamo's recompile limit it would run eager.
+    bench.py resets dynamo per row, and reports a row that ran eager (shown by taking the reset away). In-process,
+    with dynamo's eager backend (tracing only: no C++ compiler) and the limit lowered from 8 to 2."""
+    import bench as bench_module
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda model: real_compile(model, backend='eager'))
+    if not reset:
+        monkeypatch.setattr(torch._dynamo, 'reset', lambda: None)
+    path = tmp_path / 'bench.csv'
+    monkeypatch.setattr(sys, 'argv', ['bench.py', *TINY, '--steps=1', '--sample_tokens=0', '--compile=True',
+                                      f'--csv={path}'])
+    with torch._dynamo.config.patch(recompile_limit=2):  # dynamo's own patch: its config is no plain module
+        bench_module.main()
+    with open(path) as f:
+        compiled = [row['compile'] for row in csv.DictReader(f)]
+    assert len(compiled) == 1 + len(lowrank.MODES)  # plain, and every mode at one rank
+    warned = capsys.readouterr().out.count('ran eager')
+    if reset:
+        assert set(compiled) == {'True'} and warned == 0
+    else:  # the cache keeps the first two rows' graphs; the third row on finds it full
+        assert 'False' in compiled and warned == compiled.count('False')
+
+
+@pytest.mark.parametrize('name,dtype,peak', [
+    ('NVIDIA H100 80GB HBM3', 'bfloat16', 989e12), ('NVIDIA H100 PCIe', 'bfloat16', 756e12),
+    ('NVIDIA H100 NVL', 'bfloat16', 835e12), ('NVIDIA H800', 'bfloat16', 989e12), ('NVIDIA H100 PCIe', 'float32', 51e12),
+    ('NVIDIA A100-SXM4-80GB', 'float32', 19.5e12), ('Tesla V100-SXM2-16GB', 'bfloat16', None)])
+def test_peak_flops_by_gpu_name_and_dtype(name, dtype, peak, monkeypatch):
+    """MFU's denominator: the datasheet peak of the GPU (PCIe and NVL parts are not the SXM ones) in the dtype used."""
+    from model import peak_flops
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: name)
+    assert peak_flops('cuda:0', dtype) == peak and peak_flops('cpu', dtype) is None

@@ -308,3 +308,23 @@ def test_tsvd_training_truncates_keeps_orthonormality_and_optimizer_state_and_lo
         assert st['exp_avg'].shape == p.shape and st['exp_avg_sq'].shape == p.shape
     assert losses[-1] < 0.05 * losses[0]
     assert losses[-1] <= min(losses[-60:-40])  # still falling after the last truncations
+
+
+def test_tsvd_rank_broadcast_sends_a_tensor_on_the_layers_device(monkeypatch):
+    """Under NCCL every collective takes CUDA tensors only. Emulated on CPU: the default device is 'meta' while the
+    layers live on the CPU (as they live on a GPU while the default stays CPU), and a stand-in broadcast refuses any
+    tensor that is not on the layers' device."""
+    torch.manual_seed(0)
+    layers = [TSVDLinear(16, 16, 8, bias=False, init_std=0.02) for _ in range(2)]
+    model = torch.nn.Sequential(*layers)
+    sent = []
+
+    def broadcast(tensor, src):
+        assert tensor.device == layers[0].s.device, f"a {tensor.device} tensor in a collective on {layers[0].s.device}"
+        sent.append(tensor.tolist())
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'broadcast', broadcast)
+    cfg = dict(rank_warmup=0, rank_interval=1, energy=0.5, min_rank=1)
+    with torch.device('meta'):
+        changed = lowrank.tsvd_after_step(model, [], 1, cfg)
+    assert changed and sent == [[layer.rank for layer in layers]] and all(layer.rank < 8 for layer in layers)

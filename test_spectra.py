@@ -215,6 +215,23 @@ def make_lr_runs(root, lrs, seeds=(0,)):
                 runs.append(d)
     return runs
 
+def test_stability_figure_draws_spectrons_bound_eta_times_the_schedule(tmp_path):
+    runs = make_lr_runs(str(tmp_path), [0.1])  # NFW at LR 0.1, Spectron at η = 0.01; lr_factor 1 at every step
+    for d in runs:
+        path = os.path.join(d, "log.jsonl")
+        with open(path) as f:
+            rows = [json.loads(l) for l in f]
+        for r in rows:
+            if r["kind"] == "train":
+                r["lr_factor"] = 0.5 if r["iter"] >= 5 else 1.0
+        with open(path, "w") as f:
+            f.write("\n".join(map(json.dumps, rows)) + "\n")
+    fig = ps.plot_stability([(os.path.basename(d), *ps.load_log(d)) for d in runs])
+    bounds = [line for line in fig.axes[1].get_lines() if line.get_label().startswith("η bound")]
+    assert len(bounds) == 1 and "spectron" in bounds[0].get_label()  # Spectron's only: NFW promises none
+    assert list(bounds[0].get_xdata()) == [0, 5, 10] and list(bounds[0].get_ydata()) == [0.01, 0.005, 0.005]
+    ps.plt.close(fig)
+
 def test_lr_sweep_figure_only_what_figures_asks(tmp_path, capsys):
     runs = make_lr_runs(str(tmp_path / "runs"), [0.01, 0.1, 1.0])
     out = str(tmp_path / "plots")

@@ -1,5 +1,6 @@
 """train.py, sample.py and prepare_data.py end to end, as a user runs them (subprocesses, tiny models, CPU)."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +22,41 @@ def run(script, *args, check=True):
     if check and p.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def start(*args, **env):
+    """train.py in the background (text pipes, unbuffered, one thread; env added), for tests that signal or kill it."""
+    return subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', **env))
+
+
+def launch_ddp(*args, n=2):
+    """n train.py processes of one gloo DDP job, started directly rather than by torchrun, so that a test can signal
+    each one. Returns the Popen objects."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return [start(*args, WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                  RANK=str(r), LOCAL_RANK=str(r)) for r in range(n)]
+
+
+def finish(procs, timeout=120):
+    """(stdout, stderr) of every process; any still running after timeout is killed and the test fails."""
+    try:
+        return [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def run_ddp(*args):
+    """A two-process gloo run that must succeed; returns each process' (stdout, stderr)."""
+    procs = launch_ddp(*args)
+    outs = finish(procs)
+    assert all(p.returncode == 0 for p in procs), outs
+    return outs
 
 
 def records(out_dir, kind):
@@ -134,6 +170,8 @@ BAD_TRAIN_ARGS = [  # (arguments, what the one-line error must say)
     (['--input_file=/nonexistent/corpus.txt'], 'corpus not found'),
     (['no_such_config.py'], 'config file not found'),
     (['--max_iters'], 'expected --key=value'),
+    (['--lr_decay_iters=-1'], 'lr_decay_iters must be >= 0'),
+    (['--out_dir=/dev/null/out'], 'cannot write to out_dir /dev/null/out'),  # as root too: /dev/null is no folder
     (['--device=cuda'], 'no CUDA GPU is available'),  # skipped where there is one
 ]
 
@@ -224,13 +262,12 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes(corpus, tmp_path):
     import signal
     import time
     import torch
-    args = [sys.executable, os.path.join(REPO, 'train.py'), *TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}',
-            '--mode=spectron', '--max_iters=100000', '--eval_interval=100000']
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'))
+    p = start(*TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}', '--mode=spectron', '--max_iters=100000',
+              '--eval_interval=100000')
     for line in p.stdout:  # wait until training is under way
         if line.startswith('iter 5:'):
             break
+    time.sleep(3)  # trains on meanwhile: the resumed run's "done" line must count these seconds too
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -240,7 +277,8 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes(corpus, tmp_path):
     assert records(tmp_path, 'summary') == []  # only a finished run has one (experiments/lib.sh skips those)
     train(corpus, tmp_path, '--mode=spectron', f'--max_iters={stopped_at + 3}', '--eval_interval=100000',
           '--init_from=resume')
-    assert [r['iter'] for r in records(tmp_path, 'summary')] == [stopped_at + 3]
+    summary = records(tmp_path, 'summary')
+    assert [r['iter'] for r in summary] == [stopped_at + 3] and summary[0]['seconds'] > 3
     assert [r['iter'] for r in records(tmp_path, 'train')][-4:] == [stopped_at - 1, stopped_at, stopped_at + 1,
                                                                      stopped_at + 2]
 
@@ -280,9 +318,7 @@ def test_sigkill_at_random_moments_then_resume_reaches_the_same_loss(corpus, tmp
     out, rng, kills = tmp_path / 'killed', random.Random(0), 0
     for attempt in range(30):
         resume = ['--init_from=resume'] if (out / 'ckpt.pt').exists() else []
-        p = subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *common, f'--out_dir={out}', *resume],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'))
+        p = start(*common, f'--out_dir={out}', *resume)
         if attempt < 5:
             for line in p.stdout:  # training is under way: now kill it at a random moment
                 if line.startswith('iter'):
@@ -329,7 +365,7 @@ def test_experiment_runner_skips_finished_runs_and_resumes_unfinished_ones(corpu
 
     def train_all():
         p = subprocess.run(['bash', '-c', 'source experiments/lib.sh && train_all'], input=jobs, cwd=REPO, text=True,
-                           capture_output=True, timeout=300, env=dict(os.environ, JOBS='2'))
+                           capture_output=True, timeout=300, env=dict(os.environ, JOBS='2', PYTHON=sys.executable))
         assert p.returncode == 0, p.stdout + p.stderr
         return p.stdout
 
@@ -342,3 +378,175 @@ def test_experiment_runner_skips_finished_runs_and_resumes_unfinished_ones(corpu
     assert f'already done: {tmp_path}/a' in out and 'step 6: train loss' in out, out
     assert [r['iter'] for r in records(tmp_path / 'b', 'config')] == [0, 6]  # resumed at its checkpoint
     assert len(records(tmp_path / 'b', 'summary')) == 1
+
+
+def test_a_signal_to_one_ddp_process_stops_every_process_at_the_same_step(corpus, tmp_path):
+    """torchrun passes a Ctrl-C to its processes one by one: a process that stopped alone would leave the others
+    waiting forever in the next gradient all-reduce. Here only process 1 (not the one that checkpoints) gets it."""
+    import signal
+    import torch
+    procs = launch_ddp(*TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}', '--mode=spectron',
+                       '--max_iters=100000', '--eval_interval=100000', '--gradient_accumulation_steps=2')
+    for line in procs[0].stdout:  # training is under way
+        if line.startswith('iter 5:'):
+            break
+    procs[1].send_signal(signal.SIGINT)
+    outs = finish(procs, timeout=60)
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert 'checkpoint saved' in outs[0][0]
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] >= 6
+
+
+def test_first_ddp_run_tokenises_once_while_the_other_process_waits(tmp_path):
+    """Two processes start on a corpus that has not been tokenised: one writes the files, the other reads them only
+    once whole (a 1 MB corpus, so that two processes racing would both tokenise it)."""
+    corpus = tmp_path / 'shakespeare.txt'
+    corpus.write_text(open(os.path.join(REPO, 'data', 'tinyshakespeare.txt')).read())
+    outs = run_ddp(*TINY, f'--input_file={corpus}', f'--out_dir={tmp_path / "out"}', '--max_iters=2',
+                   '--eval_interval=2', '--gradient_accumulation_steps=2')
+    assert sum(out.count('preparing') for out, _ in outs) == 1, outs
+    assert sorted(os.listdir(tmp_path / 'shakespeare_char')) == ['meta.json', 'train.bin', 'val.bin']  # no temporaries
+    assert records(tmp_path / 'out', 'eval')[-1]['iter'] == 2
+
+
+def test_ddp_resume_with_dropout_continues_each_process_rng(corpus, tmp_path):
+    """Each process draws its own dropout masks (seed + rank) and the checkpoint keeps every process' RNG state, so
+    a resumed two-process run with dropout repeats the uninterrupted one exactly."""
+    import torch
+    common = [*TINY, f'--input_file={corpus}', '--mode=nfw', '--dropout=0.2', '--gradient_accumulation_steps=2',
+              '--eval_interval=6', '--spectra_interval=0']
+    run_ddp(*common, f'--out_dir={tmp_path / "straight"}', '--max_iters=12')
+    run_ddp(*common, f'--out_dir={tmp_path / "resumed"}', '--max_iters=6')
+    rng = torch.load(tmp_path / 'resumed' / 'ckpt.pt', weights_only=True)['rng']
+    assert len(rng) == 2 and not torch.equal(rng[0]['cpu'], rng[1]['cpu'])  # the two processes' masks differ
+    run_ddp(*common, f'--out_dir={tmp_path / "resumed"}', '--max_iters=12', '--init_from=resume')
+    a, b = records(tmp_path / 'straight', 'train'), records(tmp_path / 'resumed', 'train')
+    assert [r['iter'] for r in a] == [r['iter'] for r in b] == list(range(12))
+    assert [r['loss'] for r in a] == [r['loss'] for r in b]
+
+
+def test_flops_follow_tsvd_truncation_and_lr_decays_over_max_iters(corpus, tmp_path):
+    """FLOP/s is computed from the model's FLOPs at each step, so it falls when TSVD truncates; and with
+    lr_decay_iters unset the cosine ends at max_iters, so a short run still decays to min_lr."""
+    train(corpus, tmp_path, '--mode=tsvd', '--max_iters=8', '--eval_interval=4', '--rank_warmup=5',
+          '--rank_interval=5', '--energy=0.8')
+    tokens = 8 * 16  # batch_size × block_size
+    evals, steps = records(tmp_path, 'eval'), records(tmp_path, 'train')
+    before, after = evals[0]['flops_per_token'], evals[-1]['flops_per_token']
+    assert after < before  # truncated at step 5 (in step 4's after_step)
+    for r in steps:
+        want = before if r['iter'] <= 4 else after
+        assert r['flops_per_s'] * r['ms'] / 1e3 == pytest.approx(want * tokens, rel=1e-9), r['iter']
+    # cosine from warmup_iters = 5 to max_iters = 8, down to min_lr / learning_rate = 0.1 (decaying over 2000: ≈ 1)
+    assert steps[-1]['lr_factor'] == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi * (7 - 5) / (8 - 5))) * 0.9)
+
+
+def test_resuming_a_checkpoint_saved_with_fused_adamw_uses_this_devices_kernel(corpus, tmp_path):
+    """A checkpoint carries its AdamW's `fused` flag; resuming loads the state but keeps the kernel this device
+    chose (fused on CUDA, the plain loop on CPU), so a GPU checkpoint resumed on CPU repeats a CPU run exactly."""
+    import torch
+    common = ['--mode=nfw', '--eval_interval=5']
+    train(corpus, tmp_path / 'straight', *common, '--max_iters=10')
+    train(corpus, tmp_path / 'resumed', *common, '--max_iters=5')
+    path = tmp_path / 'resumed' / 'ckpt.pt'
+    ckpt = torch.load(path, weights_only=True)
+    for state in ckpt['optimizers']:  # as a CUDA run would have saved it
+        for group in state['param_groups']:
+            group['fused'] = True
+    torch.save(ckpt, path)
+    train(corpus, tmp_path / 'resumed', *common, '--max_iters=10', '--init_from=resume')
+    groups = torch.load(path, weights_only=True)['optimizers'][0]['param_groups']
+    assert [g['fused'] for g in groups] == [False] * len(groups)
+    a, b = records(tmp_path / 'straight', 'train'), records(tmp_path / 'resumed', 'train')
+    assert [r['loss'] for r in a] == [r['loss'] for r in b]
+
+
+@pytest.mark.parametrize('mode', ['spectron', 'tsvd'])
+def test_bf16_autocast_on_cpu_trains_with_fp32_math_and_the_bound(corpus, tmp_path, mode):
+    """The GPU default (bf16 autocast) run on the CPU: the loss falls, parameters and optimizer state stay float32,
+    TSVD's factors stay orthonormal to fp32 precision and Spectron's step stays within its bound."""
+    import torch
+    train(corpus, tmp_path, f'--mode={mode}', '--dtype=bfloat16', '--max_iters=50', '--eval_interval=50',
+          '--learning_rate=3e-3', '--rank_warmup=20', '--rank_interval=10', '--energy=0.8')
+    evals = records(tmp_path, 'eval')
+    assert evals[-1]['val_loss'] < 0.8 * evals[0]['val_loss'] and records(tmp_path, 'config')[0]['dtype'] == 'bfloat16'
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    state = [v for opt in ckpt['optimizers'] for s in opt['state'].values() for k, v in s.items() if k != 'step']
+    assert all(v.dtype == torch.float32 for v in [*ckpt['model'].values(), *state] if v.is_floating_point())
+    if mode == 'spectron':
+        for r in records(tmp_path, 'train'):  # η = 0.1 at the schedule's peak; the code guarantees < 1.3 η
+            assert r['max_dW'] <= 1.3 * 0.1 * r['lr_factor'], r
+    else:
+        assert max(evals[-1]['ranks'].values()) < 8  # truncated
+        for name, U in ckpt['model'].items():
+            if name.endswith('.U') or name.endswith('.V'):
+                assert torch.allclose(U.T @ U, torch.eye(U.shape[1]), atol=1e-5), name
+
+
+def test_a_live_run_keeps_its_out_dir_and_a_killed_one_does_not(corpus, tmp_path):
+    """A second run into the out_dir of a live run is refused (one line, exit 2, the owner's pid); after kill -9 of
+    the live run, a new run starts without any cleanup."""
+    import signal
+    live = start(*TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}', '--max_iters=100000',
+                 '--eval_interval=100000')
+    try:
+        for line in live.stdout:
+            if line.startswith('iter 1:'):
+                break
+        p = train(corpus, tmp_path, '--max_iters=2', check=False)
+        assert p.returncode == 2 and f'in use by a running train.py (pid {live.pid})' in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+        p = train(corpus, tmp_path, '--max_iters=2', '--init_from=resume', check=False)  # not resume either
+        assert p.returncode == 2
+    finally:
+        live.send_signal(signal.SIGKILL)
+        live.communicate(timeout=60)
+    train(corpus, tmp_path, '--max_iters=2', '--eval_interval=2')
+    assert records(tmp_path, 'eval')[-1]['iter'] == 2
+
+
+def test_a_fresh_run_refuses_to_replace_a_checkpoint_unless_told(corpus, tmp_path):
+    import torch
+    train(corpus, tmp_path, '--max_iters=4', '--eval_interval=2', '--keep_last=1')
+    p = train(corpus, tmp_path, '--max_iters=2', check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert all(way in p.stderr for way in ('--init_from=resume', '--out_dir', '--overwrite=True'))
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 4  # untouched
+    train(corpus, tmp_path, '--max_iters=2', '--eval_interval=2', '--overwrite=True')
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 2
+    assert not os.path.exists(tmp_path / 'ckpt.1.pt')  # the old run's older checkpoint went with it
+    assert len(records(tmp_path, 'config')) == 1
+
+
+def test_tokenised_own_corpus_is_ignored_by_git(tmp_path):
+    """A user's corpus in the repo is tokenised beside it, into NAME_char/ or NAME_gpt2/, which git ignores."""
+    import shutil
+    if not shutil.which('git') or not os.path.exists(os.path.join(REPO, '.git')):
+        pytest.skip('not a git checkout')
+    for path in ('my_corpus_char/train.bin', 'my_corpus_gpt2/meta.json', 'notes/essays_char/val.bin'):
+        p = subprocess.run(['git', 'check-ignore', '-q', path], cwd=REPO)
+        assert p.returncode == 0, f'{path} is not ignored'
+
+
+@pytest.mark.parametrize('device,message', [('cuda:1', 'not UTF-8'), ('cuda:2', 'this machine has 2 CUDA GPU(s)'),
+                                            ('cuda:x', 'this machine has 2 CUDA GPU(s)')])
+def test_cuda_device_and_dtype_choice_on_an_emulated_two_gpu_machine(tmp_path, capsys, monkeypatch, device, message):
+    """Without a GPU, torch.cuda stands in for two GPUs that only emulate bf16 (V100, T4): dtype=auto must pick
+    float32 (no bf16 autocast), and --device=cuda:1 must become the current device (what RNG state, synchronize and
+    SDPA use). A corpus that is not UTF-8 stops the run right after those choices, before any CUDA work."""
+    import runpy
+    import torch
+    calls = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda d: calls.append(('set_device', d)))
+    monkeypatch.setattr(torch.amp, 'autocast', lambda *a, **k: calls.append(('autocast', k.get('dtype'))))
+    corpus = tmp_path / 'latin1.txt'
+    corpus.write_bytes('caf\xe9 '.encode('latin-1') * 100)
+    monkeypatch.setattr(sys, 'argv', ['train.py', f'--input_file={corpus}', f'--out_dir={tmp_path}',
+                                      f'--device={device}'])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(os.path.join(REPO, 'train.py'), run_name='__main__')
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert calls == ([('set_device', 'cuda:1')] if device == 'cuda:1' else [])

@@ -7,7 +7,8 @@ Train a GPT whose linear layers are dense, or low-rank from step 0 (see lowrank.
     torchrun --standalone --nproc_per_node=4 train.py  # DDP over 4 GPUs (or CPU processes, with gloo)
 
 Writes out_dir/ckpt.pt (atomically, at every eval), out_dir/log.jsonl (every log and eval record) and
-out_dir/spectra.npz (singular values of every weight matrix every spectra_interval steps).
+out_dir/spectra.npz (singular values of every weight matrix every spectra_interval steps), and locks out_dir
+while it runs (outdir.py: no second run into it, and no fresh run over a checkpoint without --overwrite=True).
 """
 import json
 import math
@@ -16,6 +17,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import lowrank
+import outdir
 from configurator import closest, die, parse_args
 from model import GPT, GPTConfig, peak_flops
 from prepare_data import DataError, ensure_prepared, load_meta
@@ -36,6 +39,7 @@ log_interval = 10  # print a training line (and measure max ‖ΔW‖₂) every 
 eval_iters = 20  # batches per split in an evaluation (always the same batches, so evals compare)
 spectra_interval = 50  # record every weight matrix's singular values every this many steps (0: never)
 init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+overwrite = False  # init_from=scratch may replace a checkpoint already in out_dir (otherwise it refuses)
 keep_last = 0  # also keep this many previous checkpoints, as ckpt.1.pt (newest) ... ckpt.N.pt
 # data
 input_file = 'data/tinyshakespeare.txt'  # any UTF-8 text; tokenised on first use by prepare_data.py
@@ -61,7 +65,7 @@ grad_clip = 1.0  # clip the global gradient norm to this (0: don't clip)
 # LR schedule: linear warmup, then cosine down to min_lr
 decay_lr = True
 warmup_iters = 100
-lr_decay_iters = 2000
+lr_decay_iters = 0  # the cosine reaches min_lr here (0: at max_iters)
 min_lr = 1e-4  # the cosine's floor; unless set: learning_rate / 10 (nanoGPT's rule)
 # Spectron (factor pairs)
 spectron_lr = 0.03  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak (tuned: experiments/tune.sh)
@@ -98,8 +102,10 @@ def validate(c):
     for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval',
               'eval_iters', 'gradient_accumulation_steps', 'ns_steps', 'spectron_power_iters', 'rank_interval'):
         need(c[k] >= 1, f"{k} must be >= 1, got {c[k]}")
-    for k in ('max_iters', 'warmup_iters', 'keep_last', 'spectra_interval', 'min_lr', 'weight_decay', 'grad_clip', 'spectron_wd'):
+    for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'keep_last', 'spectra_interval', 'min_lr',
+              'weight_decay', 'grad_clip', 'spectron_wd'):
         need(c[k] >= 0, f"{k} must be >= 0, got {c[k]}")
+    c['lr_decay_iters'] = c['lr_decay_iters'] or c['max_iters']  # a short run still decays
     need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}")
     need(0 <= c['dropout'] < 1, f"dropout must be in [0, 1), got {c['dropout']}")
     need(c['learning_rate'] > 0, f"learning_rate must be > 0, got {c['learning_rate']}")
@@ -118,19 +124,23 @@ def validate(c):
         need(c['mode'] != 'tsvd' or c['min_rank'] <= r, f"min_rank={c['min_rank']} is larger than rank={r}")
     need(c['init_from'] in ('scratch', 'resume'), f"init_from must be 'scratch' or 'resume', got {c['init_from']!r}")
     need(c['tokenizer'] in ('char', 'gpt2'), f"tokenizer must be 'char' or 'gpt2', got {c['tokenizer']!r}")
+    need(os.path.isfile(c['input_file']), f"corpus not found: {c['input_file']}")
     need(c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {c['dtype']!r}")
     if c['device'] == 'auto':
         c['device'] = 'cuda' if torch.cuda.is_available() else 'cpu'
     need(c['device'].split(':')[0] in ('cpu', 'cuda', 'mps'), f"device must be auto, cpu, cuda[:N] or mps, got {c['device']!r}")
     need(not c['device'].startswith('cuda') or torch.cuda.is_available(), "device=cuda but no CUDA GPU is available")
+    need(not c['device'].startswith('cuda:') or c['device'][5:].isdigit() and int(c['device'][5:]) <
+         torch.cuda.device_count(), f"device={c['device']}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     if c['compile']:  # inductor needs dynamo support and, on CPU, a C++ compiler
         import shutil
         from torch import _dynamo
         need(_dynamo.is_dynamo_supported(), "compile=True but torch.compile is not supported here")
         need(c['device'] != 'cpu' or any(map(shutil.which, ('g++', 'c++', 'clang++'))),
              "compile=True on CPU needs a C++ compiler (g++ or clang++) on PATH")
-    if c['dtype'] == 'auto':
-        c['dtype'] = 'bfloat16' if c['device'].startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
+    if c['dtype'] == 'auto':  # V100 and T4 emulate bf16 slowly: float32 there
+        bf16 = c['device'].startswith('cuda') and torch.cuda.is_bf16_supported(including_emulation=False)
+        c['dtype'] = 'bfloat16' if bf16 else 'float32'
     return c
 
 
@@ -167,36 +177,34 @@ if cfg['init_from'] == 'resume':
 cfg = with_mode_defaults(cfg, overrides)
 
 ddp = int(os.environ.get('RANK', -1)) != -1
-if ddp:
-    init_process_group(backend='nccl' if cfg['device'].startswith('cuda') else 'gloo')
-    ddp_rank, world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+ddp_rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
+if cfg['gradient_accumulation_steps'] % world_size:
+    die(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} is not divisible by "
+        f"the {world_size} DDP processes")
+master = ddp_rank == 0
+out_dir_lock = outdir.claim(cfg['out_dir'], cfg['init_from'] == 'scratch', cfg['overwrite']) if master else None
+if ddp:  # process 0 may evaluate and checkpoint while the others wait: more than NCCL's default 10 minutes
+    init_process_group(backend='nccl' if cfg['device'].startswith('cuda') else 'gloo', timeout=timedelta(hours=1))
     if cfg['device'].startswith('cuda'):
         cfg['device'] = f"cuda:{os.environ['LOCAL_RANK']}"
-        torch.cuda.set_device(cfg['device'])
-    if cfg['gradient_accumulation_steps'] % world_size:
-        die(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} is not divisible by "
-            f"the {world_size} DDP processes")
-else:
-    ddp_rank, world_size = 0, 1
-master = ddp_rank == 0
+if cfg['device'].startswith('cuda:'):  # the current device is the one RNG state, synchronize and SDPA default to
+    torch.cuda.set_device(cfg['device'])
 micro_steps = cfg['gradient_accumulation_steps'] // world_size  # this process' share of the global batch
 device_type = cfg['device'].split(':')[0]
 cfg['device_type'] = device_type
 autocast = nullcontext() if cfg['dtype'] == 'float32' else torch.amp.autocast(device_type, dtype=torch.bfloat16)
-torch.manual_seed(cfg['seed'] + ddp_rank)  # dropout may differ across processes; data and init may not
 
+local_master = int(os.environ.get('LOCAL_RANK', 0)) == 0  # one process per machine tokenises; the others wait
+if ddp and not local_master:
+    torch.distributed.barrier()  # ... here, until the files are whole
 try:
     data_dir = ensure_prepared(cfg['input_file'], cfg['tokenizer'], min_tokens=cfg['block_size'] + 2)
 except DataError as e:
     die(str(e))
+if ddp and local_master:
+    torch.distributed.barrier()
 meta = load_meta(data_dir)
-
-
-def load_tokens(split):
-    return np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
-
-
-data = {split: load_tokens(split) for split in ('train', 'val')}
+data = {s: np.memmap(os.path.join(data_dir, f'{s}.bin'), dtype=np.uint16, mode='r') for s in ('train', 'val')}
 
 
 def get_batch(split, gen, n):
@@ -218,6 +226,8 @@ try:
     raw_model = GPT(GPTConfig.from_run_config(cfg, meta['vocab_size']))
 except ValueError as e:  # a rank that does not fit a layer
     die(str(e))
+if ddp_rank:  # the RNG now feeds only dropout, which must differ across processes (0 goes on as a single process)
+    torch.manual_seed(cfg['seed'] + ddp_rank)
 if checkpoint is not None:
     lowrank.match_shapes(raw_model, checkpoint['model'])  # TSVD layers may have been truncated
     raw_model.load_state_dict(checkpoint['model'])
@@ -229,22 +239,31 @@ for opt in optimizers:
         group['base_lr'] = group['lr']  # the schedule sets lr = base_lr × factor for every group
 if checkpoint is not None:
     for opt, state in zip(optimizers, checkpoint['optimizers']):
+        for saved, group in zip(state['param_groups'], opt.param_groups):  # this device's kernels, not the saver's
+            saved.update({k: group[k] for k in ('fused', 'foreach', 'capturable') if k in group})
         opt.load_state_dict(state)
 
 
 def wrap(raw):
     """The module the training step calls: compiled and/or DDP-wrapped. Rebuilt when parameter shapes change."""
+    if cfg['compile']:  # a fresh cache: each new shape would otherwise recompile until dynamo's limit (8), then eager
+        torch._dynamo.reset()
     m = torch.compile(raw) if cfg['compile'] else raw
     return DDP(m, device_ids=[int(cfg['device'].split(':')[1])] if device_type == 'cuda' else None) if ddp else m
 
 
 model = wrap(raw_model)
 train_gen = torch.Generator().manual_seed(cfg['seed'])  # shared by all processes: each takes its slice
-iter_num, best_val_loss, skipped = 0, float('inf'), 0
+iter_num, best_val_loss, skipped, seconds, spectra_seconds = 0, float('inf'), 0, 0.0, 0.0
 if checkpoint is not None:
     iter_num, best_val_loss, skipped = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint['skipped']
+    seconds, spectra_seconds = checkpoint.get('seconds', 0.0), checkpoint.get('spectra_seconds', 0.0)
     train_gen.set_state(checkpoint['train_gen'])
-    torch.set_rng_state(checkpoint['torch_rng'])
+    rng = checkpoint.get('rng') or [dict(cpu=checkpoint['torch_rng'])]  # older checkpoints: process 0's CPU RNG
+    if ddp_rank < len(rng):  # a process the saving run did not have keeps its fresh seed
+        torch.set_rng_state(rng[ddp_rank]['cpu'])
+        if device_type == 'cuda' and rng[ddp_rank].get('cuda') is not None:
+            torch.cuda.set_rng_state(rng[ddp_rank]['cuda'])
     checkpoint = None  # free its memory
 
 
@@ -290,30 +309,10 @@ def log_record(kind, **fields):
         f.write(json.dumps({'kind': kind, **fields}) + '\n')
 
 
-def atomic_save(obj, path, saver):
-    """Write to a temporary file, fsync, then rename: a crash leaves either the old file or the new, never half."""
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        saver(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def start_logs():
-    """Fresh logs for a new run; on resume, drop what was logged after the checkpoint (it is redone)."""
-    os.makedirs(cfg['out_dir'], exist_ok=True)
-    keep, spectra = [], {}
-    if cfg['init_from'] == 'resume':
-        if os.path.exists(log_path):
-            with open(log_path) as f:
-                # a line cut short by a kill has no newline yet: drop it
-                keep = [line for line in f if line.endswith('\n') and json.loads(line).get('iter', 0) < iter_num]
-        if os.path.exists(spectra_path):
-            with np.load(spectra_path) as z:
-                steps = z['steps']
-                spectra = {k: list(z[k][steps < iter_num]) for k in z.files}
-    atomic_save(''.join(keep).encode(), log_path, lambda text, f: f.write(text))
+    """Fresh logs for a new run; on resume, what was logged before the checkpoint."""
+    keep, spectra = outdir.logs_before(cfg['out_dir'], iter_num) if cfg['init_from'] == 'resume' else ([], {})
+    outdir.atomic_save(''.join(keep).encode(), log_path, lambda text, f: f.write(text))
     log_record('config', **cfg, iter=iter_num)
     return spectra
 
@@ -327,56 +326,36 @@ def record_spectra(spectra):
     width = max(len(s) for k, rows in spectra.items() if k != 'steps' for s in rows)
     pad = lambda rows: np.stack([np.pad(s, (0, width - len(s)), constant_values=np.nan) for s in rows])
     arrays = {k: np.array(v) if k == 'steps' else pad(v).astype(np.float32) for k, v in spectra.items()}
-    atomic_save(arrays, spectra_path, lambda a, f: np.savez(f, **a))
+    outdir.atomic_save(arrays, spectra_path, lambda a, f: np.savez(f, **a))
 
 
-def save_checkpoint():
-    # keep_last: shift ckpt.1.pt -> ckpt.2.pt ..., then hard-link the current ckpt.pt as ckpt.1.pt, so that a
-    # ckpt.pt exists at every moment; the atomic rename below then replaces it
-    older = lambda k: os.path.join(cfg['out_dir'], f'ckpt.{k}.pt')
-    if cfg['keep_last'] and os.path.exists(ckpt_path):
-        for k in range(cfg['keep_last'], 1, -1):
-            if os.path.exists(older(k - 1)):
-                os.replace(older(k - 1), older(k))
-        if os.path.exists(older(1)):
-            os.remove(older(1))
-        os.link(ckpt_path, older(1))
+def rng_states():
+    """Every process' RNG states (dropout's masks), so that a resume continues each process' stream. Collective."""
+    mine = dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if device_type == 'cuda' else None)
+    states = [mine] * world_size
+    if ddp:
+        torch.distributed.all_gather_object(states, mine)
+    return states
+
+
+def save_checkpoint(rng):
+    outdir.rotate(cfg['out_dir'], cfg['keep_last'])
     ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=cfg,
                 meta=meta, iter_num=iter_num, best_val_loss=best_val_loss, skipped=skipped,
-                train_gen=train_gen.get_state(), torch_rng=torch.get_rng_state())
-    atomic_save(ckpt, ckpt_path, torch.save)
+                train_gen=train_gen.get_state(), rng=rng, seconds=time.time() - run_start,
+                spectra_seconds=spectra_seconds)
+    outdir.atomic_save(ckpt, ckpt_path, torch.save)
 
 
-def snapshot_factors():
-    """Snapshot of every layer's factors, for the exact ‖ΔW‖₂ of the coming step."""
-    return [tuple(None if t is None else t.detach().clone() for t in m.factors()) for _, m in raw_model.linear_layers()]
-
-
-def max_factor_norms():
-    """Largest ‖A‖₂ and ‖B‖₂ over factorized layers (W = A Bᵀ; for nfw/spectron A = V, B = U)."""
-    pairs = [m.factors() for _, m in raw_model.linear_layers()]
-    if pairs[0][1] is None:
-        return None, None
-    return tuple(max(lowrank.svdvals_of_product(p[i].detach())[0].item() for p in pairs) for i in (0, 1))
-
-
-stop_signal = None
-
-
-def on_signal(signum, frame):  # finish the step in flight, checkpoint, then exit
-    global stop_signal
-    stop_signal = signum
-
-
-signal.signal(signal.SIGINT, on_signal)
-signal.signal(signal.SIGTERM, on_signal)
+stop_signals = []  # Ctrl-C or SIGTERM: finish the step in flight, checkpoint, then exit
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
 
 # -----------------------------------------------------------------------------
 # training loop
 
 tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
-flops_per_iter = raw_model.flops_per_token() * tokens_per_iter
-peak = peak_flops(cfg['device'])  # for MFU on known GPUs
+peak = peak_flops(cfg['device'], cfg['dtype'])  # one GPU's, for MFU on known GPUs
 if master:
     spectra = start_logs()
     print(f"mode {cfg['mode']}, rank {cfg['rank']}: {raw_model.num_params() / 1e6:.3f}M parameters "
@@ -384,7 +363,7 @@ if master:
           f"{raw_model.flops_per_token() / 1e6:.2f} MFLOPs/token, {tokens_per_iter:,} tokens/iter, "
           f"device {cfg['device']} ({cfg['dtype']}){f', {world_size} processes' if ddp else ''}")
 params = list(raw_model.parameters())
-run_start, spectra_seconds = time.time(), 0.0
+run_start, stop = time.time() - seconds, False  # a resumed run's time counts from its start
 while True:
     factor = lr_factor(iter_num)
     for opt in optimizers:
@@ -395,7 +374,9 @@ while True:
         t_spectra = time.time()
         record_spectra(spectra)
         spectra_seconds += time.time() - t_spectra
-    if master and (iter_num % cfg['eval_interval'] == 0 or iter_num == cfg['max_iters']):
+    evaluating = iter_num % cfg['eval_interval'] == 0 or iter_num == cfg['max_iters']
+    rng = rng_states() if evaluating and iter_num > 0 else None  # all processes, for process 0's checkpoint
+    if master and evaluating:
         losses = estimate_loss()
         ranks = {name: m.rank for name, m in raw_model.linear_layers()}
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
@@ -405,12 +386,13 @@ while True:
                    params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token())
         best_val_loss = min(best_val_loss, losses['val'])
         if iter_num > 0:
-            save_checkpoint()
+            save_checkpoint(rng)
     if iter_num >= cfg['max_iters']:
         break
 
     # forward, backward: this process' micro-batches of one global batch drawn from the shared generator
     t0 = time.time()  # ms/iter times the training step alone, not evals, spectra or checkpoints
+    flops_per_iter = raw_model.flops_per_token() * tokens_per_iter  # now: after_step may shrink TSVD's layers
     x_all, y_all = get_batch('train', train_gen, cfg['gradient_accumulation_steps'] * cfg['batch_size'])
     train_loss = torch.zeros((), device=cfg['device'])
     for micro in range(micro_steps):
@@ -435,7 +417,7 @@ while True:
         skipped += 1
         print(f"step {iter_num}: non-finite gradient (first in {bad}), step skipped ({skipped} so far)")
     else:
-        before = snapshot_factors() if logging and master else None
+        before = raw_model.snapshot_factors() if logging and master else None
         for opt in optimizers:
             opt.step()
         if mode.after_step and mode.after_step(raw_model, optimizers, iter_num + 1, cfg):
@@ -444,6 +426,8 @@ while True:
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
 
+    if logging and device_type == 'cuda':
+        torch.cuda.synchronize()  # kernels run asynchronously: time their work, not their launch
     dt = time.time() - t0
     if logging and ddp:  # every process must join the all-reduce
         torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
@@ -451,23 +435,30 @@ while True:
         lossf = train_loss.item()
         max_dw = max(lowrank.update_norm(b, m.factors()) for b, (_, m) in zip(before, raw_model.linear_layers())) \
             if before else float('nan')
-        norm_v, norm_u = max_factor_norms()
+        norm_v, norm_u = raw_model.max_factor_norms()
         flops = flops_per_iter / dt
-        mfu = f" (MFU {flops / peak:.1%})" if peak else ""
+        mfu = f" (MFU {flops / (world_size * peak):.1%})" if peak else ""  # flops counts every process' tokens
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {factor * cfg['learning_rate']:.2e}, {dt * 1000:.1f} ms/iter, "
               f"{tokens_per_iter / dt:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s{mfu}, max|dW| {max_dw:.2e}")
         log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, tok_per_s=tokens_per_iter / dt,
                    flops_per_s=flops, max_dW=max_dw, max_norm_V=norm_v, max_norm_U=norm_u,
                    grad_norm=grad_norm.item(), skipped=skipped)
     iter_num += 1
-    if stop_signal is not None:
+    stop = bool(stop_signals)
+    if ddp:  # torchrun signals its processes one by one: stop together, or one waits forever in an all-reduce
+        stop_flag = torch.tensor(float(stop), device=cfg['device'])
+        torch.distributed.all_reduce(stop_flag, op=torch.distributed.ReduceOp.MAX)
+        stop = stop_flag.item() > 0
+    if stop:
+        rng = rng_states()
         if master:
-            save_checkpoint()
-            print(f"stopped by signal {stop_signal} after step {iter_num}; checkpoint saved. Resume with: "
+            save_checkpoint(rng)
+            print(f"stopped by a signal ({stop_signals[0] if stop_signals else 'to another process'}) after step "
+                  f"{iter_num}; checkpoint saved. Resume with: "
                   f"python train.py {' '.join(sys.argv[1:])} --init_from=resume")
         break
 
-if master and stop_signal is None:  # what a finished run cost, spectra logging included (measured, not assumed)
+if master and not stop:  # what a finished run cost, spectra logging included (measured, not assumed)
     total = time.time() - run_start
     print(f"done at step {iter_num}: {total:.0f} s, of which spectra logging {spectra_seconds:.1f} s "
           f"({100 * spectra_seconds / total:.1f}%)")
