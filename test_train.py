@@ -102,6 +102,7 @@ def test_resume_continues_the_same_loss_curve(corpus, tmp_path, mode):
         assert abs(ra['loss'] - rb['loss']) < 1e-5, (ra['iter'], ra['loss'], rb['loss'])
     ea, eb = records(tmp_path / 'straight', 'eval')[-1], records(tmp_path / 'resumed', 'eval')[-1]
     assert abs(ea['val_loss'] - eb['val_loss']) < 1e-5 and ea['ranks'] == eb['ranks']
+    assert ea['train_flops'] == eb['train_flops'] > 0  # the count survives the resume
 
 
 def test_sample_from_a_checkpoint(corpus, tmp_path):
@@ -437,6 +438,8 @@ def test_flops_follow_tsvd_truncation_and_lr_decays_over_max_iters(corpus, tmp_p
     for r in steps:
         want = before if r['iter'] <= 4 else after
         assert r['flops_per_s'] * r['ms'] / 1e3 == pytest.approx(want * tokens, rel=1e-9), r['iter']
+    # training FLOPs so far, credited for the shrink: steps 0-4 at the first rank, 5-7 at the truncated one
+    assert [e['train_flops'] for e in evals] == [0, 4 * before * tokens, (5 * before + 3 * after) * tokens]
     # cosine from warmup_iters = 5 to max_iters = 8, down to min_lr / learning_rate = 0.1 (decaying over 2000: ≈ 1)
     assert steps[-1]['lr_factor'] == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi * (7 - 5) / (8 - 5))) * 0.9)
 

@@ -254,9 +254,10 @@ def wrap(raw):
 
 model = wrap(raw_model)
 train_gen = torch.Generator().manual_seed(cfg['seed'])  # shared by all processes: each takes its slice
-iter_num, best_val_loss, skipped, seconds, spectra_seconds = 0, float('inf'), 0, 0.0, 0.0
+iter_num, best_val_loss, skipped, seconds, spectra_seconds, train_flops = 0, float('inf'), 0, 0.0, 0.0, 0
 if checkpoint is not None:
     iter_num, best_val_loss, skipped = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint['skipped']
+    train_flops = checkpoint.get('train_flops', 0)
     seconds, spectra_seconds = checkpoint.get('seconds', 0.0), checkpoint.get('spectra_seconds', 0.0)
     train_gen.set_state(checkpoint['train_gen'])
     rng = checkpoint.get('rng') or [dict(cpu=checkpoint['torch_rng'])]  # older checkpoints: process 0's CPU RNG
@@ -343,7 +344,7 @@ def save_checkpoint(rng):
     ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=cfg,
                 meta=meta, iter_num=iter_num, best_val_loss=best_val_loss, skipped=skipped,
                 train_gen=train_gen.get_state(), rng=rng, seconds=time.time() - run_start,
-                spectra_seconds=spectra_seconds)
+                spectra_seconds=spectra_seconds, train_flops=train_flops)
     outdir.atomic_save(ckpt, ckpt_path, torch.save)
 
 
@@ -383,7 +384,7 @@ while True:
               + (f", ranks {min(ranks.values())}-{max(ranks.values())} (mean {np.mean(list(ranks.values())):.1f})"
                  if cfg['mode'] == 'tsvd' else ''))
         log_record('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], ranks=ranks,
-                   params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token())
+                   params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token(), train_flops=train_flops)
         best_val_loss = min(best_val_loss, losses['val'])
         if iter_num > 0:
             save_checkpoint(rng)
@@ -393,6 +394,7 @@ while True:
     # forward, backward: this process' micro-batches of one global batch drawn from the shared generator
     t0 = time.time()  # ms/iter times the training step alone, not evals, spectra or checkpoints
     flops_per_iter = raw_model.flops_per_token() * tokens_per_iter  # now: after_step may shrink TSVD's layers
+    train_flops += flops_per_iter  # training FLOPs spent so far (Σ over steps: a shrinking rank is credited)
     x_all, y_all = get_batch('train', train_gen, cfg['gradient_accumulation_steps'] * cfg['batch_size'])
     train_loss = torch.zeros((), device=cfg['device'])
     for micro in range(micro_steps):
