@@ -108,13 +108,12 @@ def validate(c):
     c['lr_decay_iters'] = c['lr_decay_iters'] or c['max_iters']  # a short run still decays
     need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}")
     need(0 <= c['dropout'] < 1, f"dropout must be in [0, 1), got {c['dropout']}")
-    need(c['learning_rate'] > 0, f"learning_rate must be > 0, got {c['learning_rate']}")
-    need(c['spectron_lr'] > 0, f"spectron_lr (η) must be > 0, got {c['spectron_lr']}")
-    need(0 <= c['spectron_beta'] < 1, f"spectron_beta must be in [0, 1), got {c['spectron_beta']}")
+    for k in ('learning_rate', 'spectron_lr', 'muon_lr'):  # step sizes
+        need(c[k] > 0, f"{k} must be > 0, got {c[k]}")
+    for k in ('spectron_beta', 'muon_beta'):  # momenta
+        need(0 <= c[k] < 1, f"{k} must be in [0, 1), got {c[k]}")
     need(0 < c['energy'] <= 1, f"energy (τ) must be in (0, 1], got {c['energy']}")
     need(c['min_rank'] >= 1, f"min_rank must be >= 1, got {c['min_rank']}")
-    need(c['muon_lr'] > 0, f"muon_lr must be > 0, got {c['muon_lr']}")
-    need(0 <= c['muon_beta'] < 1, f"muon_beta must be in [0, 1), got {c['muon_beta']}")
     if lowrank.MODES[c['mode']].layer is not lowrank.DenseLinear:  # dense and muon ignore rank, as nanoGPT would
         # every layer's smaller side is n_embd (d×d attention, d×4d MLP)
         try:
