@@ -412,7 +412,7 @@ Mode = namedtuple('Mode', 'layer optimizers after_step learning_rate')
 MODES = {
     'dense': Mode(DenseLinear, adamw_only, None, 1e-3),
     'muon': Mode(DenseLinear, muon_and_adamw, None, 1e-3),
-    'nfw': Mode(FactorizedLinear, adamw_only, None, 1e-3),
+    'nfw': Mode(FactorizedLinear, adamw_only, None, 2e-3),
     'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, 1e-3),
     'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, 1e-3),
 }

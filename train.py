@@ -68,7 +68,7 @@ warmup_iters = 100
 lr_decay_iters = 0  # the cosine reaches min_lr here (0: at max_iters)
 min_lr = 1e-4  # the cosine's floor; unless set: learning_rate / 10 (nanoGPT's rule)
 # Spectron (factor pairs)
-spectron_lr = 0.03  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak (tuned: experiments/tune.sh)
+spectron_lr = 0.02  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak (tuned: experiments/tune.sh)
 spectron_beta = 0.95  # momentum
 ns_steps = 5  # Newton–Schulz steps
 spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)

@@ -1,7 +1,7 @@
 """
 A markdown table of finished runs, from their log.jsonl files (run dirs, or *.log.jsonl copies under assets/):
 
-    python experiments/table.py assets/compare/*.log.jsonl                        # one row per run
+    python experiments/table.py assets/tune/*.log.jsonl                           # one row per run
     python experiments/table.py runs/lr_sweep/* --seeds --columns=mode,lr,val,max_dw,spikes   # mean over seeds
     python experiments/table.py runs/rank_sweep/* --csv=assets/rank_sweep/runs.csv          # also every column as CSV
 
