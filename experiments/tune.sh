@@ -2,7 +2,8 @@
 # The tuning protocol (README, "How modes are compared"; ../shared/METHODS.md §7) at the default config
 # (4 layers, n_embd 256, rank 64, 2000 steps): each mode's own step size on a log grid of 5 values spanning a decade,
 # seed 1337; then the best and its two neighbours again with seed 1; the default is the best seed mean.
-# Step sizes: AdamW's peak LR for dense, nfw and tsvd (min_lr = LR/10), η for spectron, Muon's LR for muon.
+# Step sizes: AdamW's peak LR for dense, nfw and tsvd (min_lr = LR/10), η for spectron, Muon's LR for muon (its grid
+# moved down once its first runs put the best at 0.005, the bottom of a 0.005..0.08 grid).
 # Then assets/tune/ (lr_sweep.png with each mode's chosen default starred, runs.csv, every log).
 # Runs two 1-thread runs at a time; took about 2 hours of a 2-core CPU. Logs already in assets/tune count as done,
 # so a later session (or a fresh clone) only runs what is missing.
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 source experiments/lib.sh
 declare -A GRID=([dense]="0.0003 0.0006 0.001 0.002 0.003" [nfw]="0.0003 0.0006 0.001 0.002 0.003"
                  [tsvd]="0.0003 0.0006 0.001 0.002 0.003" [spectron]="0.01 0.02 0.03 0.05 0.1"
-                 [muon]="0.005 0.01 0.02 0.04 0.08")
+                 [muon]="0.0025 0.005 0.01 0.02 0.04")
 flag() { case $1 in spectron) echo "--spectron_lr=$2";; muon) echo "--muon_lr=$2";; *) echo "--learning_rate=$2";; esac; }
 for log in assets/tune/*.log.jsonl; do  # committed results: restore them as finished runs
   [ -e "$log" ] || continue
@@ -40,7 +41,7 @@ done | train_all
 python plot_spectra.py runs/tune/* --out=assets/tune --figures=lr_sweep
 python experiments/table.py runs/tune/* --csv=assets/tune/runs.csv --seeds --columns=mode,lr,val,gap,params,mflops,ms,minutes
 for run in runs/tune/*; do cp "$run/log.jsonl" "assets/tune/$(basename "$run").log.jsonl"; done
-# the default-config comparison: every mode at its chosen step size, both seeds (figures from seed 1337's runs)
+# the default-config comparison: every mode at its chosen step size, both seeds
 chosen=$(python - <<'PY'
 import glob, json, os, sys
 sys.path.insert(0, '.')
@@ -56,4 +57,5 @@ PY
 mkdir -p assets/compare
 python experiments/table.py $(for c in $chosen; do echo ${c}_seed*; done) --seeds --csv=assets/compare/runs.csv \
   --columns=mode,lr,val,train,params,mflops,mean_rank,ms,max_dw_over_eta
-python plot_spectra.py $(for c in $chosen; do echo ${c}_seed1337; done) --out=assets/compare
+# figures from one run per mode that has its spectra.npz (runs restored from assets/ have only their logs)
+python plot_spectra.py $(for c in $chosen; do ls -d ${c}_seed*/spectra.npz | head -n 1 | xargs dirname; done) --out=assets/compare
