@@ -211,7 +211,7 @@ class Muon(torch.optim.Optimizer):
     Every singular value of O is ≈ 1, so ‖ΔW‖₂ ≈ lr·scale: Spectron's η without the factors' renormalisation.
     A wide W (rows < cols) is orthogonalised as its transpose, since newton_schulz takes tall matrices."""
 
-    def __init__(self, params, lr=0.02, momentum=0.95, ns_steps=5):
+    def __init__(self, params, lr=0.01, momentum=0.95, ns_steps=5):
         if not lr > 0:
             raise ValueError(f"muon lr must be > 0, got {lr}")
         if not 0 <= momentum < 1:

@@ -398,26 +398,25 @@ def plot_lr_sweep(logs):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for mode, by_lr in sorted(by_mode.items()):
         lrs = sorted(by_lr)
+        best = lrs.index(chosen_step({lr: [p[0] for p in by_lr[lr]] for lr in lrs}))
+        knob = {"spectron": "η", "muon": "Muon LR"}.get(mode, "AdamW LR")
         for ax, j in zip(axes, range(3)):
             ys = [np.array([p[j] for p in by_lr[lr]], dtype=float) for lr in lrs]
             mean = np.array([y.mean() for y in ys])
             err = np.array([[m - y.min() for m, y in zip(mean, ys)], [y.max() - m for m, y in zip(mean, ys)]])
             n = max(len(y) for y in ys)
-            knob = {"spectron": "η", "muon": "Muon LR"}.get(mode, "AdamW LR")
             ax.errorbar(lrs, mean, yerr=err, marker="o", capsize=3, color=MODE_COLORS.get(mode, "tab:gray"),
-                        label=f"{mode} ({knob}; {n} seeds: mean, min–max)")
+                        label=f"{mode} ({knob}; {n} seed{'s' * (n > 1)}: mean, min–max; ★ {lrs[best]:g})")
             if j == 0:
-                best = lrs.index(chosen_step({lr: [p[0] for p in by_lr[lr]] for lr in lrs}))
-                ax.plot(lrs[best], mean[best], "*", ms=16, color=MODE_COLORS.get(mode, "tab:gray"), mec="black",
-                        label=f"{mode} chosen: {lrs[best]:g}")
+                ax.plot(lrs[best], mean[best], "*", ms=16, color=MODE_COLORS.get(mode, "tab:gray"), mec="black")
         if mode == "spectron":  # the bound Spectron promises: ‖ΔW‖₂ ≤ η
             axes[1].plot(lrs, lrs, "--", color=MODE_COLORS["spectron"], lw=1, label="‖ΔW‖₂ = η")
-    for ax, ylabel, scale in zip(axes, ("final val loss (nats/token)", "largest ‖ΔW‖₂ of any layer",
-                                        f"spikes (logged loss > {SPIKE_NATS} above its best so far)"),
-                                 ("linear", "log", "linear")):
+    for ax, ylabel, scale, corner in zip(axes, ("final val loss (nats/token)", "largest ‖ΔW‖₂ of any layer",
+                                                f"spikes (logged loss > {SPIKE_NATS} above its best so far)"),
+                                         ("linear", "log", "linear"), ("best", "upper left", "best")):
         ax.set(xscale="log", yscale=scale, xlabel="step size: peak LR (AdamW, Muon) or η (Spectron)", ylabel=ylabel)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc=corner)  # small LRs make small steps: the upper left of ‖ΔW‖₂ stays empty
     fig.tight_layout()
     return fig
 

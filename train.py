@@ -74,7 +74,7 @@ ns_steps = 5  # Newton–Schulz steps
 spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)
 spectron_wd = 0.0  # decoupled weight decay on the factors
 # Muon (dense block weights in muon mode; ns_steps above)
-muon_lr = 0.02  # peak LR: ‖ΔW‖₂ ≈ muon_lr · max(1, rows/cols)^½ per step (tuned: experiments/tune.sh)
+muon_lr = 0.01  # peak LR: ‖ΔW‖₂ ≈ muon_lr · max(1, rows/cols)^½ per step (tuned: experiments/tune.sh)
 muon_beta = 0.95  # momentum (Nesterov)
 # TSVD
 energy = 0.99  # τ: each layer keeps the smallest rank holding this fraction of Σ s²

@@ -5,8 +5,8 @@
 # Step sizes: AdamW's peak LR for dense, nfw and tsvd (min_lr = LR/10), η for spectron, Muon's LR for muon (its grid
 # moved down once its first runs put the best at 0.005, the bottom of a 0.005..0.08 grid).
 # Then assets/tune/ (lr_sweep.png with each mode's chosen default starred, runs.csv, every log).
-# Runs two 1-thread runs at a time; took about 2 hours of a 2-core CPU. Logs already in assets/tune count as done,
-# so a later session (or a fresh clone) only runs what is missing.
+# Runs two 1-thread runs at a time; about 3.5 hours of a 2-core CPU in all. Logs already in assets/tune count as done,
+# so a later session (or a fresh clone) only runs what is missing. REPORT_ONLY=1: no runs, only the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
@@ -20,6 +20,7 @@ for log in assets/tune/*.log.jsonl; do  # committed results: restore them as fin
   grep -qs '"kind": "summary"' "$run/log.jsonl" || { mkdir -p "$run"; cp "$log" "$run/log.jsonl"; }
 done
 python prepare_data.py > /dev/null
+if [ -z "${REPORT_ONLY:-}" ]; then  # REPORT_ONLY=1: only the figures and tables of the runs that have finished
 for mode in spectron nfw dense tsvd muon; do
   for v in ${GRID[$mode]}; do echo "runs/tune/${mode}_lr${v}_seed1337 --mode=$mode $(flag $mode $v) --seed=1337 $*"; done
 done | train_all
@@ -38,9 +39,11 @@ print(*grid[max(0, best - 1):best + 2])
 PY
   ); do echo "runs/tune/${mode}_lr${v}_seed1 --mode=$mode $(flag $mode $v) --seed=1 $*"; done
 done | train_all
-python plot_spectra.py runs/tune/* --out=assets/tune --figures=lr_sweep
-python experiments/table.py runs/tune/* --csv=assets/tune/runs.csv --seeds --columns=mode,lr,val,gap,params,mflops,ms,minutes
-for run in runs/tune/*; do cp "$run/log.jsonl" "assets/tune/$(basename "$run").log.jsonl"; done
+fi
+finished=$(grep -l '"kind": "summary"' runs/tune/*/log.jsonl | xargs -n 1 dirname)  # the report: finished runs only
+python plot_spectra.py $finished --out=assets/tune --figures=lr_sweep
+python experiments/table.py $finished --csv=assets/tune/runs.csv --seeds --columns=mode,lr,val,gap,params,mflops,ms,minutes
+for run in $finished; do cp "$run/log.jsonl" "assets/tune/$(basename "$run").log.jsonl"; done
 # the default-config comparison: every mode at its chosen step size, both seeds
 chosen=$(python - <<'PY'
 import glob, json, os, sys
@@ -49,13 +52,16 @@ from plot_spectra import chosen_step
 vals = {}
 for log in glob.glob('runs/tune/*/log.jsonl'):
     mode, lr, seed = os.path.basename(os.path.dirname(log)).split('_')
-    last = [r for r in map(json.loads, open(log)) if r['kind'] == 'eval'][-1]['val_loss']
+    rows = [json.loads(line) for line in open(log)]
+    if rows[-1]['kind'] != 'summary':
+        continue
+    last = [r for r in rows if r['kind'] == 'eval'][-1]['val_loss']
     vals.setdefault(mode, {}).setdefault(lr, []).append(last)
 print(' '.join(f'runs/tune/{mode}_{chosen_step(v)}' for mode, v in sorted(vals.items())))
 PY
 )
 mkdir -p assets/compare
-python experiments/table.py $(for c in $chosen; do echo ${c}_seed*; done) --seeds --csv=assets/compare/runs.csv \
+python experiments/table.py $(for c in $chosen; do ls -d ${c}_seed*; done | grep -xF "$finished") --seeds --csv=assets/compare/runs.csv \
   --columns=mode,lr,val,train,params,mflops,mean_rank,ms,max_dw_over_eta
 # figures from one run per mode that has its spectra.npz (runs restored from assets/ have only their logs)
 python plot_spectra.py $(for c in $chosen; do ls -d ${c}_seed*/spectra.npz | head -n 1 | xargs dirname; done) --out=assets/compare
