@@ -293,3 +293,20 @@ def test_table_seeds_ignore_other_modes_knobs_and_keys_older_logs_lack(tmp_path,
     table.main([*runs, "--seeds", "--columns=mode,lr,seed"])
     out = capsys.readouterr().out
     assert "| nfw | 0.01 | 0 |" in out and "| nfw | 0.01 | 1 |" in out
+
+def test_table_seeds_keep_apart_runs_of_a_mode_whose_knob_older_logs_lack(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(HERE, "experiments"))
+    import table
+    runs = make_lr_runs(str(tmp_path / "old"), [0.01])  # older code: no muon_lr in these logs
+    for lr in (0.005, 0.01):  # two muon runs that differ only in muon_lr
+        d = str(tmp_path / f"muon_lr{lr}")
+        os.makedirs(d)
+        write_log(d, "muon", 4, [0, 10], [4, 4], truncate=False, muon_lr=lr)
+        with open(os.path.join(d, "log.jsonl")) as f:
+            rows = [dict(json.loads(l), lr_factor=1.0) for l in f]
+        with open(os.path.join(d, "log.jsonl"), "w") as f:
+            f.write("\n".join(map(json.dumps, rows)) + "\n")
+        runs.append(d)
+    table.main([*runs, "--seeds", "--columns=mode,lr,seed"])
+    out = capsys.readouterr().out
+    assert "| muon | 0.005 | 0 |" in out and "| muon | 0.01 | 0 |" in out

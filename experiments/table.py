@@ -77,10 +77,12 @@ def setup(config, common):
 
 def merge_seeds(rows):
     """one row per config that differs only in seed: numbers as mean ±half-range (n)"""
-    common = set.intersection(*(set(r['config']) for r in rows))
+    common = {}  # per mode: a muon run's muon_lr counts even though logs of older code (and other modes) lack it
+    for r in rows:
+        common[r['mode']] = common.get(r['mode'], set(r['config'])) & set(r['config'])
     groups = {}
     for r in rows:
-        groups.setdefault(setup(r['config'], common), []).append(r)
+        groups.setdefault(setup(r['config'], common[r['mode']]), []).append(r)
     merged = []
     for group in groups.values():
         row = dict(group[0], run=group[0]['run'].rsplit('_seed', 1)[0], seed=','.join(str(r['seed']) for r in group))
