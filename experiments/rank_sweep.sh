@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
-common="--max_iters=1000 --lr_decay_iters=1000 --eval_interval=250 --log_interval=50 --spectra_interval=500"
+common="--max_iters=1000 --lr_decay_iters=1000 --eval_interval=250 --log_interval=50 --spectra_interval=500 --learning_rate=1e-3 --spectron_lr=0.1"  # the step sizes these results were made with
 python prepare_data.py > /dev/null  # once, before runs start in parallel
 for d in 256 128; do
   echo "runs/rank_sweep/d${d}_dense --mode=dense --n_embd=$d $common $*"

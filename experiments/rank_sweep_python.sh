@@ -17,7 +17,7 @@ print(f"runs/corpora/python_stdlib.txt: {len(text):,} characters, {len(set(text)
       f"{stdlib} (Python {sys.version.split()[0]}), sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}")
 PY
 python prepare_data.py --input=runs/corpora/python_stdlib.txt > /dev/null
-common="--input_file=runs/corpora/python_stdlib.txt --n_embd=128 --max_iters=1000 --lr_decay_iters=1000 --eval_interval=250 --log_interval=50 --spectra_interval=500"
+common="--input_file=runs/corpora/python_stdlib.txt --n_embd=128 --max_iters=1000 --lr_decay_iters=1000 --eval_interval=250 --log_interval=50 --spectra_interval=500 --learning_rate=1e-3 --spectron_lr=0.1"  # the step sizes these results were made with
 { echo "runs/rank_sweep_python/d128_dense --mode=dense $common $*"
   for r in 4 8 16 32 64 128; do
     for mode in nfw spectron; do echo "runs/rank_sweep_python/d128_${mode}_r$r --mode=$mode --rank=$r $common $*"; done

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
-common="--max_iters=1000 --lr_decay_iters=1000 --eval_interval=250 --log_interval=50 --spectra_interval=500"
+common="--max_iters=1000 --lr_decay_iters=1000 --eval_interval=250 --log_interval=50 --spectra_interval=500 --learning_rate=1e-3 --spectron_lr=0.1"  # the step sizes these results were made with
 python prepare_data.py > /dev/null
 for seed in 1; do
   echo "runs/rank_sweep_seeds/d128_dense_seed$seed --mode=dense --n_embd=128 --seed=$seed $common $*"
