@@ -174,24 +174,33 @@ BAD_TRAIN_ARGS = [  # (arguments, what the one-line error must say)
     (['--lr_decay_iters=-1'], 'lr_decay_iters must be >= 0'),
     (['--out_dir=/dev/null/out'], 'cannot write to out_dir /dev/null/out'),  # as root too: /dev/null is no folder
     (['--device=cuda'], 'no CUDA GPU is available'),  # skipped where there is one
+    (['--train_tokens=-1'], 'train_tokens must be >= 0'),
+    (['--train_tokens=1e4'], 'train_tokens must be int'),
+    (['--train_tokens=16'], 'train_tokens=16 holds no training window'),  # block_size + 1 = 17 tokens are one
+    (['--train_tokens=10000000'], 'is larger than the training split'),  # of 36,000 tokens
 ]
 
 
 @pytest.mark.parametrize('args,message', BAD_TRAIN_ARGS, ids=[' '.join(a) for a, _ in BAD_TRAIN_ARGS])
 def test_bad_train_input_is_one_line_and_exit_2(corpus, tmp_path, args, message, capsys, monkeypatch):
-    # in-process (train.py run as __main__), to spare a torch import per case; the subprocess tests below
-    # show the same errors reach a real command line
-    import runpy
     import torch
     if args == ['--device=cuda'] and torch.cuda.is_available():
         pytest.skip('this machine has a GPU')
-    monkeypatch.setattr(sys, 'argv', ['train.py', *TINY, f'--input_file={corpus}', f'--out_dir={tmp_path}', *args])
+    refused(capsys, monkeypatch, tmp_path, message, *TINY, f'--input_file={corpus}', *args)
+
+
+def refused(capsys, monkeypatch, out_dir, message, *args):
+    """train.py with args must stop with exit 2 and one line saying message, before starting a run in out_dir.
+    In-process (train.py run as __main__), to spare a torch import per case; the subprocess tests show the same
+    errors reach a real command line."""
+    import runpy
+    monkeypatch.setattr(sys, 'argv', ['train.py', f'--out_dir={out_dir}', *args])
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(os.path.join(REPO, 'train.py'), run_name='__main__')
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1 and 'Traceback' not in err
-    assert not os.path.exists(tmp_path / 'log.jsonl')  # nothing started
+    assert not os.path.exists(os.path.join(out_dir, 'log.jsonl'))  # nothing started
 
 
 def test_each_mode_trains_at_its_own_lr_unless_one_is_given(corpus, tmp_path):
@@ -231,7 +240,8 @@ def test_bad_checkpoints(corpus, tmp_path):
     assert p.returncode == 2 and 'no checkpoint' in p.stderr
     train(corpus, tmp_path, '--mode=nfw', '--max_iters=2', '--eval_interval=2')
     for args, message in ((['--mode=dense'], "has mode='nfw'"), (['--n_embd=64'], 'has n_embd=32'),
-                          (['--mode=tsvd'], "has mode='nfw'"), (['--mode=muon'], "has mode='nfw'")):
+                          (['--mode=tsvd'], "has mode='nfw'"), (['--mode=muon'], "has mode='nfw'"),
+                          (['--train_tokens=1000'], 'has train_tokens=0; cannot resume it with train_tokens=1000')):
         p = train(corpus, tmp_path, '--init_from=resume', *args, check=False)
         assert p.returncode == 2 and message in p.stderr, p.stderr
     (tmp_path / 'ckpt.pt').write_bytes((tmp_path / 'ckpt.pt').read_bytes()[:1000])  # a torn write
@@ -239,6 +249,44 @@ def test_bad_checkpoints(corpus, tmp_path):
     assert p.returncode == 2 and 'not a readable' in p.stderr and str(tmp_path) in p.stderr
     p = run('sample.py', f'--out_dir={tmp_path / "nowhere"}', check=False)
     assert p.returncode == 2 and 'no checkpoint' in p.stderr
+
+
+def test_train_tokens_trains_on_a_prefix_and_leaves_val_alone(tmp_path, monkeypatch):
+    """A corpus of distinct characters in code-point order, so that every token's id is its position. With
+    --train_tokens=17 (block_size + 1: one window) the model must train, and measure its train loss, on positions
+    0-16 alone; the val batches must be those of a run on the whole training split."""
+    import runpy
+    import signal
+    import torch
+    import model
+    corpus = tmp_path / 'positions.txt'
+    corpus.write_text(''.join(chr(0x4e00 + i) for i in range(4000)))  # train: positions 0-3599, val: 3600-3999
+    seen, forward = [], model.GPT.forward
+
+    def spy(self, idx, targets=None):  # every batch the model sees, and whether it trains on it
+        seen.append((self.training, idx.clone(), targets.clone()))
+        return forward(self, idx, targets)
+    monkeypatch.setattr(model.GPT, 'forward', spy)
+    monkeypatch.setattr(signal, 'signal', lambda *a: None)  # leave pytest's Ctrl-C alone
+
+    def batches(out_dir, *args):
+        seen.clear()
+        monkeypatch.setattr(sys, 'argv', ['train.py', *TINY, f'--input_file={corpus}', f'--out_dir={out_dir}',
+                                          '--max_iters=10', '--eval_interval=10', *args])
+        runpy.run_path(os.path.join(REPO, 'train.py'), run_name='__main__')
+        return list(seen)
+
+    prefix, full = batches(tmp_path / 'prefix', '--train_tokens=17'), batches(tmp_path / 'full')
+    window = torch.arange(17)
+    train = [(x, y) for training, x, y in prefix if training or x.max() < 3600]  # eval's train split too
+    assert len(train) == 10 + 2 * 2  # 10 steps, 2 evals of eval_iters = 2 batches
+    assert all((x == window[:-1]).all() and (y == window[1:]).all() for x, y in train)
+    assert max(y.max() for training, x, y in full if training) > 17  # the whole split, without the option
+    val = lambda seen: [(x, y) for training, x, y in seen if not training and x.min() >= 3600]
+    assert len(val(prefix)) == 4 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                                         for a, b in zip(val(prefix), val(full)))
+    assert records(tmp_path / 'prefix', 'config')[0]['train_tokens'] == 17
+    assert torch.load(tmp_path / 'prefix' / 'ckpt.pt', weights_only=True)['config']['train_tokens'] == 17
 
 
 @pytest.mark.parametrize('mode', ['dense', 'spectron', 'tsvd'])

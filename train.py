@@ -44,6 +44,7 @@ keep_last = 0  # also keep this many previous checkpoints, as ckpt.1.pt (newest)
 # data
 input_file = 'data/tinyshakespeare.txt'  # any UTF-8 text; tokenised on first use by prepare_data.py
 tokenizer = 'char'  # 'char' or 'gpt2'
+train_tokens = 0  # train on the first this many tokens of the training split only (0: all of it); val is unchanged
 gradient_accumulation_steps = 1  # micro-steps per optimizer step (divided among DDP processes)
 batch_size = 16  # sequences per micro-step
 block_size = 64  # context length
@@ -89,7 +90,7 @@ seed = 1337
 skip_nonfinite = True  # skip (and count) a step whose gradients are not finite; False: stop the run
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
-MODEL_KEYS = ('mode', 'rank', 'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')
+MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')  # shape and corpus
 
 
 def validate(c):
@@ -103,8 +104,10 @@ def validate(c):
               'eval_iters', 'gradient_accumulation_steps', 'ns_steps', 'spectron_power_iters', 'rank_interval'):
         need(c[k] >= 1, f"{k} must be >= 1, got {c[k]}")
     for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'keep_last', 'spectra_interval', 'min_lr',
-              'weight_decay', 'grad_clip', 'spectron_wd'):
+              'weight_decay', 'grad_clip', 'spectron_wd', 'train_tokens'):
         need(c[k] >= 0, f"{k} must be >= 0, got {c[k]}")
+    need(c['train_tokens'] == 0 or c['train_tokens'] > c['block_size'], f"train_tokens={c['train_tokens']} holds "
+         f"no training window: one is block_size + 1 = {c['block_size'] + 1} tokens")
     c['lr_decay_iters'] = c['lr_decay_iters'] or c['max_iters']  # a short run still decays
     need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}")
     need(0 <= c['dropout'] < 1, f"dropout must be in [0, 1), got {c['dropout']}")
@@ -155,25 +158,33 @@ def with_mode_defaults(c, overrides):
     return c
 
 
+def load_checkpoint(path, keys, verb):
+    """A checkpoint whose config keys the run takes (before validate, so that a rank is checked against the saved
+    n_embd); a conflicting flag is a mistake, not a wish. Checkpoints older than a key have its default."""
+    if not os.path.isfile(path):
+        die(f"init_from={cfg['init_from']} but there is no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        saved = ckpt['config']
+    except Exception as e:
+        die(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
+    for k in keys:
+        was = saved.get(k, DEFAULTS[k])
+        if k in overrides and overrides[k] != was:
+            die(f"checkpoint {path} has {k}={was!r}; cannot {verb} it with {k}={overrides[k]!r}")
+        cfg[k] = was
+    return ckpt
+
+
 MODE_LRS = ', '.join(f"{name} {m.learning_rate:g}" for name, m in lowrank.MODES.items())
 overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',),
                        notes=f"learning_rate unless set, by mode (lowrank.MODES): {MODE_LRS}; min_lr: learning_rate / 10")
-cfg = validate({**DEFAULTS, **overrides})
+cfg = {**DEFAULTS, **overrides}
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
 checkpoint = None
-if cfg['init_from'] == 'resume':
-    if not os.path.isfile(ckpt_path):
-        die(f"init_from=resume but there is no checkpoint at {ckpt_path}")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-        saved = checkpoint['config']
-    except Exception as e:
-        die(f"{ckpt_path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
-    for k in MODEL_KEYS:  # the model is rebuilt as saved; a conflicting flag is a mistake, not a wish
-        if k in overrides and overrides[k] != saved[k]:
-            die(f"checkpoint {ckpt_path} has {k}={saved[k]!r}; cannot resume it with {k}={overrides[k]!r}")
-        cfg[k] = saved[k]
-cfg = with_mode_defaults(cfg, overrides)
+if cfg['init_from'] == 'resume':  # the run goes on as saved, on the same data
+    checkpoint = load_checkpoint(ckpt_path, ('mode', 'rank', *MODEL_KEYS, 'train_tokens'), 'resume')
+cfg = with_mode_defaults(validate(cfg), overrides)
 
 ddp = int(os.environ.get('RANK', -1)) != -1
 ddp_rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
@@ -204,6 +215,11 @@ if ddp and local_master:
     torch.distributed.barrier()
 meta = load_meta(data_dir)
 data = {s: np.memmap(os.path.join(data_dir, f'{s}.bin'), dtype=np.uint16, mode='r') for s in ('train', 'val')}
+if cfg['train_tokens'] > len(data['train']):
+    die(f"train_tokens={cfg['train_tokens']:,} is larger than the training split of {cfg['input_file']} "
+        f"({len(data['train']):,} tokens)")
+if cfg['train_tokens']:  # get_batch never reads a split's last token: with N + 1, any window in the first N may come
+    data['train'] = data['train'][:cfg['train_tokens'] + 1]
 
 
 def get_batch(split, gen, n):
