@@ -109,6 +109,11 @@ class FactorizedLinear(nn.Module):
     def factors(self):
         return self.V, self.U
 
+    def load_svd_(self, P, s, Q):
+        """W = P diag(s) Qᵀ (P, Q orthonormal), split balanced as at init: V = P √s, U = Q √s, VᵀV = UᵀU."""
+        self.V.copy_(P * s.sqrt())
+        self.U.copy_(Q * s.sqrt())
+
 # -----------------------------------------------------------------------------
 # 3. Spectron: orthogonalised factor updates, renormalised by the factors' spectral norms.
 #
@@ -276,6 +281,11 @@ class TSVDLinear(nn.Module):
     def factors(self):
         return self.U * self.s, self.V
 
+    def load_svd_(self, P, s, Q):
+        """W = P diag(s) Qᵀ: an SVD (P, Q orthonormal, s descending) is this layer's parametrisation as it stands."""
+        for param, value in zip((self.U, self.s, self.V), (P, s, Q)):
+            param.copy_(value)
+
     def retract_(self):
         retract_all([self])
 
@@ -421,3 +431,18 @@ MODES = {
 def make_linear(mode, in_features, out_features, rank, bias=False, init_std=0.02):
     """The one call model.py makes for every non-embedding linear layer."""
     return MODES[mode].layer(in_features, out_features, rank, bias, init_std)
+
+
+@torch.no_grad()
+def load_dense(model, state_dict):
+    """init_from=svd: every factorized layer from the truncated SVD of its weight in a dense model's state_dict (the
+    best approximation of its rank: Eckart–Young), the rest (embeddings, norms, biases) copied. Returns the fraction
+    of the weights' spectral energy (Σ s²) kept."""
+    layers = {f'{name}.weight': m for name, m in model.named_modules() if hasattr(m, 'load_svd_')}
+    kept = total = 0.0
+    for key, layer in layers.items():
+        P, s, Qh = torch.linalg.svd(state_dict[key].float(), full_matrices=False)
+        layer.load_svd_(P[:, :layer.rank], s[:layer.rank], Qh[:layer.rank].T)
+        kept, total = kept + s[:layer.rank].square().sum().item(), total + s.square().sum().item()
+    model.load_state_dict({**model.state_dict(), **{k: v for k, v in state_dict.items() if k not in layers}})
+    return kept / total

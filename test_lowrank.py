@@ -328,3 +328,29 @@ def test_tsvd_rank_broadcast_sends_a_tensor_on_the_layers_device(monkeypatch):
     with torch.device('meta'):
         changed = lowrank.tsvd_after_step(model, [], 1, cfg)
     assert changed and sent == [[layer.rank for layer in layers]] and all(layer.rank < 8 for layer in layers)
+
+
+# --- init_from=svd -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('n_in,n_out', SHAPES)
+@pytest.mark.parametrize('cls', [FactorizedLinear, TSVDLinear])
+def test_load_dense_is_the_truncated_svd_balanced_or_orthonormal(cls, n_in, n_out):
+    """Each factorized layer becomes its dense W's best rank-r approximation (checked against torch's own SVD):
+    NFW's factors balanced (VᵀV = UᵀU = diag(s)), TSVD's U, V orthonormal; the bias is copied; at full rank W is
+    exact and all the energy is kept."""
+    torch.manual_seed(11)
+    W, b = torch.randn(n_out, n_in), torch.randn(n_out)
+    P, s, Qh = torch.linalg.svd(W)
+    for r in (8, min(n_in, n_out)):
+        layer = cls(n_in, n_out, r, bias=True, init_std=0.02)
+        kept = lowrank.load_dense(torch.nn.Sequential(layer), {'0.weight': W, '0.bias': b})
+        assert rel_err(dense_w(layer).detach(), P[:, :r] @ torch.diag(s[:r]) @ Qh[:r]) < 1e-5
+        assert kept == pytest.approx((s[:r].square().sum() / s.square().sum()).item(), rel=1e-5)
+        assert torch.equal(layer.bias, b)
+        if cls is FactorizedLinear:
+            assert rel_err(layer.V.T @ layer.V, torch.diag(s[:r])) < 1e-5
+            assert rel_err(layer.U.T @ layer.U, torch.diag(s[:r])) < 1e-5
+        else:
+            assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
+            assert torch.allclose(layer.s, s[:r])
+    assert kept == pytest.approx(1.0) and rel_err(dense_w(layer).detach(), W) < 1e-5

@@ -178,6 +178,8 @@ BAD_TRAIN_ARGS = [  # (arguments, what the one-line error must say)
     (['--train_tokens=1e4'], 'train_tokens must be int'),
     (['--train_tokens=16'], 'train_tokens=16 holds no training window'),  # block_size + 1 = 17 tokens are one
     (['--train_tokens=10000000'], 'is larger than the training split'),  # of 36,000 tokens
+    (['--init_from=svd'], 'init_from=svd needs --svd_from'),
+    (['--init_from=svd', '--svd_from=/nonexistent/run'], 'no checkpoint at /nonexistent/run/ckpt.pt'),
 ]
 
 
@@ -287,6 +289,67 @@ def test_train_tokens_trains_on_a_prefix_and_leaves_val_alone(tmp_path, monkeypa
                                          for a, b in zip(val(prefix), val(full)))
     assert records(tmp_path / 'prefix', 'config')[0]['train_tokens'] == 17
     assert torch.load(tmp_path / 'prefix' / 'ckpt.pt', weights_only=True)['config']['train_tokens'] == 17
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope='module')
+def runs(corpus, tmp_path_factory):
+    """A dense run (with biases, which an SVD init must take) and an nfw run, 4 steps each, to factorize."""
+    out = tmp_path_factory.mktemp('runs')
+    train(corpus, out / 'dense', '--mode=dense', '--bias=True', '--max_iters=4', '--eval_interval=4')
+    train(corpus, out / 'nfw', '--mode=nfw', '--max_iters=4', '--eval_interval=4')
+    return out
+
+
+@pytest.mark.parametrize('mode', ['nfw', 'spectron', 'tsvd'])
+def test_svd_init_factorizes_every_dense_layer(corpus, tmp_path, runs, mode):
+    """One step at a step size of 1e-12 (which changes nothing at 1e-5), so that a checkpoint holds the SVD init:
+    every layer is its dense weight's rank-8 truncation (NFW's factors balanced, TSVD's U, V orthonormal), the rest
+    is the dense model's, the model's shape is the dense run's, and iterations and optimizer state start afresh."""
+    import torch
+    p = train(corpus, tmp_path, f'--mode={mode}', '--init_from=svd', f'--svd_from={runs / "dense"}', '--max_iters=1',
+              '--eval_interval=1', '--learning_rate=1e-12', '--spectron_lr=1e-12')
+    assert f'init from the SVD of {runs / "dense"}/ckpt.pt (dense, iter 4): rank 8 keeps' in p.stdout
+    dense, ckpt = (torch.load(path, weights_only=True) for path in (runs / 'dense' / 'ckpt.pt', tmp_path / 'ckpt.pt'))
+    assert ckpt['config']['bias'] and ckpt['iter_num'] == 1 and records(tmp_path, 'train')[0]['iter'] == 0
+    assert all(s['step'] == 1 for opt in ckpt['optimizers'] for s in opt['state'].values() if 'step' in s)
+    layers = [k[:-len('.weight')] for k in dense['model'] if '.attn.' in k or '.mlp.' in k if k.endswith('.weight')]
+    assert len(layers) == 6
+    for name in layers:
+        P, s, Qh = torch.linalg.svd(dense['model'][f'{name}.weight'])
+        truncation = P[:, :8] @ torch.diag(s[:8]) @ Qh[:8]
+        U, V = ckpt['model'][f'{name}.U'], ckpt['model'][f'{name}.V']
+        if mode == 'tsvd':
+            W = (U * ckpt['model'][f'{name}.s']) @ V.T
+            assert all(torch.allclose(M.T @ M, torch.eye(8), atol=1e-5) for M in (U, V))
+        else:
+            W = V @ U.T
+            assert all(rel_err(M.T @ M, torch.diag(s[:8])) < 1e-5 for M in (U, V)), name
+        assert rel_err(W, truncation) < 1e-5, name
+    rest = [k for k in dense['model'] if k[:-len('.weight')] not in layers]
+    assert len(rest) > 6 and all(torch.allclose(ckpt['model'][k], dense['model'][k], atol=1e-9) for k in rest)
+
+
+def test_svd_init_at_full_rank_has_the_dense_val_loss(corpus, tmp_path, runs):
+    train(corpus, tmp_path, '--mode=spectron', '--rank=1.0', '--init_from=svd', f'--svd_from={runs / "dense"}',
+          '--max_iters=0')
+    dense, factorized = records(runs / 'dense', 'eval')[-1], records(tmp_path, 'eval')[0]
+    assert abs(factorized['val_loss'] - dense['val_loss']) < 1e-4
+    assert abs(factorized['train_loss'] - dense['train_loss']) < 1e-4
+
+
+def test_bad_svd_inits_are_one_line_and_exit_2(corpus, tmp_path, runs, capsys, monkeypatch):
+    svd = ['--init_from=svd', f'--svd_from={runs / "dense"}']
+    for args, message in (
+            ([*TINY, '--mode=dense', *svd], 'init_from=svd with mode=dense: a dense model has nothing to factorize'),
+            ([*TINY, '--mode=muon', *svd], 'init_from=svd with mode=muon: a dense model has nothing to factorize'),
+            ([*TINY, '--init_from=svd', f'--svd_from={runs / "nfw"}'], 'is from a mode=nfw run'),
+            (['--rank=64', *svd], 'rank=64 does not fit a 32->128 layer'),  # n_embd 32 from the checkpoint
+            ([*TINY, '--n_embd=64', *svd], 'has n_embd=32; cannot factorize it with n_embd=64')):
+        refused(capsys, monkeypatch, tmp_path, message, f'--input_file={corpus}', '--device=cpu', *args)
 
 
 @pytest.mark.parametrize('mode', ['dense', 'spectron', 'tsvd'])

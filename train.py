@@ -4,6 +4,7 @@ Train a GPT whose linear layers are dense, or low-rank from step 0 (see lowrank.
     python train.py --mode=spectron --rank=64          # the default run: ~5 minutes on a laptop CPU
     python train.py config/shakespeare_char_gpu.py     # a config file, then --key=value overrides
     python train.py --init_from=resume --out_dir=out   # continue from out/ckpt.pt
+    python train.py --init_from=svd --svd_from=out-dense --mode=spectron  # factorize a dense run's weights (SVD)
     torchrun --standalone --nproc_per_node=4 train.py  # DDP over 4 GPUs (or CPU processes, with gloo)
 
 Writes out_dir/ckpt.pt (atomically, at every eval), out_dir/log.jsonl (every log and eval record) and
@@ -38,8 +39,9 @@ eval_interval = 250  # evaluate, log and checkpoint every this many steps
 log_interval = 10  # print a training line (and measure max ‖ΔW‖₂) every this many steps
 eval_iters = 20  # batches per split in an evaluation (always the same batches, so evals compare)
 spectra_interval = 50  # record every weight matrix's singular values every this many steps (0: never)
-init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
-overwrite = False  # init_from=scratch may replace a checkpoint already in out_dir (otherwise it refuses)
+init_from = 'scratch'  # 'scratch', 'resume' (from out_dir/ckpt.pt) or 'svd' (factorize svd_from/ckpt.pt)
+svd_from = ''  # init_from=svd: the out_dir of a dense (or muon) run, whose model shape and corpus this run takes
+overwrite = False  # a fresh run (scratch or svd) may replace a checkpoint already in out_dir (otherwise it refuses)
 keep_last = 0  # also keep this many previous checkpoints, as ckpt.1.pt (newest) ... ckpt.N.pt
 # data
 input_file = 'data/tinyshakespeare.txt'  # any UTF-8 text; tokenised on first use by prepare_data.py
@@ -124,7 +126,10 @@ def validate(c):
         except ValueError as e:
             die(str(e))
         need(c['mode'] != 'tsvd' or c['min_rank'] <= r, f"min_rank={c['min_rank']} is larger than rank={r}")
-    need(c['init_from'] in ('scratch', 'resume'), f"init_from must be 'scratch' or 'resume', got {c['init_from']!r}")
+    need(c['init_from'] in ('scratch', 'resume', 'svd'), f"unknown init_from {c['init_from']!r}: scratch, resume or svd")
+    need(c['init_from'] != 'svd' or c['svd_from'], "init_from=svd needs --svd_from=OUT_DIR of the dense run")
+    need(c['init_from'] != 'svd' or lowrank.MODES[c['mode']].layer is not lowrank.DenseLinear,
+         f"init_from=svd with mode={c['mode']}: a dense model has nothing to factorize (choose nfw, spectron or tsvd)")
     need(c['tokenizer'] in ('char', 'gpt2'), f"tokenizer must be 'char' or 'gpt2', got {c['tokenizer']!r}")
     need(os.path.isfile(c['input_file']), f"corpus not found: {c['input_file']}")
     need(c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {c['dtype']!r}")
@@ -165,9 +170,11 @@ def load_checkpoint(path, keys, verb):
         die(f"init_from={cfg['init_from']} but there is no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        saved = ckpt['config']
+        saved, layer = ckpt['config'], lowrank.MODES[ckpt['config']['mode']].layer
     except Exception as e:
         die(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
+    if cfg['init_from'] == 'svd' and layer is not lowrank.DenseLinear:
+        die(f"{path} is from a mode={saved['mode']} run; init_from=svd factorizes a dense (or muon) one")
     for k in keys:
         was = saved.get(k, DEFAULTS[k])
         if k in overrides and overrides[k] != was:
@@ -181,9 +188,11 @@ overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',),
                        notes=f"learning_rate unless set, by mode (lowrank.MODES): {MODE_LRS}; min_lr: learning_rate / 10")
 cfg = {**DEFAULTS, **overrides}
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
-checkpoint = None
+checkpoint = dense = None  # what init_from=resume continues; what init_from=svd factorizes (optimizer state fresh)
 if cfg['init_from'] == 'resume':  # the run goes on as saved, on the same data
     checkpoint = load_checkpoint(ckpt_path, ('mode', 'rank', *MODEL_KEYS, 'train_tokens'), 'resume')
+elif cfg['init_from'] == 'svd' and cfg['svd_from']:  # the dense model's shape and corpus; mode and rank are ours
+    dense = load_checkpoint(os.path.join(cfg['svd_from'], 'ckpt.pt'), MODEL_KEYS, 'factorize')
 cfg = with_mode_defaults(validate(cfg), overrides)
 
 ddp = int(os.environ.get('RANK', -1)) != -1
@@ -192,7 +201,7 @@ if cfg['gradient_accumulation_steps'] % world_size:
     die(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} is not divisible by "
         f"the {world_size} DDP processes")
 master = ddp_rank == 0
-out_dir_lock = outdir.claim(cfg['out_dir'], cfg['init_from'] == 'scratch', cfg['overwrite']) if master else None
+out_dir_lock = outdir.claim(cfg['out_dir'], cfg['init_from'] != 'resume', cfg['overwrite']) if master else None
 if ddp:  # process 0 may evaluate and checkpoint while the others wait: more than NCCL's default 10 minutes
     init_process_group(backend='nccl' if cfg['device'].startswith('cuda') else 'gloo', timeout=timedelta(hours=1))
     if cfg['device'].startswith('cuda'):
@@ -246,6 +255,12 @@ if ddp_rank:  # the RNG now feeds only dropout, which must differ across process
 if checkpoint is not None:
     lowrank.match_shapes(raw_model, checkpoint['model'])  # TSVD layers may have been truncated
     raw_model.load_state_dict(checkpoint['model'])
+if dense is not None:
+    kept = lowrank.load_dense(raw_model, dense['model'])
+    if master:
+        print(f"init from the SVD of {cfg['svd_from']}/ckpt.pt ({dense['config']['mode']}, iter {dense['iter_num']}): "
+              f"rank {cfg['rank']} keeps {kept:.2%} of the spectral energy")
+    dense = None  # free its memory
 raw_model.to(cfg['device'])
 mode = lowrank.MODES[cfg['mode']]
 optimizers = mode.optimizers(raw_model, cfg)
