@@ -402,7 +402,8 @@ def spectron_and_adamw(model, cfg):
     """Factor pairs to Spectron, the rest to AdamW, stepped together."""
     factors = [p for m in model.modules() if isinstance(m, FactorizedLinear) for p in (m.U, m.V)]
     return [Spectron(factors, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
-                     power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd']),
+                     power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd'],
+                     ortho=cfg['spectron_ortho'], renorm=cfg['spectron_renorm']),
             adamw(the_rest(model, factors), cfg)]
 
 
