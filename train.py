@@ -73,6 +73,8 @@ spectron_beta = 0.95  # momentum
 ns_steps = 5  # Newton–Schulz steps
 spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)
 spectron_wd = 0.0  # decoupled weight decay on the factors
+spectron_ortho = True  # orthogonalise the momentum by Newton–Schulz (False, for the ablation: step along M/‖M‖₂)
+spectron_renorm = True  # scale steps by ρ = η / (σ_U + σ_V + 1) (False, for the ablation: ρ = η)
 # Muon (dense block weights in muon mode; ns_steps above)
 muon_lr = 0.01  # peak LR: ‖ΔW‖₂ ≈ muon_lr · max(1, rows/cols)^½ per step (tuned: experiments/tune.sh)
 muon_beta = 0.95  # momentum (Nesterov)
@@ -89,7 +91,9 @@ seed = 1337
 skip_nonfinite = True  # skip (and count) a step whose gradients are not finite; False: stop the run
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
-MODEL_KEYS = ('mode', 'rank', 'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')
+# what a resume takes from the checkpoint: the model, its data, and which Spectron (the optimizer state depends on it)
+RESUME_KEYS = ('mode', 'rank', 'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer',
+               'spectron_ortho', 'spectron_renorm')
 
 
 def validate(c):
@@ -169,7 +173,8 @@ if cfg['init_from'] == 'resume':
         saved = checkpoint['config']
     except Exception as e:
         die(f"{ckpt_path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
-    for k in MODEL_KEYS:  # the model is rebuilt as saved; a conflicting flag is a mistake, not a wish
+    for k in RESUME_KEYS:  # rebuilt as saved; a conflicting flag is a mistake, not a wish
+        saved.setdefault(k, DEFAULTS[k])  # a key newer than the checkpoint: its default is what the run used
         if k in overrides and overrides[k] != saved[k]:
             die(f"checkpoint {ckpt_path} has {k}={saved[k]!r}; cannot resume it with {k}={overrides[k]!r}")
         cfg[k] = saved[k]

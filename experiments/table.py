@@ -64,7 +64,8 @@ def summarize(path):
         config=config)  # what --seeds compares (see setup)
 
 
-MODE_KEYS = {'spectron': {'spectron_lr', 'spectron_beta', 'spectron_power_iters', 'spectron_wd', 'ns_steps'},
+MODE_KEYS = {'spectron': {'spectron_lr', 'spectron_beta', 'spectron_power_iters', 'spectron_wd', 'ns_steps',
+                          'spectron_ortho', 'spectron_renorm'},
              'muon': {'muon_lr', 'muon_beta', 'ns_steps'}, 'tsvd': {'energy', 'rank_warmup', 'rank_interval', 'min_rank'}}
 
 
