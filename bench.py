@@ -50,7 +50,7 @@ quick = False  # 1 warm-up and 3 timed steps, at most 20 sampled tokens
 seed = 1337
 # optimizer config: train.py's defaults, copied (importing train.py would start a training run)
 OPT_CFG = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.02, spectron_beta=0.95,
-               muon_lr=0.01, muon_beta=0.95,
+               muon_lr=0.01, muon_beta=0.95, spectron_ortho=True, spectron_renorm=True,
                ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, energy=0.99, rank_warmup=500,
                rank_interval=250, min_rank=4)
 GRAD_CLIP = 1.0  # train.py's grad_clip

@@ -160,17 +160,26 @@ def power_iteration(A, v, iters=1):
 
 class Spectron(torch.optim.Optimizer):
     """Spectron for factor pairs. params: [U₀, V₀, U₁, V₁, ...] (each pair one layer's factors).
-    lr is η, the bound on the spectral norm of each step of W = V Uᵀ (the LR schedule scales it)."""
+    lr is η, the bound on the spectral norm of each step of W = V Uᵀ (the LR schedule scales it). ortho and renorm
+    switch off the paper's two ingredients for its ablation (each alone trained worse, neither diverged): NS(M) becomes
+    M/‖M‖₂, and ρ becomes η."""
 
-    def __init__(self, params, lr=0.02, momentum=0.95, ns_steps=5, power_iters=1, weight_decay=0.0):
+    def __init__(self, params, lr=0.02, momentum=0.95, ns_steps=5, power_iters=1, weight_decay=0.0, ortho=True,
+                 renorm=True):
         if not lr > 0:
             raise ValueError(f"spectron lr (η) must be > 0, got {lr}")
         if not 0 <= momentum < 1:
             raise ValueError(f"spectron momentum (β) must be in [0, 1), got {momentum}")
         if ns_steps < 1 or power_iters < 1:
             raise ValueError("ns_steps and power_iters must be >= 1")
-        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps,
-                                      power_iters=power_iters, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, power_iters=power_iters,
+                                      weight_decay=weight_decay, ortho=ortho, renorm=renorm))
+
+    def __setstate__(self, state):  # a checkpoint from before the switches was made with both on
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault('ortho', True)
+            group.setdefault('renorm', True)
 
     def _init_state(self, p, index):
         # the power-iteration vector starts from a seed that depends on the factor's index only, so every
@@ -190,24 +199,30 @@ class Spectron(torch.optim.Optimizer):
             momenta = [self.state[p]['momentum'] for p in params]
             torch._foreach_lerp_(momenta, [p.grad for p in params], 1 - group['momentum'])
             # 3-4. NS(M) and σ(p), batched over factors of the same shape: one bmm chain per shape, not per layer
-            ortho, sigma = {}, {}
+            direction, sigma = {}, {}
             by_shape = defaultdict(list)
             for p in params:
                 by_shape[p.shape].append(p)
             for ps in by_shape.values():
-                O = newton_schulz(torch.stack([self.state[p]['momentum'] for p in ps]), group['ns_steps'])
-                s, v = power_iteration(torch.stack(ps).float(), torch.stack([self.state[p]['power_vec'] for p in ps]),
-                                       group['power_iters'])
-                for j, p in enumerate(ps):
-                    ortho[p], sigma[p] = O[j], s[j]
-                    self.state[p]['power_vec'] = v[j]
-            # 5. ρ = η / (σ_U + σ_V + 1), the same for both factors of a pair (Eq. 16)
+                M = torch.stack([self.state[p]['momentum'] for p in ps]).float()
+                if group['ortho']:
+                    direction.update(zip(ps, newton_schulz(M, group['ns_steps'])))
+                else:  # NS(M) has every singular value ≈ 1, so ‖NS(M)‖₂ ≈ 1; ‖M/‖M‖₂‖₂ = 1 exactly (svdvals of m×r:
+                    # O(m r²), like NS), so η still bounds a factor step's largest singular value and step sizes compare
+                    direction.update(zip(ps, M / torch.linalg.matrix_norm(M, ord=2, keepdim=True).clamp_min(1e-30)))
+                if group['renorm']:
+                    s, v = power_iteration(torch.stack(ps).float(),
+                                           torch.stack([self.state[p]['power_vec'] for p in ps]), group['power_iters'])
+                    for j, p in enumerate(ps):
+                        sigma[p] = s[j]
+                        self.state[p]['power_vec'] = v[j]
+            # 5. ρ = η / (σ_U + σ_V + 1), the same for both factors of a pair (Eq. 16); without renorm, ρ = η
             for U, V in zip(params[0::2], params[1::2]):
-                rho = group['lr'] / (sigma[U] + sigma[V] + 1)
+                rho = group['lr'] / (sigma[U] + sigma[V] + 1) if group['renorm'] else group['lr']
                 for p in (U, V):
                     if group['weight_decay']:
                         p.mul_(1 - group['lr'] * group['weight_decay'])
-                    p.sub_(rho * ortho[p].to(p.dtype))
+                    p.sub_(rho * direction[p].to(p.dtype))
 
 
 class Muon(torch.optim.Optimizer):
@@ -397,7 +412,8 @@ def spectron_and_adamw(model, cfg):
     """Factor pairs to Spectron, the rest to AdamW, stepped together."""
     factors = [p for m in model.modules() if isinstance(m, FactorizedLinear) for p in (m.U, m.V)]
     return [Spectron(factors, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
-                     power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd']),
+                     power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd'],
+                     ortho=cfg['spectron_ortho'], renorm=cfg['spectron_renorm']),
             adamw(the_rest(model, factors), cfg)]
 
 

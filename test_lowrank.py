@@ -193,6 +193,52 @@ def test_spectron_batched_step_equals_one_layer_at_a_time():
         assert torch.allclose(a.U, b.U, atol=1e-6) and torch.allclose(a.V, b.V, atol=1e-6)
 
 
+@pytest.mark.parametrize('ortho,renorm', [(True, True), (True, False), (False, True), (False, False)])
+def test_spectron_ablation_switches_step_by_rho_times_direction(ortho, renorm):
+    """By hand, with the momentum tracked in float64: ΔU = −ρ·D for every factor, where D = NS(M) with ortho and
+    M/‖M‖₂ without, and ρ = η / (σ_U + σ_V + 1) with renorm (σ: one power step from the optimizer's stored vector)
+    and η without. A real SVD then checks the step's scale: ‖D‖₂ in NS's band, or exactly 1."""
+    torch.manual_seed(11)
+    layers = [FactorizedLinear(n_in, n_out, 8, False, 0.02) for n_in, n_out in SHAPES]  # 32×8 twice: batched path
+    eta, beta = 0.05, 0.95
+    params = [p for m in layers for p in (m.U, m.V)]
+    opt = Spectron(params, lr=eta, momentum=beta, ortho=ortho, renorm=renorm)
+    momenta = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    for step in range(3):
+        grads = [torch.randn_like(p) for p in params]
+        for p, g, M in zip(params, grads, momenta):
+            p.grad = g.clone()
+            M.mul_(beta).add_(g.double(), alpha=1 - beta)
+        if step == 0:  # the first step initialises the power-iteration vectors the later ones are checked with
+            opt.step()
+            continue
+        before = [p.detach().double().clone() for p in params]
+        sigmas = [lowrank.power_iteration(p.detach().float(), opt.state[p]['power_vec'])[0].item() for p in params]
+        opt.step()
+        for i, (p, W0, M) in enumerate(zip(params, before, momenta)):
+            rho = eta / (sigmas[i - i % 2] + sigmas[i - i % 2 + 1] + 1) if renorm else eta  # one ρ per (U, V) pair
+            D = lowrank.newton_schulz(M).double() if ortho else M / torch.linalg.matrix_norm(M, ord=2)
+            step_ = p.detach().double() - W0
+            assert rel_err(step_, -rho * D) < 1e-5
+            top = torch.linalg.matrix_norm(step_, ord=2).item() / rho
+            assert 0.7 <= top <= 1.25 if ortho else abs(top - 1) < 1e-5
+
+
+def test_spectron_checkpoint_from_before_the_switches_loads_as_both_on():
+    params = [torch.nn.Parameter(torch.randn(16, 4)), torch.nn.Parameter(torch.randn(24, 4))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    old = Spectron(params)
+    old.step()
+    state = old.state_dict()
+    for group in state['param_groups']:
+        del group['ortho'], group['renorm']
+    opt = Spectron(params, ortho=False, renorm=False)
+    opt.load_state_dict(state)
+    assert opt.param_groups[0]['ortho'] is True and opt.param_groups[0]['renorm'] is True
+    opt.step()
+
+
 @pytest.mark.parametrize('kwargs', [dict(lr=0.0), dict(lr=-1.0), dict(momentum=1.0), dict(momentum=-0.1),
                                     dict(ns_steps=0)])
 def test_spectron_rejects_bad_hyperparameters(kwargs):

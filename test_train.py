@@ -89,9 +89,13 @@ def test_fifty_steps_lower_the_loss(corpus, tmp_path, mode):
         assert max(evals[-1]['ranks'].values()) < 8 and evals[-1]['params'] < evals[0]['params']
 
 
-@pytest.mark.parametrize('mode', MODES)
+SPECTRON_ABLATIONS = ['spectron --spectron_ortho=False', 'spectron --spectron_renorm=False',
+                      'spectron --spectron_ortho=False --spectron_renorm=False']  # the paper's ablation's variants
+
+
+@pytest.mark.parametrize('mode', MODES + SPECTRON_ABLATIONS)
 def test_resume_continues_the_same_loss_curve(corpus, tmp_path, mode):
-    common = [f'--mode={mode}', '--eval_interval=10', '--lr_decay_iters=20', '--rank_warmup=5', '--rank_interval=5',
+    common = [*f'--mode={mode}'.split(), '--eval_interval=10', '--lr_decay_iters=20', '--rank_warmup=5', '--rank_interval=5',
               '--energy=0.9', '--min_rank=2', '--dropout=0.1']
     train(corpus, tmp_path / 'straight', *common, '--max_iters=20')
     train(corpus, tmp_path / 'resumed', *common, '--max_iters=10')
@@ -147,6 +151,8 @@ BAD_TRAIN_ARGS = [  # (arguments, what the one-line error must say)
     (['--max_iters=ten'], 'max_iters must be int'),
     (['--dropout=True'], 'dropout must be float'),
     (['--compile=1'], 'compile must be bool'),
+    (['--spectron_ortho=maybe'], 'spectron_ortho must be bool'),
+    (['--spectron_renorm=1'], 'spectron_renorm must be bool'),
     (['--rank=9999'], 'does not fit'),
     (['--rank=0'], 'does not fit'),
     (['--rank=1.5'], 'fractional rank'),
@@ -350,6 +356,29 @@ def test_bad_svd_inits_are_one_line_and_exit_2(corpus, tmp_path, runs, capsys, m
             (['--rank=64', *svd], 'rank=64 does not fit a 32->128 layer'),  # n_embd 32 from the checkpoint
             ([*TINY, '--n_embd=64', *svd], 'has n_embd=32; cannot factorize it with n_embd=64')):
         refused(capsys, monkeypatch, tmp_path, message, f'--input_file={corpus}', '--device=cpu', *args)
+
+
+def test_resume_keeps_the_spectron_variant_of_its_checkpoint(corpus, tmp_path):
+    """spectron_ortho and spectron_renorm change the optimizer, so a resume takes them from the checkpoint: a flag that
+    contradicts it is refused (one line, exit 2), and a checkpoint from before the switches resumes with both on."""
+    import torch
+    train(corpus, tmp_path, '--mode=spectron', '--spectron_renorm=False', '--max_iters=2', '--eval_interval=2')
+    for args, message in ((['--spectron_renorm=True'], 'has spectron_renorm=False; cannot resume it with '
+                                                       'spectron_renorm=True'),
+                          (['--spectron_ortho=False'], 'has spectron_ortho=True')):
+        p = train(corpus, tmp_path, '--init_from=resume', '--max_iters=4', *args, check=False)
+        assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    train(corpus, tmp_path, '--init_from=resume', '--max_iters=4', '--eval_interval=2')  # no flag: the saved variant
+    assert records(tmp_path, 'config')[-1]['spectron_renorm'] is False
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)  # made old: no switches in its config or optimizer
+    del ckpt['config']['spectron_ortho'], ckpt['config']['spectron_renorm']
+    for group in ckpt['optimizers'][0]['param_groups']:
+        del group['ortho'], group['renorm']
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    train(corpus, tmp_path, '--init_from=resume', '--max_iters=6', '--eval_interval=2')
+    config = records(tmp_path, 'config')[-1]
+    assert config['spectron_ortho'] is True and config['spectron_renorm'] is True
+    assert records(tmp_path, 'eval')[-1]['iter'] == 6
 
 
 @pytest.mark.parametrize('mode', ['dense', 'spectron', 'tsvd'])

@@ -76,6 +76,8 @@ spectron_beta = 0.95  # momentum
 ns_steps = 5  # Newton–Schulz steps
 spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)
 spectron_wd = 0.0  # decoupled weight decay on the factors
+spectron_ortho = True  # orthogonalise the momentum by Newton–Schulz (False, for the ablation: step along M/‖M‖₂)
+spectron_renorm = True  # scale steps by ρ = η / (σ_U + σ_V + 1) (False, for the ablation: ρ = η)
 # Muon (dense block weights in muon mode; ns_steps above)
 muon_lr = 0.01  # peak LR: ‖ΔW‖₂ ≈ muon_lr · max(1, rows/cols)^½ per step (tuned: experiments/tune.sh)
 muon_beta = 0.95  # momentum (Nesterov)
@@ -190,7 +192,8 @@ cfg = {**DEFAULTS, **overrides}
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
 checkpoint = dense = None  # what init_from=resume continues; what init_from=svd factorizes (optimizer state fresh)
 if cfg['init_from'] == 'resume':  # the run goes on as saved, on the same data
-    checkpoint = load_checkpoint(ckpt_path, ('mode', 'rank', *MODEL_KEYS, 'train_tokens'), 'resume')
+    checkpoint = load_checkpoint(ckpt_path, ('mode', 'rank', *MODEL_KEYS, 'train_tokens', 'spectron_ortho',
+                                                  'spectron_renorm'), 'resume')  # the optimizer state depends on these
 elif cfg['init_from'] == 'svd' and cfg['svd_from']:  # the dense model's shape and corpus; mode and rank are ours
     dense = load_checkpoint(os.path.join(cfg['svd_from'], 'ckpt.pt'), MODEL_KEYS, 'factorize')
 cfg = with_mode_defaults(validate(cfg), overrides)

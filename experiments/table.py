@@ -21,7 +21,7 @@ COLUMNS = {  # key: markdown header
     'seed': 'seed', 'iters': 'iters', 'val': 'val loss', 'train': 'train loss', 'gap': 'val − train',
     'params': 'params', 'mflops': 'MFLOPs/token', 'mean_rank': 'final mean rank', 'ms': 'median ms/iter',
     'minutes': 'minutes', 'spectra': 'spectra cost', 'max_dw': 'max ‖ΔW‖₂', 'max_dw_over_eta': 'max ‖ΔW‖₂/η',
-    'spikes': 'spikes / logged'}
+    'spikes': 'spikes / logged', 'tflops': 'training TFLOPs'}
 DEFAULT = 'run,mode,rank,val,train,params,mflops,mean_rank,ms,minutes,spectra,max_dw_over_eta'
 NUMERIC = {'val': 4, 'train': 4, 'gap': 4, 'max_dw': 3, 'max_dw_over_eta': 2, 'spikes': 1, 'minutes': 1}  # decimals
 
@@ -53,7 +53,7 @@ def summarize(path):
         iters=last['iter'], val=last['val_loss'], train=last['train_loss'], gap=last['val_loss'] - last['train_loss'],
         params=f"{last['params'] / 1e6:.2f}M",
         mflops=f"{flops[0]:.2f} → {flops[1]:.2f}" if flops[0] != flops[1] else f"{flops[1]:.2f}",
-        mean_rank=f"{statistics.mean(ranks):.1f}",
+        mean_rank=f"{statistics.mean(ranks):.1f}", tflops=f"{last.get('train_flops', float('nan')) / 1e12:.1f}",
         ms=f"{statistics.median(r['ms'] for r in (train[1:] or train)):.0f}",
         minutes=summary['seconds'] / 60 if summary else '?',
         spectra=f"{100 * summary['spectra_seconds'] / summary['seconds']:.1f}%" if summary else '?',
@@ -64,7 +64,8 @@ def summarize(path):
         config=config)  # what --seeds compares (see setup)
 
 
-MODE_KEYS = {'spectron': {'spectron_lr', 'spectron_beta', 'spectron_power_iters', 'spectron_wd', 'ns_steps'},
+MODE_KEYS = {'spectron': {'spectron_lr', 'spectron_beta', 'spectron_power_iters', 'spectron_wd', 'ns_steps',
+                          'spectron_ortho', 'spectron_renorm'},
              'muon': {'muon_lr', 'muon_beta', 'ns_steps'}, 'tsvd': {'energy', 'rank_warmup', 'rank_interval', 'min_rank'}}
 
 

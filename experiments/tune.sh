@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
 declare -A GRID=([dense]="0.0003 0.0006 0.001 0.002 0.003" [nfw]="0.0003 0.0006 0.001 0.002 0.003"
-                 [tsvd]="0.0003 0.0006 0.001 0.002 0.003" [spectron]="0.01 0.02 0.03 0.05 0.1"
+                 [tsvd]="0.0003 0.0006 0.001 0.002 0.003 0.005 0.008" [spectron]="0.01 0.02 0.03 0.05 0.1"
                  [muon]="0.0025 0.005 0.01 0.02 0.04")
 flag() { case $1 in spectron) echo "--spectron_lr=$2";; muon) echo "--muon_lr=$2";; *) echo "--learning_rate=$2";; esac; }
 for log in assets/tune/*.log.jsonl; do  # committed results: restore them as finished runs
