@@ -10,7 +10,7 @@ Read it top to bottom; each method is one section.
               a fraction τ of its spectral energy (Kamali et al. 2026; our reconstruction, see §4).
 
 Every layer exposes factors() -> (A, B) with W = A Bᵀ (B is None for a dense W), which is all the spectra
-code needs. The mode registry at the bottom is what train.py reads; a new mode is a new entry there.
+code (model.py) needs. The mode registry at the bottom is what train.py reads; a new mode is a new entry there.
 """
 import math
 from collections import defaultdict, namedtuple
@@ -18,33 +18,6 @@ from collections import defaultdict, namedtuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-# -----------------------------------------------------------------------------
-# 0. Shared math
-
-
-def svdvals_of_product(A, B=None):
-    """Singular values of W = A Bᵀ without forming W (METHODS.md §4).
-    With A = Qa Ra and B = Qb Rb (thin QR), W = Qa (Ra Rbᵀ) Qbᵀ and Qa, Qb have orthonormal columns, so W and
-    the small core Ra Rbᵀ have the same singular values: cost O((m+n) r²) instead of O(m n min(m, n))."""
-    if B is None:  # a dense W; LAPACK is much faster on tall matrices than on wide ones here
-        core = A.float() if A.shape[0] >= A.shape[1] else A.float().T
-    else:
-        core = torch.linalg.qr(A.float(), mode='r').R @ torch.linalg.qr(B.float(), mode='r').R.T
-    if not torch.isfinite(core).all():  # a diverged run: report NaN rather than make LAPACK fail
-        return torch.full((min(core.shape),), float('nan'), device=core.device)
-    return torch.linalg.svdvals(core)
-
-
-@torch.no_grad()
-def update_norm(before, after):
-    """‖W_after − W_before‖₂ from the factors of both: A₁B₁ᵀ − A₀B₀ᵀ = [A₁, −A₀] [B₁, B₀]ᵀ has rank ≤ 2r."""
-    (A0, B0), (A1, B1) = before, after
-    if B0 is None:
-        return svdvals_of_product(A1 - A0)[0].item()
-    if A1.shape != A0.shape:  # a TSVD layer was truncated in between: no "step" to measure
-        return float('nan')
-    return svdvals_of_product(torch.cat([A1, -A0], 1), torch.cat([B1, B0], 1))[0].item()
 
 
 def resolve_rank(rank, in_features, out_features):
@@ -262,9 +235,7 @@ class Muon(torch.optim.Optimizer):
 #   with an SVD. W is unchanged, costs O((m+n) r² + r³) per step outside autograd, and the forward pass uses
 #   the stored orthonormal U, V directly — our reading of the paper's "caching": the orthonormal matrices are
 #   computed once per step and reused by every micro-batch, eval and spectra call until the next step.
-#   (torch's orthogonal parametrization was the other candidate; for a tall m×r factor it either keeps an m×m
-#   base matrix or runs r sequential Householder reflections in every forward, and its parameters cannot be
-#   sliced to the top-k singular directions, so truncation would reset the optimizer state.)
+#   (Why not torch's orthogonal parametrization: README, "TSVD — our reconstruction".)
 # - With U, V orthonormal the singular values of W are exactly s, so the energy rule needs no SVD.
 # - Rank only shrinks. Regrowing would need new directions (an SVD of the gradient) and fresh optimizer
 #   state; dropping under 1% of the energy costs little, and a monotone rank keeps compute predictable.
@@ -301,9 +272,6 @@ class TSVDLinear(nn.Module):
         for param, value in zip((self.U, self.s, self.V), (P, s, Q)):
             param.copy_(value)
 
-    def retract_(self):
-        retract_all([self])
-
 
 def r_factor(M):
     """R of the thin QR M = Q R of a batch of tall M (..., m, r). M here is one optimizer step from orthonormal, so
@@ -331,9 +299,7 @@ def retract_all(layers):
         U = U @ torch.linalg.solve_triangular(Ru, P * sign, upper=True)
         V = V @ torch.linalg.solve_triangular(Rv, Qh.mT * sign, upper=True)
         for j, layer in enumerate(group):
-            layer.U.copy_(U[j])
-            layer.V.copy_(V[j])
-            layer.s.copy_(s[j])
+            layer.load_svd_(U[j], s[j], V[j])
 
 
 def energy_rank(s, tau):

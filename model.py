@@ -4,7 +4,8 @@ a GELU MLP, token embedding tied to the LM head.
 
 The one thing it knows of low-rank training is lowrank.make_linear: every non-embedding linear layer (Q, K,
 V and O projections, kept separate so each has its own spectrum, and the MLP's up and down) is built by it.
-Embeddings, head and norms stay dense.
+Embeddings, head and norms stay dense. The logs measure each such layer through its factors() (W = A Bᵀ), without
+forming W: svdvals_of_product (spectra.npz) and update_norm (max|dW|).
 """
 import math
 from dataclasses import dataclass, fields
@@ -28,6 +29,30 @@ def peak_flops(device, dtype='bfloat16'):
         return None
     name = torch.cuda.get_device_name(device).lower()
     return next((bf16 if dtype == 'bfloat16' else fp32 for k, bf16, fp32 in PEAK_FLOPS if k.lower() in name), None)
+
+
+def svdvals_of_product(A, B=None):
+    """Singular values of W = A Bᵀ without forming W (METHODS.md §4).
+    With A = Qa Ra and B = Qb Rb (thin QR), W = Qa (Ra Rbᵀ) Qbᵀ and Qa, Qb have orthonormal columns, so W and
+    the small core Ra Rbᵀ have the same singular values: cost O((m+n) r²) instead of O(m n min(m, n))."""
+    if B is None:  # a dense W; LAPACK is much faster on tall matrices than on wide ones here
+        core = A.float() if A.shape[0] >= A.shape[1] else A.float().T
+    else:
+        core = torch.linalg.qr(A.float(), mode='r').R @ torch.linalg.qr(B.float(), mode='r').R.T
+    if not torch.isfinite(core).all():  # a diverged run: report NaN rather than make LAPACK fail
+        return torch.full((min(core.shape),), float('nan'), device=core.device)
+    return torch.linalg.svdvals(core)
+
+
+@torch.no_grad()
+def update_norm(before, after):
+    """‖W_after − W_before‖₂ from the factors of both: A₁B₁ᵀ − A₀B₀ᵀ = [A₁, −A₀] [B₁, B₀]ᵀ has rank ≤ 2r."""
+    (A0, B0), (A1, B1) = before, after
+    if B0 is None:
+        return svdvals_of_product(A1 - A0)[0].item()
+    if A1.shape != A0.shape:  # a TSVD layer was truncated in between: no "step" to measure
+        return float('nan')
+    return svdvals_of_product(torch.cat([A1, -A0], 1), torch.cat([B1, B0], 1))[0].item()
 
 
 @dataclass
@@ -128,7 +153,7 @@ class GPT(nn.Module):
         return [(name, m) for name, m in self.named_modules() if hasattr(m, 'factors')]
 
     def snapshot_factors(self):
-        """A copy of every layer's factors, for the exact ‖ΔW‖₂ of the coming step (lowrank.update_norm)."""
+        """A copy of every layer's factors, for the exact ‖ΔW‖₂ of the coming step (update_norm)."""
         return [tuple(None if t is None else t.detach().clone() for t in m.factors())
                 for _, m in self.linear_layers()]
 
@@ -138,7 +163,7 @@ class GPT(nn.Module):
         pairs = [m.factors() for _, m in self.linear_layers()]
         if pairs[0][1] is None:
             return None, None
-        return tuple(max(lowrank.svdvals_of_product(p[i])[0].item() for p in pairs) for i in (0, 1))
+        return tuple(max(svdvals_of_product(p[i])[0].item() for p in pairs) for i in (0, 1))
 
     def num_params(self, dense_equivalent=False):
         """Parameters, without the position embedding (nanoGPT's convention). dense_equivalent: as if every

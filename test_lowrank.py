@@ -1,4 +1,5 @@
-"""The math of lowrank.py, checked exactly against torch.linalg on random layers (CPU, a few seconds)."""
+"""The math of lowrank.py, and the spectra's in model.py, checked exactly against torch.linalg on random layers
+(CPU, a few seconds)."""
 import math
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 import lowrank
 from lowrank import DenseLinear, FactorizedLinear, Muon, Spectron, TSVDLinear
+from model import svdvals_of_product, update_norm
 
 SHAPES = [(64, 64), (32, 96), (96, 32)]  # (in, out): square, wide, tall
 
@@ -47,7 +49,7 @@ def test_factorized_init_matches_dense_std_and_is_balanced(n_in, n_out, rank):
 def test_fast_singular_values_equal_svdvals_of_materialised_w(n_in, n_out, rank):
     torch.manual_seed(1)
     for layer in (FactorizedLinear(n_in, n_out, rank, False, 0.02), TSVDLinear(n_in, n_out, rank, False, 0.02)):
-        fast = lowrank.svdvals_of_product(*layer.factors())
+        fast = svdvals_of_product(*layer.factors())
         exact = torch.linalg.svdvals(dense_w(layer).double()).float()[:rank]
         assert fast.shape == (rank,)
         assert rel_err(fast, exact) < 1e-4
@@ -62,7 +64,7 @@ def test_update_norm_is_the_spectral_norm_of_the_change():
         layer.U.add_(torch.randn_like(layer.U) * 0.01)
         layer.V.add_(torch.randn_like(layer.V) * 0.01)
     exact = torch.linalg.matrix_norm(dense_w(layer).detach() - W0, ord=2).item()
-    assert math.isclose(lowrank.update_norm(before, layer.factors()), exact, rel_tol=1e-4)
+    assert math.isclose(update_norm(before, layer.factors()), exact, rel_tol=1e-4)
 
 
 def test_gradients_reach_both_factors():
@@ -315,7 +317,7 @@ def test_tsvd_retraction_keeps_w_and_restores_orthonormality():
         for p in (layer.U, layer.V, layer.s):
             p.add_(torch.randn_like(p) * 0.01)  # an optimizer step leaves the manifold
     W = dense_w(layer).detach().clone()
-    layer.retract_()
+    lowrank.retract_all([layer])
     assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
     assert rel_err(dense_w(layer).detach(), W) < 1e-5
     assert torch.allclose(layer.s, torch.linalg.svdvals(W)[:16], rtol=1e-4)  # s is W's spectrum

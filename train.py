@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import lowrank
 import outdir
-from configurator import closest, die, parse_args
-from model import GPT, GPTConfig, peak_flops
+from configurator import die, load_checkpoint, parse_args, validate, with_mode_defaults
+from model import GPT, GPTConfig, peak_flops, svdvals_of_product, update_norm
 from prepare_data import DataError, ensure_prepared, load_meta
 
 # -----------------------------------------------------------------------------
@@ -96,94 +96,8 @@ skip_nonfinite = True  # skip (and count) a step whose gradients are not finite;
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
 MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')  # shape and corpus
 
-
-def validate(c):
-    """Ranges and combinations, checked in one place before anything is built."""
-    def need(cond, msg):
-        if not cond:
-            die(msg)
-    need(c['mode'] in lowrank.MODES, f"unknown mode {c['mode']!r}{closest(c['mode'], lowrank.MODES)}; "
-                                     f"known modes: {', '.join(lowrank.MODES)}")
-    for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval',
-              'eval_iters', 'gradient_accumulation_steps', 'ns_steps', 'spectron_power_iters', 'rank_interval'):
-        need(c[k] >= 1, f"{k} must be >= 1, got {c[k]}")
-    for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'keep_last', 'spectra_interval', 'min_lr',
-              'weight_decay', 'grad_clip', 'spectron_wd', 'train_tokens'):
-        need(c[k] >= 0, f"{k} must be >= 0, got {c[k]}")
-    need(c['train_tokens'] == 0 or c['train_tokens'] > c['block_size'], f"train_tokens={c['train_tokens']} holds "
-         f"no training window: one is block_size + 1 = {c['block_size'] + 1} tokens")
-    c['lr_decay_iters'] = c['lr_decay_iters'] or c['max_iters']  # a short run still decays
-    need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}")
-    need(0 <= c['dropout'] < 1, f"dropout must be in [0, 1), got {c['dropout']}")
-    for k in ('learning_rate', 'spectron_lr', 'muon_lr'):  # step sizes
-        need(c[k] > 0, f"{k} must be > 0, got {c[k]}")
-    for k in ('spectron_beta', 'muon_beta'):  # momenta
-        need(0 <= c[k] < 1, f"{k} must be in [0, 1), got {c[k]}")
-    need(0 < c['energy'] <= 1, f"energy (τ) must be in (0, 1], got {c['energy']}")
-    need(c['min_rank'] >= 1, f"min_rank must be >= 1, got {c['min_rank']}")
-    if lowrank.MODES[c['mode']].layer is not lowrank.DenseLinear:  # dense and muon ignore rank, as nanoGPT would
-        # every layer's smaller side is n_embd (d×d attention, d×4d MLP)
-        try:
-            r = lowrank.resolve_rank(c['rank'], c['n_embd'], 4 * c['n_embd'])
-        except ValueError as e:
-            die(str(e))
-        need(c['mode'] != 'tsvd' or c['min_rank'] <= r, f"min_rank={c['min_rank']} is larger than rank={r}")
-    need(c['init_from'] in ('scratch', 'resume', 'svd'), f"unknown init_from {c['init_from']!r}: scratch, resume or svd")
-    need(c['init_from'] != 'svd' or c['svd_from'], "init_from=svd needs --svd_from=OUT_DIR of the dense run")
-    need(c['init_from'] != 'svd' or lowrank.MODES[c['mode']].layer is not lowrank.DenseLinear,
-         f"init_from=svd with mode={c['mode']}: a dense model has nothing to factorize (choose nfw, spectron or tsvd)")
-    need(c['tokenizer'] in ('char', 'gpt2'), f"tokenizer must be 'char' or 'gpt2', got {c['tokenizer']!r}")
-    need(os.path.isfile(c['input_file']), f"corpus not found: {c['input_file']}")
-    need(c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {c['dtype']!r}")
-    if c['device'] == 'auto':
-        c['device'] = 'cuda' if torch.cuda.is_available() else 'cpu'
-    need(c['device'].split(':')[0] in ('cpu', 'cuda', 'mps'), f"device must be auto, cpu, cuda[:N] or mps, got {c['device']!r}")
-    need(not c['device'].startswith('cuda') or torch.cuda.is_available(), "device=cuda but no CUDA GPU is available")
-    need(not c['device'].startswith('cuda:') or c['device'][5:].isdigit() and int(c['device'][5:]) <
-         torch.cuda.device_count(), f"device={c['device']}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if c['compile']:  # inductor needs dynamo support and, on CPU, a C++ compiler
-        import shutil
-        from torch import _dynamo
-        need(_dynamo.is_dynamo_supported(), "compile=True but torch.compile is not supported here")
-        need(c['device'] != 'cpu' or any(map(shutil.which, ('g++', 'c++', 'clang++'))),
-             "compile=True on CPU needs a C++ compiler (g++ or clang++) on PATH")
-    if c['dtype'] == 'auto':  # V100 and T4 emulate bf16 slowly: float32 there
-        bf16 = c['device'].startswith('cuda') and torch.cuda.is_bf16_supported(including_emulation=False)
-        c['dtype'] = 'bfloat16' if bf16 else 'float32'
-    return c
-
-
 # -----------------------------------------------------------------------------
-# config, DDP and data
-
-def with_mode_defaults(c, overrides):
-    """Each mode trains at its own tuned AdamW LR (lowrank.MODES) unless one is given; min_lr follows the LR."""
-    if 'learning_rate' not in overrides:
-        c['learning_rate'] = lowrank.MODES[c['mode']].learning_rate
-    if 'min_lr' not in overrides:
-        c['min_lr'] = c['learning_rate'] / 10
-    return c
-
-
-def load_checkpoint(path, keys, verb):
-    """A checkpoint whose config keys the run takes (before validate, so that a rank is checked against the saved
-    n_embd); a conflicting flag is a mistake, not a wish. Checkpoints older than a key have its default."""
-    if not os.path.isfile(path):
-        die(f"init_from={cfg['init_from']} but there is no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        saved, layer = ckpt['config'], lowrank.MODES[ckpt['config']['mode']].layer
-    except Exception as e:
-        die(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
-    if cfg['init_from'] == 'svd' and layer is not lowrank.DenseLinear:
-        die(f"{path} is from a mode={saved['mode']} run; init_from=svd factorizes a dense (or muon) one")
-    for k in keys:
-        was = saved.get(k, DEFAULTS[k])
-        if k in overrides and overrides[k] != was:
-            die(f"checkpoint {path} has {k}={was!r}; cannot {verb} it with {k}={overrides[k]!r}")
-        cfg[k] = was
-    return ckpt
-
+# config (every check in configurator.py), DDP and data
 
 MODE_LRS = ', '.join(f"{name} {m.learning_rate:g}" for name, m in lowrank.MODES.items())
 overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',),
@@ -191,11 +105,12 @@ overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',),
 cfg = {**DEFAULTS, **overrides}
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
 checkpoint = dense = None  # what init_from=resume continues; what init_from=svd factorizes (optimizer state fresh)
-if cfg['init_from'] == 'resume':  # the run goes on as saved, on the same data
+if cfg['init_from'] == 'resume':  # the run goes on as saved, on the same data (the optimizer state depends on these)
     checkpoint = load_checkpoint(ckpt_path, ('mode', 'rank', *MODEL_KEYS, 'train_tokens', 'spectron_ortho',
-                                                  'spectron_renorm'), 'resume')  # the optimizer state depends on these
+                                             'spectron_renorm'), 'resume', cfg, overrides, DEFAULTS)
 elif cfg['init_from'] == 'svd' and cfg['svd_from']:  # the dense model's shape and corpus; mode and rank are ours
-    dense = load_checkpoint(os.path.join(cfg['svd_from'], 'ckpt.pt'), MODEL_KEYS, 'factorize')
+    dense = load_checkpoint(os.path.join(cfg['svd_from'], 'ckpt.pt'), MODEL_KEYS, 'factorize',
+                            cfg, overrides, DEFAULTS)
 cfg = with_mode_defaults(validate(cfg), overrides)
 
 ddp = int(os.environ.get('RANK', -1)) != -1
@@ -356,7 +271,7 @@ def record_spectra(spectra):
     """Append every matrix's singular values at this step to spectra.npz (rows padded with NaN as TSVD shrinks)."""
     spectra.setdefault('steps', []).append(iter_num)
     for name, layer in raw_model.linear_layers():
-        spectra.setdefault(name, []).append(lowrank.svdvals_of_product(*layer.factors()).cpu().numpy())
+        spectra.setdefault(name, []).append(svdvals_of_product(*layer.factors()).cpu().numpy())
     width = max(len(s) for k, rows in spectra.items() if k != 'steps' for s in rows)
     pad = lambda rows: np.stack([np.pad(s, (0, width - len(s)), constant_values=np.nan) for s in rows])
     arrays = {k: np.array(v) if k == 'steps' else pad(v).astype(np.float32) for k, v in spectra.items()}
@@ -468,7 +383,7 @@ while True:
         torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
     if logging and master:
         lossf = train_loss.item()
-        max_dw = max(lowrank.update_norm(b, m.factors()) for b, (_, m) in zip(before, raw_model.linear_layers())) \
+        max_dw = max(update_norm(b, m.factors()) for b, (_, m) in zip(before, raw_model.linear_layers())) \
             if before else float('nan')
         norm_v, norm_u = raw_model.max_factor_norms()
         flops = flops_per_iter / dt
