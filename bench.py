@@ -55,7 +55,8 @@ OPT_CFG = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, spec
                rank_interval=250, min_rank=4)
 GRAD_CLIP = 1.0  # train.py's grad_clip
 # -----------------------------------------------------------------------------
-DEFAULTS = {k: v for k, v in globals().items() if k.islower() and isinstance(v, (int, float, bool, str))}
+DEFAULTS = {k: v for k, v in globals().items()
+            if k.islower() and not k.startswith('_') and isinstance(v, (int, float, bool, str))}  # not __name__ etc.
 
 
 def validate(c):
