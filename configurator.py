@@ -39,7 +39,7 @@ def coerce(defaults, key, value, int_or_float=()):
     ok = (int, float) if key in int_or_float else (float, int) if want is float else (want,)
     if not isinstance(value, ok) or (want is not bool and isinstance(value, bool)):
         die(f"{key} must be {' or '.join(t.__name__ for t in ok)}, got {value!r}")
-    return float(value) if want is float else value
+    return float(value) if want is float and key not in int_or_float else value  # a rank of 64 stays a count
 
 
 def parse_args(defaults, argv, int_or_float=(), notes=''):
@@ -109,8 +109,8 @@ def validate(c):
     for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval',
               'eval_iters', 'gradient_accumulation_steps', 'ns_steps', 'spectron_power_iters', 'rank_interval'):
         need(c[k] >= 1, f"{k} must be >= 1, got {c[k]}")
-    for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'keep_last', 'spectra_interval', 'min_lr',
-              'weight_decay', 'grad_clip', 'spectron_wd', 'train_tokens'):
+    for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'keep_last', 'spectra_interval', 'spectra_early',
+              'min_lr', 'weight_decay', 'grad_clip', 'spectron_wd', 'train_tokens'):
         need(c[k] >= 0, f"{k} must be >= 0, got {c[k]}")
     need(c['train_tokens'] == 0 or c['train_tokens'] > c['block_size'], f"train_tokens={c['train_tokens']} holds "
          f"no training window: one is block_size + 1 = {c['block_size'] + 1} tokens")

@@ -145,9 +145,12 @@ def metric_grid(by_layer, fn):
 # figures. The per-run ones take (steps, group_matrices(...), run name) and
 # return a Figure; the ones from logs return a Figure or a string saying what is missing
 
-def snapshot_idx(n_steps, k=N_SNAPSHOTS):
-    """k evenly spaced step indices, first and last included"""
-    return np.unique(np.linspace(0, n_steps - 1, min(k, n_steps)).round().astype(int))
+def snapshot_idx(steps, k=N_SNAPSHOTS):
+    """indices of the k logged steps nearest to k evenly spaced steps, first and last included (evenly spaced in
+    steps, not in records: spectra_early logs the first steps more densely)"""
+    steps = np.asarray(steps, dtype=np.float64)
+    targets = np.linspace(steps[0], steps[-1], min(k, steps.size))
+    return np.unique([int(np.argmin(np.abs(steps - x))) for x in targets])
 
 def snapshot_colors(n):
     return plt.cm.viridis(np.linspace(0.0, 0.9, n))  # 0.9: the top of viridis is too pale
@@ -161,7 +164,7 @@ def proj_axes(n, nrows=2, size=(4.2, 3.4)):
     return fig, axes.flat
 
 def plot_spectra_curves(steps, groups, run):
-    idx, layers = snapshot_idx(len(steps)), sorted(next(iter(groups.values())))
+    idx, layers = snapshot_idx(steps), sorted(next(iter(groups.values())))
     mid = layers[len(layers) // 2]  # one layer: averaging spectra of different shapes blurs them
     fig, axes = proj_axes(len(groups))
     for ax, (proj, by_layer) in zip(axes, groups.items()):
@@ -204,18 +207,57 @@ def plot_rank_heatmaps(steps, groups, run):
     fig.suptitle(f"{run}: rank of each weight matrix over training")
     return fig
 
-def plot_alpha_depth(steps, groups, run):
-    idx = snapshot_idx(len(steps))
+def plot_depth(steps, groups, run, fn, ylabel, what):
+    """fn of every matrix against its layer, at a few steps through training (the last one included)"""
+    idx = snapshot_idx(steps)
     fig, axes = proj_axes(len(groups))
     for ax, (proj, by_layer) in zip(axes, groups.items()):
-        layers, grid = metric_grid(by_layer, powerlaw_alpha)
+        layers, grid = metric_grid(by_layer, fn)
         for color, t in zip(snapshot_colors(len(idx)), idx):
             ax.plot(layers, grid[:, t], "o-", color=color, label=f"step {steps[t]}")
-        ax.set(title=proj, xlabel="layer", ylabel="power-law exponent $\\alpha$")
+        ax.set(title=proj, xlabel="layer", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{run}: spectral decay $\\sigma_i \\propto i^{{-\\alpha}}$ against depth")
+    fig.suptitle(f"{run}: {what} against depth")
+    fig.tight_layout()
+    return fig
+
+def plot_alpha_depth(steps, groups, run):
+    return plot_depth(steps, groups, run, powerlaw_alpha, "power-law exponent $\\alpha$",
+                      "spectral decay $\\sigma_i \\propto i^{-\\alpha}$")
+
+def plot_rank_depth(steps, groups, run):
+    return plot_depth(steps, groups, run, stable_rank, "stable rank $\\|W\\|_F^2 / \\|W\\|_2^2$", "stable rank")
+
+def compression_minima(steps, by_layer):
+    """{layer: (step, value) of its lowest stable rank, and its last value}: where each matrix of one type is most
+    compressed, and whether it recovers after (last > lowest). Layers with no finite value are left out."""
+    out = {}
+    for layer, row in zip(*metric_grid(by_layer, stable_rank)):
+        if np.isfinite(row).any():
+            t = int(np.nanargmin(row))
+            out[layer] = (int(steps[t]), float(row[t]), float(row[-1]))
+    return out
+
+def plot_compression_wave(steps, groups, run):
+    """stable rank of every matrix against step, one line per layer, each line's lowest point marked: a compression
+    wave is a minimum that comes early and is followed by a recovery"""
+    fig, axes = proj_axes(len(groups))
+    for ax, (proj, by_layer) in zip(axes, groups.items()):
+        layers, grid = metric_grid(by_layer, stable_rank)
+        minima = compression_minima(steps, by_layer)
+        for color, layer, row in zip(snapshot_colors(len(layers)), layers, grid):
+            step, low, last = minima.get(layer, (None, np.nan, np.nan))
+            ax.plot(steps, row, color=color, lw=1, label=f"layer {layer}: min {low:.3g} at {step}, end {last:.3g}")
+            if step is not None:
+                ax.plot(step, low, "v", color=color, mec="black", ms=7)
+        ax.set(title=proj, xlabel="step (iter)", ylabel="stable rank", yscale="log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6, framealpha=0.5)  # eight layers fill a panel: let the lines show through
+    fig.suptitle(f"{run}: stable rank of each matrix over training (▼: its lowest, the most compressed)")
     fig.tight_layout()
     return fig
 
@@ -420,8 +462,8 @@ def plot_lr_sweep(logs):
     fig.tight_layout()
     return fig
 
-FIGURES = ["spectra_curves", "rank_heatmaps", "alpha_depth", "loss_curves", "rank_sweep", "tsvd_ranks",
-           "stability", "lr_sweep"]
+FIGURES = ["spectra_curves", "rank_heatmaps", "alpha_depth", "rank_depth", "compression_wave", "loss_curves",
+           "rank_sweep", "tsvd_ranks", "stability", "lr_sweep"]
 
 # -----------------------------------------------------------------------------
 
@@ -467,7 +509,8 @@ def main(argv=None):
         why = (f"no spectra.npz in {d}" if spec is None else
                f"no blocks.<i>.*.<{'|'.join(PROJS)}> arrays in {os.path.join(d, 'spectra.npz')}")
         for fig_name, fn in [("spectra_curves", plot_spectra_curves), ("rank_heatmaps", plot_rank_heatmaps),
-                             ("alpha_depth", plot_alpha_depth)]:
+                             ("alpha_depth", plot_alpha_depth), ("rank_depth", plot_rank_depth),
+                             ("compression_wave", plot_compression_wave)]:
             if fig_name in wanted:
                 emit(fn(spec[0], groups, name) if groups else why, out, f"{fig_name}{suffix}.png", args.show)
 

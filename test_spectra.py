@@ -144,7 +144,7 @@ def test_cli_two_runs(tmp_path):
     lines = res.stdout.splitlines()
     written = [l for l in lines if l.endswith(".png")]
     expected = {"spectra_curves_tsvd_r8.png", "rank_heatmaps_tsvd_r8.png", "alpha_depth_tsvd_r8.png",
-                "loss_curves.png", "rank_sweep.png", "tsvd_ranks.png", "stability.png"}
+                "rank_depth_tsvd_r8.png", "compression_wave_tsvd_r8.png", "loss_curves.png", "rank_sweep.png", "tsvd_ranks.png", "stability.png"}
     assert {os.path.basename(p) for p in written} == expected
     for p in written:
         assert os.path.dirname(os.path.abspath(p)) == os.path.abspath(out)
@@ -155,7 +155,7 @@ def test_cli_two_runs(tmp_path):
     skips = sorted(l for l in lines if l.startswith("skip"))
     assert "skip lr_sweep: no mode with runs at >=3 learning rates" in skips
     spectra_skips = [l for l in skips if "lr_sweep" not in l]
-    assert len(spectra_skips) == 3 and all("_tsvd_r4: no spectra.npz" in l for l in spectra_skips), skips
+    assert len(spectra_skips) == 5 and all("_tsvd_r4: no spectra.npz" in l for l in spectra_skips), skips
     assert len(lines) == len(written) + len(skips)  # nothing else is printed
 
 def test_cli_nonexistent_dir(tmp_path):
@@ -179,9 +179,45 @@ def test_cli_log_only(tmp_path, capsys):
     out = capsys.readouterr().out
     assert os.path.isfile(os.path.join(run, "loss_curves.png"))
     skips = [l for l in out.splitlines() if l.startswith("skip")]
-    for fig in ("spectra_curves", "rank_heatmaps", "alpha_depth", "rank_sweep", "tsvd_ranks"):
+    for fig in ("spectra_curves", "rank_heatmaps", "alpha_depth", "rank_depth", "compression_wave", "rank_sweep",
+                "tsvd_ranks"):
         assert sum(l.startswith(f"skip {fig}") for l in skips) == 1, out
-    assert all("spectra.npz" in l for l in skips[:3])
+    assert all("spectra.npz" in l for l in skips[:5])
+
+# -----------------------------------------------------------------------------
+# the spectral lifecycle: compression waves, depth profiles, early spectra
+
+def spectrum_of_stable_rank(sr, n=8):
+    """[1, c, ..., c] with stable rank 1 + (n - 1) c² = sr"""
+    return np.array([1.0] + [np.sqrt((sr - 1) / (n - 1))] * (n - 1))
+
+def test_compression_wave_marks_each_layers_lowest_stable_rank():
+    steps = np.array([0, 10, 20, 30, 50, 100])  # spectra_early's schedule: dense first, then sparse
+    wave = {0: [6, 4, 2, 3, 4, 5], 1: [6, 5, 4, 3, 2.5, 2]}  # layer 0 dips at step 20 and recovers; layer 1 never
+    by_layer = {l: np.array([spectrum_of_stable_rank(sr) for sr in rows]) for l, rows in wave.items()}
+    minima = ps.compression_minima(steps, by_layer)
+    assert minima[0] == (20, pytest.approx(2), pytest.approx(5)) and minima[1] == (100, pytest.approx(2),
+                                                                                   pytest.approx(2))
+    fig = ps.plot_compression_wave(steps, {"q": by_layer, "up": by_layer}, "run")
+    marks = [(l.get_xdata()[0], l.get_ydata()[0]) for l in fig.axes[0].get_lines() if l.get_marker() == "v"]
+    assert marks == [(20, pytest.approx(2)), (100, pytest.approx(2))]
+    assert "layer 0: min 2 at 20, end 5" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    ps.plt.close(fig)
+    # snapshots are evenly spaced in steps (0, 30, 50, 100), not in records (0, 20, 30, 100)
+    assert list(ps.snapshot_idx(steps)) == [0, 3, 4, 5] and list(ps.snapshot_idx(np.arange(0, 301, 10))) == \
+        [0, 10, 20, 30]
+    assert list(ps.snapshot_idx(np.array([0, 10, 20, 30, 40, 50, 100, 150, 200, 250, 300]))) == [0, 6, 8, 10]
+
+def test_depth_figures_from_one_run(tmp_path):
+    run = make_run(str(tmp_path), "dense", "dense", 8, [8, 8, 8, 8])
+    assert ps.main([run, "--figures=rank_depth,compression_wave,alpha_depth"]) == 0
+    assert sorted(f for f in os.listdir(run) if f.endswith(".png")) == ["alpha_depth.png", "compression_wave.png",
+                                                                        "rank_depth.png"]
+    steps, spectra = ps.load_spectra(run)
+    fig = ps.plot_rank_depth(steps, ps.group_matrices(spectra), "dense")
+    last = fig.axes[0].get_lines()[-1]  # the last step's stable rank against depth
+    assert list(last.get_ydata()) == pytest.approx([ps.stable_rank(spectra[f"blocks.{i}.attn.q"][-1]) for i in (0, 1)])
+    ps.plt.close(fig)
 
 # -----------------------------------------------------------------------------
 # sweeps: spikes, the LR-sweep figure, --figures, experiments/table.py

@@ -89,6 +89,16 @@ def test_fifty_steps_lower_the_loss(corpus, tmp_path, mode):
         assert max(evals[-1]['ranks'].values()) < 8 and evals[-1]['params'] < evals[0]['params']
 
 
+def test_spectra_early_records_every_tenth_step_before_it(corpus, tmp_path):
+    """spectra_early adds every 10th step before it to the spectra_interval schedule; alone, it is the whole one."""
+    import numpy as np
+    for interval, want in ((15, [0, 10, 15, 20, 30]), (0, [0, 10, 20])):
+        train(corpus, tmp_path / str(interval), '--mode=dense', '--max_iters=30', '--eval_interval=30',
+              f'--spectra_interval={interval}', '--spectra_early=25')
+        with np.load(tmp_path / str(interval) / 'spectra.npz') as z:
+            assert list(z['steps']) == want and len(z['blocks.0.attn.q']) == len(want)
+
+
 SPECTRON_ABLATIONS = ['spectron --spectron_ortho=False', 'spectron --spectron_renorm=False',
                       'spectron --spectron_ortho=False --spectron_renorm=False']  # the paper's ablation's variants
 
@@ -178,6 +188,8 @@ BAD_TRAIN_ARGS = [  # (arguments, what the one-line error must say)
     (['no_such_config.py'], 'config file not found'),
     (['--max_iters'], 'expected --key=value'),
     (['--lr_decay_iters=-1'], 'lr_decay_iters must be >= 0'),
+    (['--spectra_early=-10'], 'spectra_early must be >= 0'),
+    (['--spectra_early=0.5'], 'spectra_early must be int'),
     (['--out_dir=/dev/null/out'], 'cannot write to out_dir /dev/null/out'),  # as root too: /dev/null is no folder
     (['--device=cuda'], 'no CUDA GPU is available'),  # skipped where there is one
     (['--train_tokens=-1'], 'train_tokens must be >= 0'),

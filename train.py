@@ -39,6 +39,7 @@ eval_interval = 250  # evaluate, log and checkpoint every this many steps
 log_interval = 10  # print a training line (and measure max ‖ΔW‖₂) every this many steps
 eval_iters = 20  # batches per split in an evaluation (always the same batches, so evals compare)
 spectra_interval = 50  # record every weight matrix's singular values every this many steps (0: never)
+spectra_early = 0  # also record them every 10 steps before this step (0: off): the early dynamics, finely
 init_from = 'scratch'  # 'scratch', 'resume' (from out_dir/ckpt.pt) or 'svd' (factorize svd_from/ckpt.pt)
 svd_from = ''  # init_from=svd: the out_dir of a dense (or muon) run, whose model shape and corpus this run takes
 overwrite = False  # a fresh run (scratch or svd) may replace a checkpoint already in out_dir (otherwise it refuses)
@@ -319,7 +320,8 @@ while True:
         for group in opt.param_groups:
             group['lr'] = group['base_lr'] * factor
 
-    if master and cfg['spectra_interval'] and iter_num % cfg['spectra_interval'] == 0:
+    if master and (cfg['spectra_interval'] and iter_num % cfg['spectra_interval'] == 0
+                   or iter_num < cfg['spectra_early'] and iter_num % 10 == 0):
         t_spectra = time.time()
         record_spectra(spectra)
         spectra_seconds += time.time() - t_spectra
