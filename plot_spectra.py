@@ -299,11 +299,13 @@ def plot_loss_curves(logs):
     fig.tight_layout()
     return fig
 
-def final_point(config, evals):
-    """(rank as a count, final val loss, final val - train gap), or None"""
-    last = evals[-1] if evals else {}
-    if last.get("val_loss") is None or last.get("train_loss") is None:
+def final_point(config, evals, best=False):
+    """(rank as a count, final val loss, final val - train gap), or None; best: at the eval with the lowest val loss
+    (early stopping) instead of the last"""
+    evals = [e for e in evals if e.get("val_loss") is not None and e.get("train_loss") is not None]
+    if not evals:
         return None
+    last = min(evals, key=lambda e: e["val_loss"]) if best else evals[-1]
     ranks = evals[0].get("ranks") or {}
     r = float(np.median(list(ranks.values()))) if ranks else config.get("rank")
     if not isinstance(r, (int, float)) or r < 1:  # a fraction with no ranks dict: count unknown
@@ -323,41 +325,52 @@ def count_spikes(losses, threshold=SPIKE_NATS):
     return spikes
 
 def corpus_label(config, configs):
-    """' <corpus file name>' when the runs span several corpora, else ''"""
+    """' <corpus file name>' when the runs span several corpora, else ''; then ' <N>k tokens' (or ' all tokens')
+    when they span several training prefixes (--train_tokens)"""
     files = {c.get("input_file") for c in configs}
-    return f" {os.path.basename(str(config.get('input_file')))}" if len(files) > 1 else ""
+    label = f" {os.path.basename(str(config.get('input_file')))}" if len(files) > 1 else ""
+    if len({c.get("train_tokens") or 0 for c in configs}) > 1:
+        n = config.get("train_tokens") or 0
+        label += f" {n / 1000:.0f}k tokens" if n else " all tokens"
+    return label
 
-def plot_rank_sweep(logs):
-    groups, dense, configs = {}, [], [config for _, config, _, _ in logs]
+def plot_rank_sweep(logs, best=False):
+    """val loss and val - train gap against rank, one curve per (mode, width, depth, corpus, training prefix), ★ at
+    each curve's lowest val loss (r*); best: each run's lowest val loss over its evals (early stopping), not its last"""
+    groups, dense, configs = {}, {}, [config for _, config, _, _ in logs]
     for run, config, _, evals in logs:
-        pt = final_point(config, evals)
+        pt = final_point(config, evals, best)
         if pt is None:
             continue
-        key = tuple(config.get(k) for k in ("mode", "n_embd", "n_layer", "input_file"))
+        key = (*(config.get(k) for k in ("mode", "n_embd", "n_layer", "input_file")), config.get("train_tokens") or 0)
         groups.setdefault(key, {}).setdefault(pt[0], []).append(pt[1:])  # seeds: averaged below
         if key[0] == "dense":
-            dense.append((key, pt))
+            dense.setdefault(key, []).append(pt[1:])  # seeds: averaged
     groups = {k: v for k, v in groups.items() if len(v) >= 2}
     if not groups:
-        return "no group of runs (same mode, n_embd, n_layer, input_file) with >=2 ranks"
+        return "no group of runs (same mode, n_embd, n_layer, input_file, train_tokens) with >=2 ranks"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     all_ranks = sorted({r for by_rank in groups.values() for r in by_rank})
-    for i, (key, by_rank) in enumerate(sorted(groups.items(), key=str)):
+    order = lambda setting: (str(setting[:3]), setting[3] or float("inf"))  # training prefixes small to all
+    settings = sorted({k[1:] for k in groups} | {k[1:] for k in dense}, key=order)  # colour: mode; line: the rest
+    label = lambda key: f"d={key[1]}{corpus_label(dict(input_file=key[3], train_tokens=key[4]), configs)}"
+    for key, by_rank in sorted(groups.items(), key=lambda kv: (kv[0][0], order(kv[0][1:]))):
+        i = settings.index(key[1:])
         ranks = sorted(by_rank)
         val, gap = np.array([np.mean(by_rank[r], axis=0) for r in ranks]).T
-        corpus = corpus_label(dict(input_file=key[3]), configs)
         style = dict(color=MODE_COLORS.get(key[0], "tab:gray"), ls=LINESTYLES[i % 4],
-                     marker=MARKERS[i % 4], label=f"{key[0]} d={key[1]}{corpus}")
+                     marker=MARKERS[i % 4], label=f"{key[0]} {label(key)}")
         axes[0].plot(ranks, val, **style)
         axes[1].plot(ranks, gap, **style)
-        best = int(np.argmin(val))  # r*: the rank with the lowest val loss, starred
-        axes[0].plot(ranks[best], val[best], "*", ms=14, color=style["color"], mec="black")
-    for i, (key, (_, val, gap)) in enumerate(dense):  # a lone dense run is the reference to beat
+        star = int(np.argmin(val))  # r*: the rank with the lowest val loss, starred
+        axes[0].plot(ranks[star], val[star], "*", ms=14, color=style["color"], mec="black")
+    for key, pts in sorted(dense.items(), key=lambda kv: order(kv[0][1:])):  # a lone dense run: the reference to beat
         if key not in groups:
-            label = f"dense d={key[1]}{corpus_label(dict(input_file=key[3]), configs)}"
-            for ax, y in zip(axes, (val, gap)):
-                ax.axhline(y, color="black", ls=LINESTYLES[i % 4], lw=1, label=label)
-    for ax, ylabel in zip(axes, ("final val loss (nats/token)", "val - train loss (nats/token)")):
+            for ax, y in zip(axes, np.mean(pts, axis=0)):
+                ax.axhline(y, color="black", ls=LINESTYLES[settings.index(key[1:]) % 4], lw=1,
+                           label=f"dense {label(key)}")
+    what, at = ("best val loss (early stopping)", " at best val") if best else ("final val loss", "")
+    for ax, ylabel in zip(axes, (f"{what} (nats/token)", f"val - train loss{at} (nats/token)")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_ranks)
         ax.xaxis.set_major_formatter(ScalarFormatter())  # "64" rather than "2^6"
@@ -365,7 +378,7 @@ def plot_rank_sweep(logs):
         ax.set(xlabel="rank (median over matrices)", ylabel=ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    axes[0].set_title("final val loss vs rank (★: lowest)")
+    axes[0].set_title(f"{what} vs rank (★: lowest, r*)")
     axes[1].set_title("generalisation gap vs rank")
     fig.tight_layout()
     return fig
@@ -464,6 +477,7 @@ def plot_lr_sweep(logs):
 
 FIGURES = ["spectra_curves", "rank_heatmaps", "alpha_depth", "rank_depth", "compression_wave", "loss_curves",
            "rank_sweep", "tsvd_ranks", "stability", "lr_sweep"]
+ON_REQUEST = ["rank_sweep_best"]  # made only when --figures names them
 
 # -----------------------------------------------------------------------------
 
@@ -482,13 +496,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="plot spectra, rank metrics and losses of runs")
     ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     ap.add_argument("--out", default=None, help="directory for the PNGs (default: first RUN_DIR)")
-    ap.add_argument("--figures", default=",".join(FIGURES), help="comma-separated subset of: " + ", ".join(FIGURES))
+    ap.add_argument("--figures", default=",".join(FIGURES),
+                    help=f"comma-separated subset of: {', '.join(FIGURES)} (the default); or {', '.join(ON_REQUEST)}")
     ap.add_argument("--show", action="store_true", help="also open the figures in a window")
     args = ap.parse_args(argv)
     wanted = [f.strip() for f in args.figures.split(",") if f.strip()]
     for f in wanted:
-        if f not in FIGURES:
-            print(f"error: unknown figure {f!r}; known: {', '.join(FIGURES)}", file=sys.stderr)
+        if f not in FIGURES + ON_REQUEST:
+            print(f"error: unknown figure {f!r}; known: {', '.join(FIGURES + ON_REQUEST)}", file=sys.stderr)
             return 2
     for d in args.run_dirs:
         if not os.path.isdir(d):
@@ -517,6 +532,7 @@ def main(argv=None):
     # figures comparing runs, from the logs
     logs = [(name, *log) for _, name, log, _ in runs if log is not None]
     for fig_name, fn in [("loss_curves", plot_loss_curves), ("rank_sweep", plot_rank_sweep),
+                         ("rank_sweep_best", lambda logs: plot_rank_sweep(logs, best=True)),
                          ("tsvd_ranks", plot_tsvd_ranks), ("stability", plot_stability), ("lr_sweep", plot_lr_sweep)]:
         if fig_name in wanted:
             emit(fn(logs) if logs else f"no log.jsonl in {' '.join(args.run_dirs)}", out, f"{fig_name}.png", args.show)

@@ -346,3 +346,75 @@ def test_table_seeds_keep_apart_runs_of_a_mode_whose_knob_older_logs_lack(tmp_pa
     table.main([*runs, "--seeds", "--columns=mode,lr,seed"])
     out = capsys.readouterr().out
     assert "| muon | 0.005 | 0 |" in out and "| muon | 0.01 | 0 |" in out
+
+def rewrite_evals(run_dir, vals, trains, **config):
+    """set a run's eval losses (one per eval record), update its config record, and give its train records the
+    lr_factor that train.py logs"""
+    path = os.path.join(run_dir, "log.jsonl")
+    with open(path) as f:
+        rows = [json.loads(l) for l in f]
+    evals = iter(zip(vals, trains))
+    for r in rows:
+        if r["kind"] == "config":
+            r.update(config)
+        if r["kind"] == "eval":
+            r["val_loss"], r["train_loss"] = next(evals)
+        if r["kind"] == "train":
+            r["lr_factor"] = 1.0
+    with open(path, "w") as f:
+        f.write("\n".join(map(json.dumps, rows)) + "\n")
+
+def test_table_best_reports_the_eval_with_the_lowest_val_loss(tmp_path, capsys):
+    import csv
+    sys.path.insert(0, os.path.join(HERE, "experiments"))
+    import table
+    run = str(tmp_path / "p32_nfw_r4")
+    os.makedirs(run)
+    write_log(run, "nfw", 4, [0, 10, 20, 30], [4] * 4, truncate=False)
+    rewrite_evals(run, [3.0, 2.0, 2.5, 2.8], [3.0, 1.9, 1.5, 1.0], train_tokens=1000)  # overfits after step 10
+    cols = "--columns=tokens,val,train,gap,iter_best,iters"
+    table.main([run, "--best", cols, f"--csv={tmp_path / 'runs.csv'}"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("| train tokens | best val loss | train loss at best val | val − train at best val | "
+                        "best at iter | iters |")
+    assert lines[2] == "| 1000 | 2.0000 | 1.9000 | 0.1000 | 10 | 30 |"
+    with open(tmp_path / "runs.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert float(row["val"]) == 2.0 and row["iter_best"] == "10" and row["iters"] == "30"
+    table.main([run, cols])  # without --best: the last eval, and still where the best one was
+    assert capsys.readouterr().out.splitlines()[2] == "| 1000 | 2.8000 | 1.0000 | 1.8000 | 10 | 30 |"
+    # an eval-only run (--max_iters=0, as from --init_from=svd): no train records, the whole split
+    only = str(tmp_path / "svd0")
+    os.makedirs(only)
+    write_log(only, "spectron", 4, [0], [4], truncate=False, spectron_lr=0.02)
+    with open(os.path.join(only, "log.jsonl")) as f:
+        rows = [json.loads(l) for l in f if '"train"' not in l]
+    with open(os.path.join(only, "log.jsonl"), "w") as f:
+        f.write("\n".join(map(json.dumps, rows + [dict(kind="summary", iter=0, seconds=3.0, spectra_seconds=0.0)])))
+    table.main([only, "--best", "--columns=tokens,iters,iter_best,ms"])
+    assert capsys.readouterr().out.splitlines()[2] == "| all | 0 | 0 | - |"
+
+def test_rank_sweep_best_one_curve_per_training_prefix_starred_at_its_lowest(tmp_path):
+    logs = []
+    for tokens, best_vals in ((1000, {4: 2.2, 8: 2.0, 16: 2.1}), (0, {4: 2.0, 8: 1.8, 16: 1.6})):
+        for rank, low in best_vals.items():
+            run = str(tmp_path / f"t{tokens}_r{rank}")
+            os.makedirs(run)
+            write_log(run, "spectron", rank, [0, 10, 20], [rank] * 3, truncate=False)
+            rewrite_evals(run, [4.0, low, low + 0.5], [4.0, low - 0.1, 1.0], train_tokens=tokens)  # last: overfit
+            logs.append((os.path.basename(run), *ps.load_log(run)))
+    fig = ps.plot_rank_sweep(logs, best=True)
+    curves = {l.get_label(): l for l in fig.axes[0].get_lines() if not l.get_label().startswith("_")}
+    assert sorted(curves) == ["spectron d=8 1k tokens", "spectron d=8 all tokens"]
+    assert list(curves["spectron d=8 1k tokens"].get_ydata()) == pytest.approx([2.2, 2.0, 2.1])
+    stars = [(l.get_xdata()[0], l.get_ydata()[0]) for l in fig.axes[0].get_lines() if l.get_marker() == "*"]
+    assert sorted(stars) == [(8, pytest.approx(2.0)), (16, pytest.approx(1.6))]  # r* = 8 with 1k tokens, 16 with all
+    assert fig.axes[0].get_title().startswith("best val loss (early stopping) vs rank")
+    gaps = {l.get_label(): list(l.get_ydata()) for l in fig.axes[1].get_lines()}
+    assert gaps["spectron d=8 all tokens"] == pytest.approx([0.1, 0.1, 0.1])  # at the best eval, not the last
+    ps.plt.close(fig)
+    final = ps.plot_rank_sweep(logs)  # the last eval: the full width looks best everywhere
+    last = {l.get_label(): list(l.get_ydata()) for l in final.axes[0].get_lines()}
+    assert last["spectron d=8 1k tokens"] == pytest.approx([2.7, 2.5, 2.6])
+    assert final.axes[0].get_title().startswith("final val loss vs rank")
+    ps.plt.close(final)

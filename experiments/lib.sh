@@ -16,3 +16,18 @@ train_one() {
 }
 export -f train_one
 train_all() { sed 's/[[:space:]]*$//' | grep -v '^$' | xargs -P "${JOBS:-$(nproc)}" -L 1 bash -c 'train_one "$@"' _; }
+# python_corpus: the second corpus of the rank sweeps, which every machine has offline: Python's own standard library
+# (the top-level *.py files in name order, cut to TinyShakespeare's 1,115,394 characters), written to
+# runs/corpora/python_stdlib.txt; prints one line naming its Python version and hash (another Python, another corpus).
+python_corpus() {
+  mkdir -p runs/corpora
+  "${PYTHON:-python}" - <<'PY'
+import glob, hashlib, os, sys, sysconfig
+stdlib = sysconfig.get_paths()['stdlib']
+text = ''.join(open(p, encoding='utf-8', errors='replace').read() for p in sorted(glob.glob(f'{stdlib}/*.py')))
+text = text[:1_115_394]
+open('runs/corpora/python_stdlib.txt', 'w', encoding='utf-8').write(text)
+print(f"runs/corpora/python_stdlib.txt: {len(text):,} characters, {len(set(text))} distinct, from the *.py files of "
+      f"{stdlib} (Python {sys.version.split()[0]}), sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}")
+PY
+}

@@ -6,16 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
-mkdir -p runs/corpora assets/rank_sweep_python
-python - <<'PY' | tee assets/rank_sweep_python/corpus.txt
-import glob, hashlib, os, sys, sysconfig
-stdlib = sysconfig.get_paths()['stdlib']
-text = ''.join(open(p, encoding='utf-8', errors='replace').read() for p in sorted(glob.glob(f'{stdlib}/*.py')))
-text = text[:1_115_394]
-open('runs/corpora/python_stdlib.txt', 'w', encoding='utf-8').write(text)
-print(f"runs/corpora/python_stdlib.txt: {len(text):,} characters, {len(set(text))} distinct, from the *.py files of "
-      f"{stdlib} (Python {sys.version.split()[0]}), sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}")
-PY
+mkdir -p assets/rank_sweep_python
+python_corpus | tee assets/rank_sweep_python/corpus.txt
 python prepare_data.py --input=runs/corpora/python_stdlib.txt > /dev/null
 common="--input_file=runs/corpora/python_stdlib.txt --n_embd=128 --max_iters=1000 --lr_decay_iters=1000 --eval_interval=250 --log_interval=50 --spectra_interval=500 --learning_rate=1e-3 --spectron_lr=0.1"  # the step sizes these results were made with
 { echo "runs/rank_sweep_python/d128_dense --mode=dense $common $*"

@@ -4,8 +4,11 @@ A markdown table of finished runs, from their log.jsonl files (run dirs, or *.lo
     python experiments/table.py assets/tune/*.log.jsonl                           # one row per run
     python experiments/table.py runs/lr_sweep/* --seeds --columns=mode,lr,val,max_dw,spikes   # mean over seeds
     python experiments/table.py runs/rank_sweep/* --csv=assets/rank_sweep/runs.csv          # also every column as CSV
+    python experiments/table.py runs/data_limited/p32_* --best --columns=tokens,mode,rank,val,gap,iter_best,iters
 
 --seeds merges runs whose configs differ only in seed and out_dir: numbers become "mean ±half-range (n)".
+--best takes val, train and gap from the eval with the lowest val loss (early stopping; iter_best is its step,
+which equals iters when the run ended before passing its minimum) instead of the last eval.
 """
 import csv
 import json
@@ -17,13 +20,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from plot_spectra import count_spikes, run_lr  # noqa: E402  (the spike rule lives with the figures)
 
 COLUMNS = {  # key: markdown header
-    'run': 'run', 'mode': 'mode', 'corpus': 'corpus', 'n_embd': 'n_embd', 'rank': 'rank', 'lr': 'LR / η',
-    'seed': 'seed', 'iters': 'iters', 'val': 'val loss', 'train': 'train loss', 'gap': 'val − train',
+    'run': 'run', 'mode': 'mode', 'corpus': 'corpus', 'tokens': 'train tokens', 'n_embd': 'n_embd', 'rank': 'rank',
+    'lr': 'LR / η', 'seed': 'seed', 'iters': 'iters', 'iter_best': 'best at iter', 'val': 'val loss',
+    'train': 'train loss', 'gap': 'val − train',
     'params': 'params', 'mflops': 'MFLOPs/token', 'mean_rank': 'final mean rank', 'ms': 'median ms/iter',
     'minutes': 'minutes', 'spectra': 'spectra cost', 'max_dw': 'max ‖ΔW‖₂', 'max_dw_over_eta': 'max ‖ΔW‖₂/η',
     'spikes': 'spikes / logged', 'tflops': 'training TFLOPs'}
 DEFAULT = 'run,mode,rank,val,train,params,mflops,mean_rank,ms,minutes,spectra,max_dw_over_eta'
-NUMERIC = {'val': 4, 'train': 4, 'gap': 4, 'max_dw': 3, 'max_dw_over_eta': 2, 'spikes': 1, 'minutes': 1}  # decimals
+NUMERIC = {'val': 4, 'train': 4, 'gap': 4, 'iter_best': 0, 'max_dw': 3, 'max_dw_over_eta': 2, 'spikes': 1,
+           'minutes': 1}  # decimals
 
 
 def die(message):
@@ -31,7 +36,8 @@ def die(message):
     sys.exit(2)
 
 
-def summarize(path):
+def summarize(path, best=False):
+    """one row of numbers from a run's log; best: val, train and gap from the eval with the lowest val loss"""
     log = os.path.join(path, 'log.jsonl') if os.path.isdir(path) else path
     with open(log) as f:
         rows = [json.loads(line) for line in f if line.strip()]
@@ -42,19 +48,23 @@ def summarize(path):
         die(f"{log} has no config or no eval record yet")
     summary = next((r for r in rows if r['kind'] == 'summary'), {})
     first, last = evals[0], evals[-1]
+    low = min(evals, key=lambda e: e['val_loss'])  # the first of equal lows: early stopping would stop there
+    at = low if best else last
     ranks = list(last['ranks'].values())
     dws = [(r['max_dW'], r['lr_factor']) for r in train if r.get('max_dW') is not None and r['max_dW'] == r['max_dW']]
     eta = config['spectron_lr'] if config['mode'] == 'spectron' else None
     flops = [first['flops_per_token'] / 1e6, last['flops_per_token'] / 1e6]
     return dict(
         run=os.path.basename(os.path.normpath(path)).replace('.log.jsonl', ''), mode=config['mode'],
-        corpus=os.path.basename(config['input_file']), n_embd=config['n_embd'],
+        corpus=os.path.basename(config['input_file']), tokens=config.get('train_tokens') or 'all',
+        n_embd=config['n_embd'],
         rank=config['rank'] if config['mode'] not in ('dense', 'muon') else '-', lr=run_lr(config), seed=config['seed'],
-        iters=last['iter'], val=last['val_loss'], train=last['train_loss'], gap=last['val_loss'] - last['train_loss'],
+        iters=last['iter'], iter_best=low['iter'], val=at['val_loss'], train=at['train_loss'],
+        gap=at['val_loss'] - at['train_loss'],
         params=f"{last['params'] / 1e6:.2f}M",
         mflops=f"{flops[0]:.2f} → {flops[1]:.2f}" if flops[0] != flops[1] else f"{flops[1]:.2f}",
         mean_rank=f"{statistics.mean(ranks):.1f}", tflops=f"{last.get('train_flops', float('nan')) / 1e12:.1f}",
-        ms=f"{statistics.median(r['ms'] for r in (train[1:] or train)):.0f}",
+        ms=f"{statistics.median(r['ms'] for r in (train[1:] or train)):.0f}" if train else '-',  # max_iters=0: none
         minutes=summary['seconds'] / 60 if summary else '?',
         spectra=f"{100 * summary['spectra_seconds'] / summary['seconds']:.1f}%" if summary else '?',
         max_dw=max((dw for dw, _ in dws), default='-'),
@@ -106,15 +116,17 @@ def main(argv):
     opts = dict(a.removeprefix('--').partition('=')[::2] for a in argv if a.startswith('--'))
     paths = [a for a in argv if not a.startswith('--')]
     columns = opts.get('columns', DEFAULT).split(',')
-    unknown = [c for c in columns if c not in COLUMNS] + [o for o in opts if o not in ('columns', 'csv', 'seeds')]
+    unknown = [c for c in columns if c not in COLUMNS] + [o for o in opts
+                                                          if o not in ('columns', 'csv', 'seeds', 'best')]
     logs = [os.path.join(p, 'log.jsonl') if os.path.isdir(p) else p for p in paths]
     missing = [log for log in logs if not os.path.isfile(log)]
     if unknown or missing or not paths:
         die(f"unknown column or option {unknown}; columns: {', '.join(COLUMNS)}" if unknown else
-            f"no log at {missing[0]}" if missing else "usage: table.py RUN_DIR|LOG.jsonl ... [--seeds] [--csv=F] "
-                                                      "[--columns=a,b]")
-    rows = sorted((summarize(p) for p in paths), key=lambda r: (r['corpus'], r['mode'], r['n_embd'],
-                                                               -1 if r['rank'] == '-' else r['rank'], r['lr'], r['seed']))
+            f"no log at {missing[0]}" if missing else "usage: table.py RUN_DIR|LOG.jsonl ... [--seeds] [--best] "
+                                                      "[--csv=F] [--columns=a,b]")
+    rows = sorted((summarize(p, 'best' in opts) for p in paths), key=lambda r: (
+        r['corpus'], float('inf') if r['tokens'] == 'all' else r['tokens'], r['mode'], r['n_embd'],
+        -1 if r['rank'] == '-' else r['rank'], r['lr'], r['seed']))
     if 'csv' in opts:
         with open(opts['csv'], 'w', newline='') as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0])[:-1], extrasaction='ignore')  # not 'config'
@@ -122,7 +134,8 @@ def main(argv):
             writer.writerows(rows)
     if 'seeds' in opts:
         rows = merge_seeds(rows)
-    print('| ' + ' | '.join(COLUMNS[c] for c in columns) + ' |')
+    at_best = {'val': 'best val loss', 'train': 'train loss at best val', 'gap': 'val − train at best val'}
+    print('| ' + ' | '.join(at_best.get(c, COLUMNS[c]) if 'best' in opts else COLUMNS[c] for c in columns) + ' |')
     print('|' + '---|' * len(columns))
     for r in rows:
         print('| ' + ' | '.join(fmt(r, c) for c in columns) + ' |')
