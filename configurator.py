@@ -79,16 +79,24 @@ def parse_args(defaults, argv, int_or_float=(), notes=''):
 # -----------------------------------------------------------------------------
 # train.py's config, checked before any work: a checkpoint's keys, ranges and combinations, the mode's LR
 
+def read_checkpoint(path):
+    """(checkpoint, the layer class of its mode) from a nanoLowRank ckpt.pt, or one line and exit 2"""
+    if not os.path.isfile(path):
+        die(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        return ckpt, lowrank.MODES[ckpt['config']['mode']].layer
+    except Exception as e:
+        die(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
+
+
 def load_checkpoint(path, keys, verb, cfg, overrides, defaults):
     """A checkpoint whose config keys the run takes into cfg (before validate, so that a rank is checked against the
     saved n_embd); a conflicting flag is a mistake, not a wish. Checkpoints older than a key have its default."""
     if not os.path.isfile(path):
         die(f"init_from={cfg['init_from']} but there is no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        saved, layer = ckpt['config'], lowrank.MODES[ckpt['config']['mode']].layer
-    except Exception as e:
-        die(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
+    ckpt, layer = read_checkpoint(path)
+    saved = ckpt['config']
     if cfg['init_from'] == 'svd' and layer is not lowrank.DenseLinear:
         die(f"{path} is from a mode={saved['mode']} run; init_from=svd factorizes a dense (or muon) one")
     for k in keys:

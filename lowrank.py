@@ -406,7 +406,7 @@ MODES = {
     'muon': Mode(DenseLinear, muon_and_adamw, None, 1e-3),
     'nfw': Mode(FactorizedLinear, adamw_only, None, 2e-3),
     'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, 1e-3),
-    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, 3e-3),  # provisional: the top of its grid so far
+    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, 3e-3),
 }
 
 

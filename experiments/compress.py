@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 import lowrank  # noqa: E402
-from configurator import die, parse_args  # noqa: E402
+from configurator import die, parse_args, read_checkpoint  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from prepare_data import DataError, ensure_prepared  # noqa: E402
 
@@ -44,13 +44,8 @@ USAGE = "usage: python experiments/compress.py CKPT_DIR [--key=value ...] (--hel
 def load(ckpt_dir):
     """(model in eval mode, the run's config, its step) from a dense (or muon: a dense W too) checkpoint"""
     path = os.path.join(ckpt_dir, 'ckpt.pt')
-    if not os.path.isfile(path):
-        die(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        c, layer = ckpt['config'], lowrank.MODES[ckpt['config']['mode']].layer
-    except Exception as e:
-        die(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): {type(e).__name__}")
+    ckpt, layer = read_checkpoint(path)
+    c = ckpt['config']
     if layer is not lowrank.DenseLinear:
         die(f"{path} is from a mode={c['mode']} run; compress.py truncates the W of a dense (or muon) one")
     model = GPT(GPTConfig.from_run_config(dict(c, dropout=0.0), ckpt['meta']['vocab_size']))

@@ -63,5 +63,7 @@ PY
 mkdir -p assets/compare
 python experiments/table.py $(for c in $chosen; do ls -d ${c}_seed*; done | grep -xF "$finished") --seeds --csv=assets/compare/runs.csv \
   --columns=mode,lr,val,train,params,mflops,mean_rank,ms,max_dw_over_eta
-# figures from one run per mode that has its spectra.npz (runs restored from assets/ have only their logs)
-python plot_spectra.py $(for c in $chosen; do ls -d ${c}_seed*/spectra.npz | head -n 1 | xargs dirname; done) --out=assets/compare
+# figures from each mode's seed-1 run at its chosen step size: loss curves from every log, spectra figures from the
+# runs that still have their spectra.npz (runs restored from assets/ have only their logs)
+python plot_spectra.py $(for c in $chosen; do echo ${c}_seed1; done) --out=assets/compare \
+  --figures=spectra_curves,rank_heatmaps,alpha_depth,loss_curves,tsvd_ranks,stability
