@@ -14,29 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
 python prepare_data.py > /dev/null
-steps=$(python - <<'PY'
-import glob, json, os, statistics, sys
-sys.path.insert(0, '.')
-from plot_spectra import chosen_step
-seconds, vals, tflops = {}, {}, {}
-for log in glob.glob('assets/tune/*.log.jsonl'):
-    rows = [json.loads(line) for line in open(log)]
-    mode, lr, seed = os.path.basename(log).replace('.log.jsonl', '').split('_')
-    seconds.setdefault(mode, []).extend(r['seconds'] for r in rows if r['kind'] == 'summary')
-    last = [r for r in rows if r['kind'] == 'eval'][-1]
-    vals.setdefault(mode, {}).setdefault(lr, []).append(last['val_loss'])
-    if seed == 'seed1337':  # logs of older code lack train_flops: their modes' FLOPs/token never change
-        c = rows[0]
-        tflops[mode, lr] = last.get('train_flops') or last['flops_per_token'] * last['iter'] * c['batch_size'] * \
-            c['block_size'] * c['gradient_accumulation_steps']
-tflops = {m: tflops[m, chosen_step(v)] for m, v in vals.items()}  # at each mode's tuned step size
-pace = {m: statistics.median(s) / 2000 for m, s in seconds.items()}
-for m in ('nfw', 'spectron', 'tsvd'):
-    print(f"{m}:flops:{round(2000 * tflops['dense'] / tflops[m])}")
-for m in ('muon', 'nfw', 'spectron', 'tsvd'):
-    print(f"{m}:clock:{round(2000 * pace['dense'] / pace[m])}")
-PY
-)
+# mode:axis:steps, computed once from assets/tune when this comparison ran (its median paces move as tuning runs are
+# added, so the budgets are fixed here): equal FLOPs = 2000 × dense's training FLOPs / the mode's in its 2000-step run
+# at its tuned step size; equal wall-clock = 2000 × dense's median seconds per run / the mode's
+steps="nfw:flops:4962 spectron:flops:4962 tsvd:flops:5194 muon:clock:1190 nfw:clock:2856 spectron:clock:2892 tsvd:clock:2848"
 echo "steps: $steps"
 { for s in $steps; do
     IFS=: read -r mode axis n <<< "$s"
@@ -46,7 +27,8 @@ echo "steps: $steps"
 } | train_all
 mkdir -p assets/equal_compute
 runs=$(ls -d runs/equal_compute/*)
-python plot_spectra.py $runs --out=assets/equal_compute --figures=loss_curves
-python experiments/table.py $runs --csv=assets/equal_compute/runs.csv \
+dense=runs/tune/dense_lr0.001_seed1337  # the reference: dense's 2000 steps at its tuned LR (tune.sh's run)
+python plot_spectra.py $dense $runs --out=assets/equal_compute --figures=loss_curves
+python experiments/table.py $dense $runs --csv=assets/equal_compute/runs.csv \
   --columns=run,mode,n_embd,lr,iters,val,train,params,mflops,tflops,mean_rank,minutes
 for run in $runs; do cp "$run/log.jsonl" "assets/equal_compute/$(basename "$run").log.jsonl"; done

@@ -36,6 +36,13 @@ def die(message):
     sys.exit(2)
 
 
+def train_flops(config, first, last):
+    """Σ FLOPs/token × tokens so far; logs of older code lack it, and their count is exact only at a constant rank"""
+    tokens = config['batch_size'] * config['block_size'] * config['gradient_accumulation_steps'] * last['iter']
+    constant = first['flops_per_token'] == last['flops_per_token']
+    return last.get('train_flops', last['flops_per_token'] * tokens if constant else float('nan'))
+
+
 def summarize(path, best=False):
     """one row of numbers from a run's log; best: val, train and gap from the eval with the lowest val loss"""
     log = os.path.join(path, 'log.jsonl') if os.path.isdir(path) else path
@@ -63,7 +70,7 @@ def summarize(path, best=False):
         gap=at['val_loss'] - at['train_loss'],
         params=f"{last['params'] / 1e6:.2f}M",
         mflops=f"{flops[0]:.2f} → {flops[1]:.2f}" if flops[0] != flops[1] else f"{flops[1]:.2f}",
-        mean_rank=f"{statistics.mean(ranks):.1f}", tflops=f"{last.get('train_flops', float('nan')) / 1e12:.1f}",
+        mean_rank=f"{statistics.mean(ranks):.1f}", tflops=f"{train_flops(config, first, last) / 1e12:.1f}",
         ms=f"{statistics.median(r['ms'] for r in (train[1:] or train)):.0f}" if train else '-',  # max_iters=0: none
         minutes=summary['seconds'] / 60 if summary else '?',
         spectra=f"{100 * summary['spectra_seconds'] / summary['seconds']:.1f}%" if summary else '?',
