@@ -12,6 +12,7 @@ which equals iters when the run ended before passing its minimum) instead of the
 """
 import csv
 import json
+import math
 import os
 import statistics
 import sys
@@ -38,9 +39,10 @@ def die(message):
 
 def train_flops(config, first, last):
     """Σ FLOPs/token × tokens so far; logs of older code lack it, and their count is exact only at a constant rank"""
-    tokens = config['batch_size'] * config['block_size'] * config['gradient_accumulation_steps'] * last['iter']
-    constant = first['flops_per_token'] == last['flops_per_token']
-    return last.get('train_flops', last['flops_per_token'] * tokens if constant else float('nan'))
+    if 'train_flops' in last or first['flops_per_token'] != last['flops_per_token']:
+        return last.get('train_flops', float('nan'))
+    return last['flops_per_token'] * last['iter'] * math.prod(
+        config.get(k, float('nan')) for k in ('batch_size', 'block_size', 'gradient_accumulation_steps'))
 
 
 def summarize(path, best=False):
