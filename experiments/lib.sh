@@ -15,6 +15,14 @@ train_one() {
   fi
 }
 export -f train_one
+restore_runs() {  # restore_runs ASSETS RUNS: each committed ASSETS/NAME.log.jsonl becomes the finished run RUNS/NAME
+  local log run
+  for log in "$1"/*.log.jsonl; do
+    [ -e "$log" ] || continue
+    run=$2/$(basename "$log" .log.jsonl)
+    grep -qs '"kind": "summary"' "$run/log.jsonl" || { mkdir -p "$run"; cp "$log" "$run/log.jsonl"; }
+  done
+}
 train_all() { sed 's/[[:space:]]*$//' | grep -v '^$' | xargs -P "${JOBS:-$(nproc)}" -L 1 bash -c 'train_one "$@"' _; }
 # python_corpus: the second corpus of the rank sweeps, which every machine has offline: Python's own standard library
 # (the top-level *.py files in name order, cut to TinyShakespeare's 1,115,394 characters), written to

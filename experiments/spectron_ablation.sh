@@ -37,11 +37,7 @@ print(eta)
 PY
 }
 mkdir -p assets/spectron_ablation
-for log in assets/spectron_ablation/*.log.jsonl; do  # committed results: restore them as finished runs
-  [ -e "$log" ] || continue
-  run=runs/spectron_ablation/$(basename "$log" .log.jsonl)
-  grep -qs '"kind": "summary"' "$run/log.jsonl" || { mkdir -p "$run"; cp "$log" "$run/log.jsonl"; }
-done
+restore_runs assets/spectron_ablation runs/spectron_ablation  # committed results count as finished runs
 python prepare_data.py > /dev/null
 for v in $VARIANTS; do
   for eta in ${GRID[$v]}; do

@@ -14,11 +14,7 @@ declare -A GRID=([dense]="0.0003 0.0006 0.001 0.002 0.003" [nfw]="0.0003 0.0006 
                  [tsvd]="0.0003 0.0006 0.001 0.002 0.003 0.005 0.008" [spectron]="0.01 0.02 0.03 0.05 0.1"
                  [muon]="0.0025 0.005 0.01 0.02 0.04")
 flag() { case $1 in spectron) echo "--spectron_lr=$2";; muon) echo "--muon_lr=$2";; *) echo "--learning_rate=$2";; esac; }
-for log in assets/tune/*.log.jsonl; do  # committed results: restore them as finished runs
-  [ -e "$log" ] || continue
-  run=runs/tune/$(basename "$log" .log.jsonl)
-  grep -qs '"kind": "summary"' "$run/log.jsonl" || { mkdir -p "$run"; cp "$log" "$run/log.jsonl"; }
-done
+restore_runs assets/tune runs/tune  # committed results count as finished runs
 python prepare_data.py > /dev/null
 if [ -z "${REPORT_ONLY:-}" ]; then  # REPORT_ONLY=1: only the figures and tables of the runs that have finished
 for mode in spectron nfw dense tsvd muon; do
