@@ -163,10 +163,14 @@ def validate(c):
     return c
 
 
-def with_mode_defaults(c, overrides):
-    """Each mode trains at its own tuned AdamW LR (lowrank.MODES) unless one is given; min_lr follows the LR."""
-    if 'learning_rate' not in overrides:
-        c['learning_rate'] = lowrank.MODES[c['mode']].learning_rate
+def with_mode_defaults(c, overrides, saved=None):
+    """Each mode trains with its own defaults (lowrank.MODES: its tuned LR; TSVD's start rank and τ) unless a value
+    is given; a resumed run keeps its checkpoint's (saved). min_lr follows the LR (nanoGPT's LR / 10)."""
+    saved = saved or {}
+    for k, v in getattr(lowrank.MODES.get(c['mode']), 'defaults', {}).items():  # an unknown mode: validate says so
+        if k not in overrides:
+            c[k] = saved.get(k, v)
     if 'min_lr' not in overrides:
-        c['min_lr'] = c['learning_rate'] / 10
+        keep = 'min_lr' in saved and 'learning_rate' not in overrides
+        c['min_lr'] = saved['min_lr'] if keep else c['learning_rate'] / 10
     return c

@@ -398,15 +398,16 @@ def tsvd_adamw(model, cfg):
 
 # layer: the class every non-embedding linear is built from; optimizers(model, cfg) -> list of optimizers;
 # after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (or None: nothing to do);
-# learning_rate: the mode's default AdamW peak LR, tuned at the default config by experiments/tune.sh (in spectron
-# and muon AdamW trains only embeddings, head, norms and biases: their tuned step sizes are spectron_lr, muon_lr)
-Mode = namedtuple('Mode', 'layer optimizers after_step learning_rate')
+# defaults: the config values the mode trains with unless they are given (train.py --help lists them). Each
+# learning_rate is the mode's AdamW peak LR tuned at the default config by experiments/tune.sh (in spectron and muon
+# AdamW trains only embeddings, head, norms and biases: their tuned step sizes are spectron_lr, muon_lr).
+Mode = namedtuple('Mode', 'layer optimizers after_step defaults')
 MODES = {
-    'dense': Mode(DenseLinear, adamw_only, None, 1e-3),
-    'muon': Mode(DenseLinear, muon_and_adamw, None, 1e-3),
-    'nfw': Mode(FactorizedLinear, adamw_only, None, 2e-3),
-    'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, 1e-3),
-    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, 3e-3),
+    'dense': Mode(DenseLinear, adamw_only, None, dict(learning_rate=1e-3)),
+    'muon': Mode(DenseLinear, muon_and_adamw, None, dict(learning_rate=1e-3)),
+    'nfw': Mode(FactorizedLinear, adamw_only, None, dict(learning_rate=2e-3)),
+    'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, dict(learning_rate=1e-3)),
+    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, dict(learning_rate=3e-3, rank=0.25, energy=0.99)),
 }
 
 

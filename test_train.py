@@ -223,21 +223,30 @@ def refused(capsys, monkeypatch, out_dir, message, *args):
     assert not os.path.exists(os.path.join(out_dir, 'log.jsonl'))  # nothing started
 
 
-def test_each_mode_trains_at_its_own_lr_unless_one_is_given(corpus, tmp_path):
+def test_each_mode_trains_with_its_own_defaults_unless_given(corpus, tmp_path):
     import lowrank
-    for mode, args, lr in (('dense', [], lowrank.MODES['dense'].learning_rate),
-                           ('nfw', [], lowrank.MODES['nfw'].learning_rate),
-                           ('tsvd', ['--learning_rate=0.007'], 0.007)):
-        train(corpus, tmp_path / mode, f'--mode={mode}', '--max_iters=0', *args)
-        config = records(tmp_path / mode, 'config')[0]
-        assert config['learning_rate'] == lr and config['min_lr'] == lr / 10
+    for mode, args in (('dense', []), ('nfw', []), ('tsvd', []), ('tsvd', ['--learning_rate=0.007', '--rank=16'])):
+        out = tmp_path / f'{mode}{len(args)}'  # tsvd: TINY without its --rank, so the mode's own (a fraction of n_embd)
+        run('train.py', *[a for a in TINY if mode != 'tsvd' or not a.startswith('--rank')], f'--input_file={corpus}',
+            f'--out_dir={out}', f'--mode={mode}', '--max_iters=0', *args)
+        config = records(out, 'config')[0]
+        want = {**lowrank.MODES[mode].defaults, **dict(a[2:].split('=') for a in args)}
+        assert all(config[k] == type(config[k])(v) for k, v in want.items()), (want, config)
+        assert config['min_lr'] == config['learning_rate'] / 10
     train(corpus, tmp_path / 'floor', '--mode=dense', '--max_iters=0', '--min_lr=0')  # a set floor stays set
     assert records(tmp_path / 'floor', 'config')[0]['min_lr'] == 0
+    # a resumed run keeps its own values, not the mode's defaults (nor a min_lr of the default LR)
+    tiny = [a for a in TINY if not a.startswith('--rank')] + [f'--input_file={corpus}', f'--out_dir={tmp_path}/resumed']
+    run('train.py', *tiny, '--mode=tsvd', '--rank=16', '--energy=0.8', '--learning_rate=0.007', '--max_iters=2',
+        '--eval_interval=1')
+    run('train.py', *tiny, '--init_from=resume', '--max_iters=3', '--eval_interval=1')
+    config = records(tmp_path / 'resumed', 'config')[-1]
+    assert (config['rank'], config['energy'], config['learning_rate'], config['min_lr']) == (16, 0.8, 0.007, 0.0007)
     # muon, like dense, trains full W and ignores --rank (even one that fits no factorized layer)
     train(corpus, tmp_path / 'muon', '--mode=muon', '--rank=9999', '--max_iters=1', '--eval_interval=1')
-    assert records(tmp_path / 'muon', 'eval')[-1]['params'] == records(tmp_path / 'dense', 'eval')[-1]['params']
+    assert records(tmp_path / 'muon', 'eval')[-1]['params'] == records(tmp_path / 'dense0', 'eval')[-1]['params']
     help_text = run('train.py', '--help').stdout
-    assert all(f"{mode} {m.learning_rate:g}" in help_text for mode, m in lowrank.MODES.items())
+    assert all(f"{k}={v:g}" in help_text for m in lowrank.MODES.values() for k, v in m.defaults.items())
 
 
 def test_bad_corpora_and_config_files(tmp_path):

@@ -100,9 +100,10 @@ MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file',
 # -----------------------------------------------------------------------------
 # config (every check in configurator.py), DDP and data
 
-MODE_LRS = ', '.join(f"{name} {m.learning_rate:g}" for name, m in lowrank.MODES.items())
+MODE_DEFAULTS = '; '.join(f"{name} " + ' '.join(f"{k}={v:g}" for k, v in m.defaults.items())
+                          for name, m in lowrank.MODES.items())
 overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',),
-                       notes=f"learning_rate unless set, by mode (lowrank.MODES): {MODE_LRS}; min_lr: learning_rate / 10")
+                       notes=f"unless set, by mode (lowrank.MODES): {MODE_DEFAULTS}; min_lr: learning_rate / 10")
 cfg = {**DEFAULTS, **overrides}
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
 checkpoint = dense = None  # what init_from=resume continues; what init_from=svd factorizes (optimizer state fresh)
@@ -112,7 +113,7 @@ if cfg['init_from'] == 'resume':  # the run goes on as saved, on the same data (
 elif cfg['init_from'] == 'svd' and cfg['svd_from']:  # the dense model's shape and corpus; mode and rank are ours
     dense = load_checkpoint(os.path.join(cfg['svd_from'], 'ckpt.pt'), MODEL_KEYS, 'factorize',
                             cfg, overrides, DEFAULTS)
-cfg = with_mode_defaults(validate(cfg), overrides)
+cfg = validate(with_mode_defaults(cfg, overrides, checkpoint and checkpoint['config']))
 
 ddp = int(os.environ.get('RANK', -1)) != -1
 ddp_rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)

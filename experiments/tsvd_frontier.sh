@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# TSVD on the compute frontier (issue 17): at the default config (4 layers, n_embd 256, 2000 steps, TSVD's tuned LR
+# 3e-3), start ranks d/4, d/2 and the full width (64, 128, 256) × energy thresholds τ 0.9, 0.95, 0.99. Then
+# assets/tsvd_frontier/: frontier.png (val loss against total training FLOPs, Σ FLOPs/token × tokens so that a
+# shrinking rank is credited, and against seconds), with the other modes' runs at the same config on the same axes
+# (the tuning's best runs, equal_compute.sh's and svd_vs_native.sh's native runs, whichever have finished), and
+# table.md (every run: start rank, τ, final ranks per projection type, val loss, training TFLOPs, minutes).
+# 9 runs (r=64 τ=0.99 is the tuning's run, reused) of about 8-15 minutes, two at a time: about 50 minutes of a
+# 2-core CPU. Logs already in assets/tsvd_frontier count as done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source experiments/lib.sh
+mkdir -p assets/tsvd_frontier runs/tsvd_frontier
+restore_runs assets/tsvd_frontier runs/tsvd_frontier
+run=runs/tsvd_frontier/r64_tau0.99  # the tuning's seed-1337 run at 3e-3 is this grid's default point
+grep -qs '"kind": "summary"' "$run/log.jsonl" || { mkdir -p "$run"; cp assets/tune/tsvd_lr0.003_seed1337.log.jsonl "$run/log.jsonl"; }
+python prepare_data.py > /dev/null
+for r in 256 128 64; do  # the slowest first
+  for tau in 0.9 0.95 0.99; do
+    echo "runs/tsvd_frontier/r${r}_tau$tau --mode=tsvd --rank=$r --energy=$tau --learning_rate=3e-3 $*"
+  done
+done | train_all
+finished=$(grep -l '"kind": "summary"' runs/tsvd_frontier/*/log.jsonl | xargs -n 1 dirname)
+for run in $finished; do cp "$run/log.jsonl" "assets/tsvd_frontier/$(basename "$run").log.jsonl"; done
+# the other modes at their tuned step sizes: the tuning's seed-1337 runs, dense at n_embd 156 (equal parameters) and
+# equal_compute.sh's longer and shorter runs, svd_vs_native.sh's native runs at ranks 32, 64, 128 (2200 steps)
+others=$(ls assets/tune/{dense_lr0.001,muon_lr0.01,nfw_lr0.002,spectron_lr0.02}_seed1337.log.jsonl \
+         assets/equal_compute/{dense_d156_lr0.002,*_flops_*,*_clock_*}.log.jsonl \
+         assets/svd_vs_native/*_c_native.log.jsonl 2> /dev/null || true)
+python experiments/frontier.py $finished --others $others --out=assets/tsvd_frontier | tee assets/tsvd_frontier/table.md
