@@ -402,3 +402,38 @@ def test_load_dense_is_the_truncated_svd_balanced_or_orthonormal(cls, n_in, n_ou
             assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
             assert torch.allclose(layer.s, s[:r])
     assert kept == pytest.approx(1.0) and rel_err(dense_w(layer).detach(), W) < 1e-5
+
+
+def test_readme_recipe(monkeypatch):
+    """README's "Try your own idea" code, run as written: the layer class and its registry line give a mode whose
+    GPT trains (the loss of a fixed batch falls) with a gain that learns, and README's own test of it passes."""
+    import os
+    import re
+    import types
+    from model import GPT, GPTConfig
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
+    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0]
+    recipe, test = re.findall(r'```python\n(.*?)```', section, re.S)
+    namespace = {**vars(lowrank), 'MODES': dict(lowrank.MODES)}  # the registry line must not leak into other tests
+    exec(recipe, namespace)
+    monkeypatch.setattr(lowrank, 'MODES', namespace['MODES'])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=1, n_head=2, n_embd=32, mode='gated', rank=8))
+    gated = [m for m in model.modules() if isinstance(m, namespace['GatedFactorizedLinear'])]
+    assert len(gated) == 6  # q, k, v, o, up, down
+    cfg = dict(learning_rate=1e-2, weight_decay=0.1, beta1=0.9, beta2=0.99)
+    optimizers = lowrank.MODES['gated'].optimizers(model, cfg)
+    x, y = torch.randint(20, (4, 16)), torch.randint(20, (4, 16))
+    losses = []
+    for _ in range(30):
+        _, loss = model(x, y)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+    assert all(not torch.equal(m.g, torch.ones_like(m.g)) for m in gated)  # the gain is a trained parameter
+    test_namespace = {'torch': torch, 'lowrank': types.SimpleNamespace(**namespace)}
+    exec(test, test_namespace)
+    test_namespace['test_gated_layer_is_its_factors']()
