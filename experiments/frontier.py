@@ -7,7 +7,8 @@ TSVD run whose rank shrinks is credited for it) and against run time, for TSVD r
 
 draws frontier.png and prints a markdown table: TSVD runs (start rank, τ, final mean rank per projection type,
 val loss, training TFLOPs, minutes, and the val loss relative to the best dense run among the others), then the
-others. Run time is as logged: two 1-thread runs sharing a 2-core CPU, so it compares runs made the same way only.
+others (of runs that differ only in step size, the best: LR grids can be passed whole). Run time is as logged
+(two 1-thread runs sharing a 2-core CPU, under whatever else ran then): a rough axis, good to a factor of ~1.5.
 """
 import argparse
 import json
@@ -37,6 +38,17 @@ def point(path):
     return row
 
 
+def best_step(rows):
+    """of runs that differ only in step size (mode, width, rank, length alike), the one with the lowest val loss:
+    each mode at its own best step size, so that LR grids can be passed whole"""
+    best = {}
+    for r in rows:
+        key = (r['mode'], r['n_embd'], r['rank'], r['iters'])
+        if key not in best or r['val'] < best[key]['val']:
+            best[key] = r
+    return list(best.values())
+
+
 def final_ranks(row):
     """mean final rank over layers, per projection type"""
     return {p: statistics.mean(r for name, r in row['ranks'].items() if name.endswith(p)) for p in PROJS}
@@ -51,7 +63,7 @@ def main():
     for p in args.tsvd_runs + args.others:
         if not os.path.exists(p):
             sys.exit(f"error: no run at {p}")
-    tsvd, others = [point(p) for p in args.tsvd_runs], [point(p) for p in args.others]
+    tsvd, others = [point(p) for p in args.tsvd_runs], best_step(point(p) for p in args.others)
     dense = min((r for r in others if r['mode'] == 'dense' and r['n_embd'] == tsvd[0]['n_embd']),
                 key=lambda r: r['val'], default=None)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))

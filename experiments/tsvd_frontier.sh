@@ -22,9 +22,9 @@ for r in 256 128 64; do  # the slowest first
 done | train_all
 finished=$(grep -l '"kind": "summary"' runs/tsvd_frontier/*/log.jsonl | xargs -n 1 dirname)
 for run in $finished; do cp "$run/log.jsonl" "assets/tsvd_frontier/$(basename "$run").log.jsonl"; done
-# the other modes at their tuned step sizes: the tuning's seed-1337 runs, dense at n_embd 156 (equal parameters) and
-# equal_compute.sh's longer and shorter runs, svd_vs_native.sh's native runs at ranks 32, 64, 128 (2200 steps)
-others=$(ls assets/tune/{dense_lr0.001,muon_lr0.01,nfw_lr0.002,spectron_lr0.02}_seed1337.log.jsonl \
-         assets/equal_compute/{dense_d156_lr0.002,*_flops_*,*_clock_*}.log.jsonl \
-         assets/svd_vs_native/*_c_native.log.jsonl 2> /dev/null || true)
+# the other modes at their best step sizes (frontier.py keeps the best of each grid): the tuning's seed-1337 runs,
+# dense at n_embd 156 (equal parameters), equal_compute.sh's longer and shorter runs, eta_transfer.sh's n_embd 256
+# runs at ranks 32, 64, 128 (1000 steps) and svd_vs_native.sh's native runs at those ranks (2200 steps)
+others=$(ls assets/tune/{dense,muon,nfw,spectron}_lr*_seed1337.log.jsonl assets/equal_compute/*.log.jsonl \
+         assets/eta_transfer/d256_*.log.jsonl assets/svd_vs_native/*_c_native.log.jsonl 2> /dev/null || true)
 python experiments/frontier.py $finished --others $others --out=assets/tsvd_frontier | tee assets/tsvd_frontier/table.md
