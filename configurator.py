@@ -12,6 +12,7 @@ same way, and with_mode_defaults (each mode's tuned LR). What needs the data or 
 """
 import ast
 import difflib
+import math
 import os
 import sys
 
@@ -163,10 +164,17 @@ def validate(c):
     return c
 
 
+SPECTRON_WIDTH = 256  # the n_embd at which train.py's spectron_lr was tuned (experiments/tune.sh)
+
+
 def with_mode_defaults(c, overrides, saved=None):
     """Each mode trains with its own defaults (lowrank.MODES: its tuned LR; TSVD's start rank and τ) unless a value
-    is given; a resumed run keeps its checkpoint's (saved). min_lr follows the LR (nanoGPT's LR / 10)."""
+    is given; a resumed run keeps its checkpoint's (saved). min_lr follows the LR (nanoGPT's LR / 10). The default η
+    is scaled to the width, η·√(256/n_embd): the 1000-step η grids of experiments/eta_transfer.sh put the best η
+    at about the same value for ranks d/8 to d/2 but ×0.65-0.68 from n_embd 128 to 256, near 1/√2."""
     saved = saved or {}
+    if 'spectron_lr' not in overrides:  # Spectron's best η moves with width as about 1/√n_embd, not with rank
+        c['spectron_lr'] = saved.get('spectron_lr', c['spectron_lr'] * math.sqrt(SPECTRON_WIDTH / c['n_embd']))
     for k, v in getattr(lowrank.MODES.get(c['mode']), 'defaults', {}).items():  # an unknown mode: validate says so
         if k not in overrides:
             c[k] = saved.get(k, v)

@@ -233,6 +233,10 @@ def test_each_mode_trains_with_its_own_defaults_unless_given(corpus, tmp_path):
         want = {**lowrank.MODES[mode].defaults, **dict(a[2:].split('=') for a in args)}
         assert all(config[k] == type(config[k])(v) for k, v in want.items()), (want, config)
         assert config['min_lr'] == config['learning_rate'] / 10
+    # Spectron's default η follows the width as 1/√n_embd (tuned at 256); a given η is taken as it is
+    for args, eta in (([], 0.02 * math.sqrt(256 / 32)), (['--spectron_lr=0.05'], 0.05)):
+        train(corpus, tmp_path / f'spectron{len(args)}', '--mode=spectron', '--max_iters=0', *args)
+        assert records(tmp_path / f'spectron{len(args)}', 'config')[0]['spectron_lr'] == pytest.approx(eta, rel=1e-12)
     train(corpus, tmp_path / 'floor', '--mode=dense', '--max_iters=0', '--min_lr=0')  # a set floor stays set
     assert records(tmp_path / 'floor', 'config')[0]['min_lr'] == 0
     # a resumed run keeps its own values, not the mode's defaults (nor a min_lr of the default LR)
@@ -240,8 +244,9 @@ def test_each_mode_trains_with_its_own_defaults_unless_given(corpus, tmp_path):
     run('train.py', *tiny, '--mode=tsvd', '--rank=16', '--energy=0.8', '--learning_rate=0.007', '--max_iters=2',
         '--eval_interval=1')
     run('train.py', *tiny, '--init_from=resume', '--max_iters=3', '--eval_interval=1')
-    config = records(tmp_path / 'resumed', 'config')[-1]
+    first, config = records(tmp_path / 'resumed', 'config')
     assert (config['rank'], config['energy'], config['learning_rate'], config['min_lr']) == (16, 0.8, 0.007, 0.0007)
+    assert config['spectron_lr'] == first['spectron_lr']
     # muon, like dense, trains full W and ignores --rank (even one that fits no factorized layer)
     train(corpus, tmp_path / 'muon', '--mode=muon', '--rank=9999', '--max_iters=1', '--eval_interval=1')
     assert records(tmp_path / 'muon', 'eval')[-1]['params'] == records(tmp_path / 'dense0', 'eval')[-1]['params']

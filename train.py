@@ -72,7 +72,7 @@ warmup_iters = 100
 lr_decay_iters = 0  # the cosine reaches min_lr here (0: at max_iters)
 min_lr = 1e-4  # the cosine's floor; unless set: learning_rate / 10 (nanoGPT's rule)
 # Spectron (factor pairs)
-spectron_lr = 0.02  # η: bound on ‖ΔW‖₂ per step, at the schedule's peak (tuned: experiments/tune.sh)
+spectron_lr = 0.02  # η: bound on ‖ΔW‖₂ per step (LR peak), tuned at n_embd 256; unless set, ×√(256/n_embd)
 spectron_beta = 0.95  # momentum
 ns_steps = 5  # Newton–Schulz steps
 spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)
@@ -103,7 +103,8 @@ MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file',
 MODE_DEFAULTS = '; '.join(f"{name} " + ' '.join(f"{k}={v:g}" for k, v in m.defaults.items())
                           for name, m in lowrank.MODES.items())
 overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',),
-                       notes=f"unless set, by mode (lowrank.MODES): {MODE_DEFAULTS}; min_lr: learning_rate / 10")
+                       notes=f"unless set, by mode (lowrank.MODES): {MODE_DEFAULTS}; min_lr: learning_rate / 10; "
+                             f"spectron_lr: {DEFAULTS['spectron_lr']:g} × √(256/n_embd) (best η ∝ 1/√width)")
 cfg = {**DEFAULTS, **overrides}
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
 checkpoint = dense = None  # what init_from=resume continues; what init_from=svd factorizes (optimizer state fresh)
