@@ -12,7 +12,7 @@
 # runs.csv (every run, table.py's columns) and the logs. 18 runs (+1 dense): the six native runs are nearly all of the
 # cost (about 63 run-minutes, from the tuning's timings: r=128 runs ~15-17 minutes, r=32 and 64 ~5-9), the
 # fine-tunes ~7, the evaluations ~2, the dense run ~10 when needed; two 1-thread runs at a time, about 40 minutes
-# of a 2-core CPU (45 with the dense run). Reruns finish what is missing.
+# of a 2-core CPU (45 with the dense run). Reruns finish what is missing; logs in assets/svd_vs_native count as done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
@@ -35,6 +35,7 @@ sys.exit(0 if rows[-1].get('kind') == 'summary' and os.path.isfile(f'{run}/ckpt.
 PY
 echo "dense model: $dense"
 mkdir -p "$assets"
+restore_runs "$assets" "$out"  # committed results count as finished runs
 { [ "$dense" = "$out/dense" ] && echo "$out/dense --mode=dense $* --max_iters=$DENSE_ITERS"
   for r in $(echo $ranks | tr ' ' '\n' | sort -rn); do  # the longest runs first
     for mode in spectron nfw; do
