@@ -407,7 +407,7 @@ MODES = {
     'muon': Mode(DenseLinear, muon_and_adamw, None, dict(learning_rate=1e-3)),
     'nfw': Mode(FactorizedLinear, adamw_only, None, dict(learning_rate=2e-3)),
     'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, dict(learning_rate=1e-3)),
-    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, dict(learning_rate=3e-3, rank=0.25, energy=0.99)),
+    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, dict(learning_rate=3e-3, rank=0.5, energy=0.99)),
 }
 
 

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from table import summarize  # noqa: E402
 
 PROJS = ('attn.q', 'attn.k', 'attn.v', 'attn.o', 'mlp.up', 'mlp.down')
-COLORS = {'dense': 'black', 'muon': 'tab:purple', 'nfw': 'tab:blue', 'spectron': 'tab:red'}
+COLORS = {'dense': 'black', 'muon': 'tab:purple', 'nfw': 'tab:blue', 'spectron': 'tab:red', 'tsvd': 'tab:gray'}
 TAU_MARKERS = {0.9: 'v', 0.95: 'D', 0.99: 'o'}
 
 
@@ -32,7 +32,10 @@ def point(path):
     row = summarize(path)
     log = os.path.join(path, 'log.jsonl') if os.path.isdir(path) else path
     with open(log) as f:
-        row['ranks'] = [r for r in map(json.loads, f) if r['kind'] == 'eval'][-1]['ranks']  # per layer, at the end
+        evals = [r for r in map(json.loads, f) if r['kind'] == 'eval']
+    row['ranks'] = evals[-1]['ranks']  # per layer, at the end
+    if row['mode'] == 'tsvd':  # the start rank as a count (--rank may have been a fraction)
+        row['rank'] = max(evals[0]['ranks'].values())
     row['tflops'] = float(row['tflops'])
     row['minutes'] = row['minutes'] if isinstance(row['minutes'], float) else float('nan')
     return row
@@ -90,12 +93,12 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     fig.savefig(os.path.join(args.out, 'frontier.png'), dpi=110)
     ref = f" (dense: {dense['run']}, {dense['val']:.4f}, {dense['tflops']:.1f} TFLOPs)" if dense else ''
-    print(f"| start rank | τ | final mean rank: {' / '.join(PROJS)} | val loss | vs dense{ref} | training TFLOPs "
-          f"| minutes |\n|---|---|---|---|---|---|---|")
+    print(f"| run | start rank | τ | final mean rank: {' / '.join(PROJS)} | val loss | vs dense{ref} "
+          f"| training TFLOPs | minutes |\n|---|---|---|---|---|---|---|---|")
     for r in sorted(tsvd, key=lambda r: (r['rank'], r['config']['energy'])):
         ranks = ' / '.join(f"{v:.0f}" for v in final_ranks(r).values())
         rel = f"{100 * (r['val'] / dense['val'] - 1):+.1f}%" if dense else '-'
-        print(f"| {r['rank']} | {r['config']['energy']} | {ranks} | {r['val']:.4f} | {rel} | {r['tflops']:.1f} "
+        print(f"| {r['run']} | {r['rank']} | {r['config']['energy']} | {ranks} | {r['val']:.4f} | {rel} | {r['tflops']:.1f} "
               f"| {r['minutes']:.1f} |")
     print("\n| run | mode | rank | val loss | training TFLOPs | minutes |\n|---|---|---|---|---|---|")
     for r in sorted(others, key=lambda r: r['tflops']):
