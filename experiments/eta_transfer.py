@@ -63,7 +63,8 @@ def main():
             steps = sorted(by_step)
             vals = [by_step[s] for s in steps]
             color = {8: 'tab:blue', 4: 'tab:orange', 2: 'tab:green'}.get(d // r, 'gray')
-            line, = ax.plot(steps, vals, 'o-' if d == 256 else 's--', color=color, label=f"n_embd {d}, rank {r} (d/{d // r})")
+            line, = ax.plot(steps, vals, 'o-' if d == 256 else 's--', color=color,
+                            label=f"n_embd {d}, rank {r} (d/{d // r})")
             best = vertex(steps, vals)
             i = int(np.argmin(vals))
             ax.plot(steps[i], vals[i], '*', ms=14, color=line.get_color())

@@ -80,7 +80,8 @@ def main():
                 ax.plot(r[key], r['val'], TAU_MARKERS.get(tau, 'x'), color=color, ms=8,
                         label=f"tsvd start rank {start}, τ {tau}" if key == 'tflops' else None)
         if dense:
-            ax.axhline(dense['val'] * 1.02, color='black', ls=':', lw=0.8, label='dense + 2%' if key == 'tflops' else None)
+            ax.axhline(dense['val'] * 1.02, color='black', ls=':', lw=0.8,
+                       label='dense + 2%' if key == 'tflops' else None)
             ax.axvline(dense[key], color='black', ls='--', lw=0.6)
         ax.set_xscale('log')
         ax.set_xlabel(label)
@@ -98,7 +99,8 @@ def main():
     for r in sorted(tsvd, key=lambda r: (r['rank'], r['config']['energy'])):
         ranks = ' / '.join(f"{v:.0f}" for v in final_ranks(r).values())
         rel = f"{100 * (r['val'] / dense['val'] - 1):+.1f}%" if dense else '-'
-        print(f"| {r['run']} | {r['rank']} | {r['config']['energy']} | {ranks} | {r['val']:.4f} | {rel} | {r['tflops']:.1f} "
+        print(f"| {r['run']} | {r['rank']} | {r['config']['energy']} | {ranks} | {r['val']:.4f} | {rel} "
+              f"| {r['tflops']:.1f} "
               f"| {r['minutes']:.1f} |")
     print("\n| run | mode | rank | val loss | training TFLOPs | minutes |\n|---|---|---|---|---|---|")
     for r in sorted(others, key=lambda r: r['tflops']):
