@@ -15,8 +15,7 @@ NFW_GRID="0.001 0.002 0.005 0.01"  # the default config's best is 0.002; n_embd 
 mkdir -p assets/eta_transfer runs/eta_transfer
 restore_runs assets/eta_transfer runs/eta_transfer
 for eta in 0.02 0.05 0.1 0.2; do  # the ablation's "both" runs are this grid's n_embd 128, rank 32 Spectron runs
-  log=assets/spectron_ablation/both_lr${eta}_seed1337.log.jsonl run=runs/eta_transfer/d128_r32_spectron_lr$eta
-  grep -qs '"kind": "summary"' "$run/log.jsonl" || { mkdir -p "$run"; cp "$log" "$run/log.jsonl"; }
+  restore_run assets/spectron_ablation/both_lr${eta}_seed1337.log.jsonl runs/eta_transfer/d128_r32_spectron_lr$eta
 done
 python prepare_data.py > /dev/null
 for d in 256 128; do  # the slow width first, so that the two processes finish together

@@ -15,13 +15,15 @@ train_one() {
   fi
 }
 export -f train_one
+restore_run() {  # restore_run LOG RUN: a committed log becomes the finished run RUN (unless RUN has finished itself)
+  grep -qs '"kind": "summary"' "$2/log.jsonl" || { mkdir -p "$2"; cp "$1" "$2/log.jsonl"; }
+}
 restore_runs() {  # restore_runs ASSETS RUNS: each committed ASSETS/NAME.log.jsonl becomes the finished run RUNS/NAME
-  local log run
+  local log
   for log in "$1"/*.log.jsonl; do
-    [ -e "$log" ] || continue
-    run=$2/$(basename "$log" .log.jsonl)
-    grep -qs '"kind": "summary"' "$run/log.jsonl" || { mkdir -p "$run"; cp "$log" "$run/log.jsonl"; }
+    [ -e "$log" ] && restore_run "$log" "$2/$(basename "$log" .log.jsonl)"
   done
+  return 0
 }
 train_all() { sed 's/[[:space:]]*$//' | grep -v '^$' | xargs -P "${JOBS:-$(nproc)}" -L 1 bash -c 'train_one "$@"' _; }
 # python_corpus: the second corpus of the rank sweeps, which every machine has offline: Python's own standard library

@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 source experiments/lib.sh
 mkdir -p assets/tsvd_frontier runs/tsvd_frontier
 restore_runs assets/tsvd_frontier runs/tsvd_frontier
-run=runs/tsvd_frontier/r64_tau0.99  # the tuning's seed-1337 run at 3e-3 is this grid's default point
-grep -qs '"kind": "summary"' "$run/log.jsonl" || { mkdir -p "$run"; cp assets/tune/tsvd_lr0.003_seed1337.log.jsonl "$run/log.jsonl"; }
+# the tuning's seed-1337 run at 3e-3 is this grid's r=64 τ=0.99 point
+restore_run assets/tune/tsvd_lr0.003_seed1337.log.jsonl runs/tsvd_frontier/r64_tau0.99
 python prepare_data.py > /dev/null
 for r in 256 128 64; do  # the slowest first
   for tau in 0.9 0.95 0.99; do
