@@ -418,3 +418,19 @@ def test_rank_sweep_best_one_curve_per_training_prefix_starred_at_its_lowest(tmp
     assert last["spectron d=8 1k tokens"] == pytest.approx([2.7, 2.5, 2.6])
     assert final.axes[0].get_title().startswith("final val loss vs rank")
     ps.plt.close(final)
+
+
+@pytest.mark.parametrize("script", ["frontier.py", "eta_transfer.py"])
+def test_experiment_figures_refuse_runs_without_logs(tmp_path, script):
+    """experiments/frontier.py and eta_transfer.py: a path with no run, or a run with no eval yet, is one line and
+    exit 2 before any figure is drawn"""
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    (empty / "log.jsonl").write_text(json.dumps({"kind": "config", "mode": "nfw"}) + "\n")
+    for bad in (str(tmp_path / "missing"), str(empty)):
+        p = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments",
+                                                         script), bad, f"--out={tmp_path / 'out'}"],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert not (tmp_path / "out").exists()

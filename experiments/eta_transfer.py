@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from plot_spectra import load_log, run_lr  # noqa: E402
+from table import die  # noqa: E402
 
 
 def curves(run_dirs):
@@ -27,7 +28,7 @@ def curves(run_dirs):
     for d in run_dirs:
         log = load_log(d)
         if log is None or not log[2]:
-            sys.exit(f"error: no eval record in {d}/log.jsonl")
+            die(f"no eval record in {d}/log.jsonl")
         config, _, evals = log
         val = evals[-1]['val_loss']
         out.setdefault((config['mode'], config['n_embd'], config['rank']), {})[run_lr(config)] = \

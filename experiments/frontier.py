@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from table import summarize  # noqa: E402
+from table import die, summarize  # noqa: E402
 
 PROJS = ('attn.q', 'attn.k', 'attn.v', 'attn.o', 'mlp.up', 'mlp.down')
 COLORS = {'dense': 'black', 'muon': 'tab:purple', 'nfw': 'tab:blue', 'spectron': 'tab:red', 'tsvd': 'tab:gray'}
@@ -65,7 +65,7 @@ def main():
     args = ap.parse_args()
     for p in args.tsvd_runs + args.others:
         if not os.path.exists(p):
-            sys.exit(f"error: no run at {p}")
+            die(f"no run at {p}")
     tsvd, others = [point(p) for p in args.tsvd_runs], best_step(point(p) for p in args.others)
     dense = min((r for r in others if r['mode'] == 'dense' and r['n_embd'] == tsvd[0]['n_embd']),
                 key=lambda r: r['val'], default=None)
