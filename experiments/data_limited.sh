@@ -14,16 +14,15 @@
 # picks (not retuned per prefix or rank: a stated limitation). A pick at a grid end is a warning: extend the grid.
 # Then seed 1 for the smallest prefix where a rank below the full width is best (r* < 128) for either mode (1/32 if
 # none), and the same prefix on the second corpus (Python's standard library, lib.sh's python_corpus).
-# Order: tuning; 1/32 and 1/8; seed 1 and Python at the chosen prefix; the full split last (first to go if time
-# runs out). Run counts: tuning up to 24 (3 of them are 1/32 grid runs), grid 39, seed 1 and Python 23-26.
-# Time (two 1-thread runs at a time; the rank sweep measured 27.5 run-minutes per 1000 steps of its 13-run d128 grid):
-# tuning ~42 run-minutes, the grid ~171 (1/32 30, 1/8 57, all 84), seed 1 and Python ~54 at 1/32 or ~114 at 1/8:
-# about 4.5-5.5 hours of run time, 2.4-3 hours of a 2-core CPU. Reruns finish what is missing (run names carry the
-# step size, so a changed pick makes new runs rather than reusing others).
+# Order: tuning; 1/32 and 1/8; seed 1 and Python at the chosen prefix; the full split; then (5) the step-size check
+# around each r* at 1/32 and 1/8 and seed 1 there at 1/8. Runs: tuning 24, grid 39, seed 1 and Python 26, check 26.
+# Time measured here (two 1-thread runs at a time): tuning 21 min, 1/32 and 1/8 30, seed 1 and Python at 1/32 20,
+# the full split 28, the check 37: about 2 h 20 min of the 2-core CPU. Reruns finish what is missing (run names carry
+# the step size, so a changed pick makes new runs rather than reusing others).
 # Then assets/data_limited/: runs.csv (every run, val/train/gap at its best eval, iter_best), table.md (seeds merged),
 # lr_check.md, rstar.txt (r* per prefix and mode, and the runs whose best eval is their last), rank_sweep_best.png
 # (best val loss and the gap there against rank, one curve per prefix and mode, ★ at r*), python/rank_sweep_best.png
-# (both corpora at the chosen prefix), python_corpus.txt and every log.
+# (both corpora at the chosen prefix), steps_check.md (step 5), python_corpus.txt and every log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
@@ -139,13 +138,63 @@ echo "seed 1 and the Python corpus at $chosen"
 # 4. seed 1 and the Python corpus at the chosen prefix, then the full split
 { grid shakespeare "$chosen" 1; grid python "$chosen" 1337; grid shakespeare p1 1337; } | train_all
 
+# 5. the step sizes were tuned at rank 32 alone: is r* only where they fit? At 1/32 and 1/8, every rank within a
+# factor 2 of its r* (seed 1337) trains again at the pick's two grid neighbours (Spectron's η 0.05 and 0.2 around
+# 0.1, and so on), and r* is taken again with each of those ranks at the best of its three step sizes
+# (steps_check.md). The same ranks at 1/8 also get seed 1 at the picks: a second seed where the minimum is clearest
+# (step 3's rule gave seed 1 to the smallest prefix with r* below the width, and 1/32's curve is flat around its r*).
+neighbours() { echo " ${GRID[$1]} " | grep -o "[^ ]* ${STEP[$1]} [^ ]*" | tr ' ' '\n' | grep -vx "${STEP[$1]}"; }
+near_rstar() {  # prefix mode: the grid ranks within a factor 2 of the mode's r* at that prefix
+  local r=$(rstar $small | awk -v p="$1" -v m="$2" '$1 == p && $2 == m { sub(/r\*=/, "", $3); print $3 + 0 }')
+  for x in $ranks; do if [ "$x" -ge $(( r / 2 )) ] && [ "$x" -le $(( r * 2 )) ]; then echo "$x"; fi; done
+}
+checked() {  # prefix ...: every run of the check there, and the fixed-step runs it compares against
+  for p in "$@"; do for mode in nfw spectron; do for r in $(near_rstar $p $mode); do
+    for v in ${STEP[$mode]} $(neighbours $mode); do line shakespeare $p $mode "$r" "$v" 1337; done
+  done; done; done
+}
+seed1_p8() {
+  for mode in nfw spectron; do
+    for r in $(near_rstar p8 $mode); do line shakespeare p8 $mode "$r" "${STEP[$mode]}" 1; done
+  done
+}
+{ checked p32 p8; seed1_p8; } | train_all
+rstar_steps() {  # each rank at its best step size where it has several, then r* per prefix and mode
+  python - "$@" <<'PY'
+import json, os, sys
+best = {}  # (prefix, mode) -> rank -> {step: best val}
+for run in sys.argv[1:]:
+    rows = [json.loads(l) for l in open(os.path.join(run, 'log.jsonl'))]
+    c = rows[0]
+    if c['seed'] != 1337:
+        continue
+    step = c['spectron_lr'] if c['mode'] == 'spectron' else c['learning_rate']
+    key = (os.path.basename(run).split('_')[0], c['mode'])
+    best.setdefault(key, {}).setdefault(c['rank'], {})[step] = min(r['val_loss'] for r in rows if r['kind'] == 'eval')
+print('| prefix | mode | rank | best val at each step size | best |\n|---|---|---|---|---|')
+for (p, mode), by_rank in sorted(best.items(), key=lambda kv: (['p32', 'p8', 'p1'].index(kv[0][0]), kv[0][1])):
+    low = {r: min(v.values()) for r, v in by_rank.items()}
+    r_star = min(low, key=low.get)
+    for r, v in sorted(by_rank.items()):
+        steps = ', '.join(f"{s:g}: {x:.4f}" for s, x in sorted(v.items()))
+        print(f"| {p} | {mode} | {r}{' (r*)' if r == r_star else ''} | {steps} | {low[r]:.4f} |")
+PY
+}
+every_rank=$({ checked p32 p8; for p in p32 p8; do grid shakespeare $p 1337 | grep -v _dense_; done; } | dirs | sort -u)
+rstar_steps $every_rank | tee "$assets/steps_check.md"
+seed_check=$({ seed1_p8; seed1_p8 | sed 's/_seed1 / /; s/--seed=1 /--seed=1337 /'; } | dirs)
+{ echo; echo "1/8, the ranks near r* at the picks, seeds 1337 and 1:"; echo
+  python experiments/table.py $seed_check --best --seeds --columns=mode,rank,lr,seed,val,gap,iter_best; } |
+  tee -a "$assets/steps_check.md"
+
 # report
 sweep=$({ for p in p32 p8 p1; do grid shakespeare $p 1337; done; grid shakespeare "$chosen" 1; } | dirs)
 python_runs=$(grid python "$chosen" 1337 | dirs)
 check=$(for mode in spectron nfw dense; do for v in ${GRID[$mode]}; do for s in 1337 1; do
   d=$(line shakespeare p32 $mode 32 $v $s | dirs); if [ -f "$d/log.jsonl" ]; then echo "$d"; fi
 done; done; done)
-every=$(printf '%s\n' $sweep $python_runs $check | sort -u)  # the tuning's picks are grid runs too
+# (the tuning's picks are grid runs too)
+every=$(printf '%s\n' $sweep $python_runs $check $every_rank $seed_check | sort -u)
 python experiments/table.py $every --best --csv="$assets/runs.csv" --columns=run > /dev/null
 python experiments/table.py $sweep $python_runs --best --seeds \
   --columns=corpus,tokens,mode,rank,lr,seed,val,gap,iter_best,iters,params | tee "$assets/table.md"
