@@ -130,8 +130,9 @@ for key, by_rank in sorted(groups.items()):
 PY
 }
 small=$({ grid shakespeare p32 1337; grid shakespeare p8 1337; } | dirs)
-rstar $small
-chosen=$(rstar $small | awk '/ below the full width/ { print $1; exit }')
+rstars=$(rstar $small)
+echo "$rstars"
+chosen=$(echo "$rstars" | awk '/ below the full width/ { print $1; exit }')
 chosen=${chosen:-p32}
 echo "seed 1 and the Python corpus at $chosen"
 
@@ -145,7 +146,7 @@ echo "seed 1 and the Python corpus at $chosen"
 # (step 3's rule gave seed 1 to the smallest prefix with r* below the width, and 1/32's curve is flat around its r*).
 neighbours() { echo " ${GRID[$1]} " | grep -o "[^ ]* ${STEP[$1]} [^ ]*" | tr ' ' '\n' | grep -vx "${STEP[$1]}"; }
 near_rstar() {  # prefix mode: the grid ranks within a factor 2 of the mode's r* at that prefix
-  local r=$(rstar $small | awk -v p="$1" -v m="$2" '$1 == p && $2 == m { sub(/r\*=/, "", $3); print $3 + 0 }')
+  local r=$(echo "$rstars" | awk -v p="$1" -v m="$2" '$1 == p && $2 == m { sub(/r\*=/, "", $3); print $3 + 0 }')
   for x in $ranks; do if [ "$x" -ge $(( r / 2 )) ] && [ "$x" -le $(( r * 2 )) ]; then echo "$x"; fi; done
 }
 checked() {  # prefix ...: every run of the check there, and the fixed-step runs it compares against
@@ -153,24 +154,23 @@ checked() {  # prefix ...: every run of the check there, and the fixed-step runs
     for v in ${STEP[$mode]} $(neighbours $mode); do line shakespeare $p $mode "$r" "$v" 1337; done
   done; done; done
 }
-seed1_p8() {
+at_picks() {  # prefix seed: the ranks near r* at the picked step sizes
   for mode in nfw spectron; do
-    for r in $(near_rstar p8 $mode); do line shakespeare p8 $mode "$r" "${STEP[$mode]}" 1; done
+    for r in $(near_rstar "$1" $mode); do line shakespeare "$1" $mode "$r" "${STEP[$mode]}" "$2"; done
   done
 }
-{ checked p32 p8; seed1_p8; } | train_all
+{ checked p32 p8; at_picks p8 1; } | train_all
 rstar_steps() {  # each rank at its best step size where it has several, then r* per prefix and mode
   python - "$@" <<'PY'
-import json, os, sys
+import os, sys
+sys.path.insert(0, 'experiments')
+from table import summarize
 best = {}  # (prefix, mode) -> rank -> {step: best val}
 for run in sys.argv[1:]:
-    rows = [json.loads(l) for l in open(os.path.join(run, 'log.jsonl'))]
-    c = rows[0]
-    if c['seed'] != 1337:
-        continue
-    step = c['spectron_lr'] if c['mode'] == 'spectron' else c['learning_rate']
-    key = (os.path.basename(run).split('_')[0], c['mode'])
-    best.setdefault(key, {}).setdefault(c['rank'], {})[step] = min(r['val_loss'] for r in rows if r['kind'] == 'eval')
+    row = summarize(run, best=True)
+    if row['seed'] == 1337:
+        key = (os.path.basename(run).split('_')[0], row['mode'])
+        best.setdefault(key, {}).setdefault(row['rank'], {})[row['lr']] = row['val']
 print('| prefix | mode | rank | best val at each step size | best |\n|---|---|---|---|---|')
 for (p, mode), by_rank in sorted(best.items(), key=lambda kv: (['p32', 'p8', 'p1'].index(kv[0][0]), kv[0][1])):
     low = {r: min(v.values()) for r, v in by_rank.items()}
@@ -182,7 +182,7 @@ PY
 }
 every_rank=$({ checked p32 p8; for p in p32 p8; do grid shakespeare $p 1337 | grep -v _dense_; done; } | dirs | sort -u)
 rstar_steps $every_rank | tee "$assets/steps_check.md"
-seed_check=$({ seed1_p8; seed1_p8 | sed 's/_seed1 / /; s/--seed=1 /--seed=1337 /'; } | dirs)
+seed_check=$({ at_picks p8 1; at_picks p8 1337; } | dirs)
 { echo; echo "1/8, the ranks near r* at the picks, seeds 1337 and 1:"; echo
   python experiments/table.py $seed_check --best --seeds --columns=mode,rank,lr,seed,val,gap,iter_best; } |
   tee -a "$assets/steps_check.md"
