@@ -396,18 +396,26 @@ def tsvd_adamw(model, cfg):
     return [adamw(list(model.parameters()), cfg, no_decay=tsvd)]
 
 
-# layer: the class every non-embedding linear is built from; optimizers(model, cfg) -> list of optimizers;
-# after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (or None: nothing to do);
-# defaults: the config values the mode trains with unless they are given (train.py --help lists them). Each
-# learning_rate is the mode's AdamW peak LR tuned at the default config by experiments/tune.sh (in spectron and muon
-# AdamW trains only embeddings, head, norms and biases: their tuned step sizes are spectron_lr, muon_lr).
-Mode = namedtuple('Mode', 'layer optimizers after_step defaults')
+# The one list of modes: every other file asks a mode what it needs through these fields, never by its name.
+#   layer: the class every non-embedding linear is built from
+#   optimizers(model, cfg) -> list of optimizers, stepped together
+#   after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (None: nothing to do)
+#   defaults: the config values the mode trains with unless they are given (train.py --help lists them); each
+#     learning_rate is the mode's AdamW peak LR tuned at the default config by experiments/tune.sh
+#   step_size: the config key of the step size that trains its block weights (logs, figures and tables call it so;
+#     in spectron and muon modes AdamW's learning_rate trains only the embeddings, head, norms and biases)
+#   bounded: its optimizer promises ‖ΔW‖₂ ≤ step size every step (the stability figure draws that line)
+#   color: its colour in every figure (None: one from matplotlib's cycle, fixed by its place in MODES)
+Mode = namedtuple('Mode', 'layer optimizers after_step defaults step_size bounded color',
+                  defaults=(None, {}, 'learning_rate', False, None))
 MODES = {
-    'dense': Mode(DenseLinear, adamw_only, None, dict(learning_rate=1e-3)),
-    'muon': Mode(DenseLinear, muon_and_adamw, None, dict(learning_rate=1e-3)),
-    'nfw': Mode(FactorizedLinear, adamw_only, None, dict(learning_rate=2e-3)),
-    'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, dict(learning_rate=1e-3)),
-    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, dict(learning_rate=3e-3, rank=0.5, energy=0.99)),
+    'dense': Mode(DenseLinear, adamw_only, None, dict(learning_rate=1e-3), color='black'),
+    'muon': Mode(DenseLinear, muon_and_adamw, None, dict(learning_rate=1e-3), 'muon_lr', color='tab:purple'),
+    'nfw': Mode(FactorizedLinear, adamw_only, None, dict(learning_rate=2e-3), color='tab:blue'),
+    'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, dict(learning_rate=1e-3), 'spectron_lr', bounded=True,
+                     color='tab:orange'),
+    'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, dict(learning_rate=3e-3, rank=0.5, energy=0.99),
+                 color='tab:green'),
 }
 
 
