@@ -8,7 +8,7 @@
 #   all: 3000 steps (3 epochs), every 150. Passing the minimum on the full split would take 10+ epochs (~10k steps a
 #   run: 1.6 more hours of the 2-core CPU): its runs will mostly still be falling (iter_best = iters says so per run).
 # Eval: 2 × 20 batches, about 12 training steps' worth: 15% of a 1/32 run, 10% and 8% of the longer ones.
-# Step sizes, by the tuning protocol (README, "How modes are compared") at one setting, 1/32 and rank 32, on the
+# Step sizes, by the tuning protocol (RESULTS.md, "How modes are compared") at one setting, 1/32 and rank 32, on the
 # metric of this experiment (best val): Spectron's η, NFW's and dense's AdamW LR each on 5 values over 1.1-1.3 decades,
 # seed 1337, then the best and its neighbours with seed 1; every other prefix, rank and the Python corpus use these
 # picks (not retuned per prefix or rank: a stated limitation). A pick at a grid end is a warning: extend the grid.

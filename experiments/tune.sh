@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tuning protocol (README, "How modes are compared"; ../shared/METHODS.md §7) at the default config
+# The tuning protocol (RESULTS.md, "How modes are compared"; ../shared/METHODS.md §7) at the default config
 # (4 layers, n_embd 256, rank 64, 2000 steps): each mode's own step size on a log grid of 5 values spanning a decade,
 # seed 1337; then the best and its two neighbours again with seed 1; the default is the best seed mean.
 # Step sizes: AdamW's peak LR for dense, nfw and tsvd (min_lr = LR/10), η for spectron, Muon's LR for muon (its grid
