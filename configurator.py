@@ -12,19 +12,21 @@ same way, and with_mode_defaults (each mode's tuned LR). What needs the data or 
 """
 import ast
 import difflib
+import io
 import math
 import os
 import sys
+import tokenize
 
 import torch
 
 import lowrank
 
 
-def die(msg):
-    """Bad input: one line on stderr, exit status 2."""
+def die(msg, status=2):
+    """Bad input: one line on stderr, exit status 2 (status 1: a failure while running, such as a full disk)."""
     print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 def closest(word, choices):
@@ -43,15 +45,48 @@ def coerce(defaults, key, value, int_or_float=()):
     return float(value) if want is float and key not in int_or_float else value  # a rank of 64 stays a count
 
 
-def parse_args(defaults, argv, int_or_float=(), notes=''):
-    """The overrides that config files and --key=value arguments make to defaults, as a dict (--help: notes last)."""
+def key_comments(path):
+    """{key: (meaning, heading)} of a script's top-level `key = value  # meaning` lines, heading being the whole-line
+    comments just above the key (its group's title, '' if none). Read with tokenize: a '#' in a string is no comment."""
+    try:
+        with open(path, 'rb') as f:
+            tokens = [t for t in tokenize.tokenize(f.readline) if t.type not in (tokenize.NL, tokenize.ENCODING)]
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):  # no source (None), or none we can read: no help
+        return {}
+    found, heading = {}, []
+    for i, t in enumerate(tokens):
+        if t.type == tokenize.COMMENT and t.start[1] == 0:
+            heading += [t.string.lstrip('# ')] if t.string.strip('# -') else []
+        elif t.type == tokenize.NAME and t.start[1] == 0 and tokens[i + 1].string == '=':
+            line = [u for u in tokens[i:] if u.start[0] == t.start[0]]
+            meaning = next((u.string.lstrip('# ') for u in line if u.type == tokenize.COMMENT), '')
+            found.setdefault(t.string, (meaning, '; '.join(heading)))  # the first: a default, not a reuse
+            heading = []
+        elif t.type != tokenize.COMMENT:
+            heading = []
+    return found
+
+
+def print_help(defaults, usage, notes, source):
+    """Each key with its default and its meaning (source's trailing comment), under its group's heading."""
+    print(f"usage: python {os.path.basename(sys.argv[0])} {usage}; keys, defaults and meanings:")
+    comments = key_comments(source)
+    for key, value in defaults.items():
+        meaning, heading = comments.get(key, ('', ''))
+        if heading:
+            print(f"# {heading}")
+        print(f"  {f'--{key}={value!r}':<30} {meaning}".rstrip())
+    if notes:
+        print(notes)
+
+
+def parse_args(defaults, argv, int_or_float=(), notes='', usage='[config_file.py ...] [--key=value ...]', source=None):
+    """The overrides that config files and --key=value arguments make to defaults, as a dict. --help lists the keys
+    with the comments of source (default: the script run), then notes."""
     overrides = {}
     for arg in argv:
         if arg in ('-h', '--help'):
-            print(f"usage: python {sys.argv[0]} [config_file.py ...] [--key=value ...]; keys and defaults:")
-            print('\n'.join(f"  --{key}={value!r}" for key, value in defaults.items()))
-            if notes:
-                print(notes)
+            print_help(defaults, usage, notes, source or getattr(sys.modules['__main__'], '__file__', None))
             sys.exit(0)
         if not arg.startswith('--'):
             namespace = {}
@@ -146,12 +181,7 @@ def validate(c):
     need(c['tokenizer'] in ('char', 'gpt2'), f"tokenizer must be 'char' or 'gpt2', got {c['tokenizer']!r}")
     need(os.path.isfile(c['input_file']), f"corpus not found: {c['input_file']}")
     need(c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {c['dtype']!r}")
-    if c['device'] == 'auto':
-        c['device'] = 'cuda' if torch.cuda.is_available() else 'cpu'
-    need(c['device'].split(':')[0] in ('cpu', 'cuda', 'mps'), f"device must be auto, cpu, cuda[:N] or mps, got {c['device']!r}")
-    need(not c['device'].startswith('cuda') or torch.cuda.is_available(), "device=cuda but no CUDA GPU is available")
-    need(not c['device'].startswith('cuda:') or c['device'][5:].isdigit() and int(c['device'][5:]) <
-         torch.cuda.device_count(), f"device={c['device']}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    c['device'] = check_device(c['device'])
     if c['compile']:  # inductor needs dynamo support and, on CPU, a C++ compiler
         import shutil
         from torch import _dynamo
@@ -162,6 +192,36 @@ def validate(c):
         bf16 = c['device'].startswith('cuda') and torch.cuda.is_bf16_supported(including_emulation=False)
         c['dtype'] = 'bfloat16' if bf16 else 'float32'
     return c
+
+
+def check_device(device):
+    """device ('auto': CUDA if there is a GPU, else the CPU), or one line and exit 2 if this machine has none such."""
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device.split(':')[0] not in ('cpu', 'cuda', 'mps'):
+        die(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        die("device=cuda but no CUDA GPU is available")
+    if device.startswith('cuda:') and not (device[5:].isdigit() and int(device[5:]) < torch.cuda.device_count()):
+        die(f"device={device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device == 'mps' and not torch.backends.mps.is_available():
+        die("device=mps but MPS is not available here")
+    return device
+
+
+def short_run_warnings(c):
+    """What a valid config may not mean to do: end inside the LR warmup, or a TSVD run end before its first rank
+    choice (after_step is called with k = 1 ... max_iters; it truncates at k >= rank_warmup, k % rank_interval == 0)."""
+    out = []
+    if c['decay_lr'] and 0 < c['max_iters'] <= c['warmup_iters']:
+        out.append(f"warning: max_iters={c['max_iters']} <= warmup_iters={c['warmup_iters']}: the run ends inside its "
+                   f"LR warmup and never reaches its peak {lowrank.MODES[c['mode']].step_size}")
+    first = -(-max(1, c['rank_warmup']) // c['rank_interval']) * c['rank_interval']
+    if issubclass(lowrank.MODES[c['mode']].layer, lowrank.TSVDLinear) and 0 < c['max_iters'] < first:
+        out.append(f"warning: mode={c['mode']} makes its first rank choice at step {first} (rank_warmup="
+                   f"{c['rank_warmup']}, rank_interval={c['rank_interval']}), after max_iters={c['max_iters']}: "
+                   f"this run never truncates")
+    return out
 
 
 SPECTRON_WIDTH = 256  # the n_embd at which train.py's spectron_lr was tuned (experiments/tune.sh)
@@ -182,3 +242,18 @@ def with_mode_defaults(c, overrides, saved=None):
         keep = 'min_lr' in saved and 'learning_rate' not in overrides
         c['min_lr'] = saved['min_lr'] if keep else c['learning_rate'] / 10
     return c
+
+
+def modes_help(defaults):
+    """--help's list of modes: each one's step size under its one config key, and its other defaults."""
+    lines = ["modes (--mode=NAME), each with its step size and the defaults it sets unless given:"]
+    for name, m in lowrank.MODES.items():
+        values = {**defaults, **m.defaults}
+        step = f"{m.step_size}={values[m.step_size]:g}" + (f" × √({SPECTRON_WIDTH}/n_embd)" if m.step_size ==
+                                                           'spectron_lr' else '')
+        adamw = ("(AdamW, every parameter)" if m.step_size == 'learning_rate' else f"({name.capitalize()}'s peak); "
+                 f"learning_rate={values['learning_rate']:g} (AdamW: embeddings, head, norms, biases)")
+        rest = ' '.join(f"{k}={v:g}" for k, v in m.defaults.items() if k not in (m.step_size, 'learning_rate'))
+        lines.append(f"  {name}: {step} {adamw}{'; ' + rest if rest else ''}")
+    return '\n'.join(lines + ["the schedule takes every step size down to min_lr / learning_rate of its peak "
+                              "(min_lr: learning_rate / 10 unless set)"])

@@ -1,7 +1,10 @@
 """
 What train.py writes into out_dir, written so that nothing is half-written, silently overwritten or interleaved:
 a lock held by the live run, atomic files, and the keep_last checkpoint rotation.
+A file that cannot be written (a full disk, a file-size limit) ends the run with one line naming it, exit status 1:
+the file it was to replace stays whole and its temporary file goes.
 """
+import contextlib
 import fcntl
 import glob
 import json
@@ -12,15 +15,52 @@ import numpy as np
 from configurator import die
 
 
+def cannot_write(path, error, note=''):
+    """A write that failed for want of space (or any OS reason): one line naming the file, exit status 1."""
+    die(f"cannot write {path}: {error.strerror or error}{note}", status=1)
+
+
 def atomic_save(obj, path, saver):
     """Write to a temporary file, fsync, then rename: a crash, or a reader in another process, finds either the old
     file or the new, never half. The temporary name is the writer's own, so concurrent writers cannot mix."""
     tmp = f'{path}.{os.getpid()}.tmp'
-    with open(tmp, 'wb') as f:
-        saver(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            saver(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except Exception as e:  # torch.save reports a failed write as a RuntimeError raised while handling the OSError
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        os_error = next((x for x in (e, e.__cause__, e.__context__) if isinstance(x, OSError)), None)
+        if os_error is None:
+            raise
+        cannot_write(path, os_error, f"; the previous {os.path.basename(path)} is kept" if os.path.exists(path) else '')
+
+
+def append_line(path, text):
+    """One log line, appended; a failed write ends the run as atomic_save's do."""
+    try:
+        with open(path, 'a') as f:
+            f.write(text + '\n')
+    except OSError as e:
+        cannot_write(path, e)
+
+
+def add_summary(out_dir, ckpt):
+    """A run killed between its last checkpoint and its summary line gets the summary, from the checkpoint, so that
+    experiments/lib.sh counts it as done. (A log that has its summary, or no log at all, is left as it is.)"""
+    log_path = os.path.join(out_dir, 'log.jsonl')
+    if not os.path.exists(log_path):
+        return
+    with open(log_path) as f:
+        lines = [line for line in f if line.endswith('\n')]  # a line cut short by the kill goes
+    if any(json.loads(line)['kind'] == 'summary' for line in lines):
+        return
+    summary = dict(kind='summary', iter=ckpt['iter_num'], seconds=ckpt.get('seconds', 0.0),
+                   spectra_seconds=ckpt.get('spectra_seconds', 0.0), skipped=ckpt['skipped'])
+    atomic_save(''.join(lines) + json.dumps(summary) + '\n', log_path, lambda text, f: f.write(text.encode()))
 
 
 def claim(out_dir, fresh, overwrite):

@@ -9,7 +9,10 @@ Reads what train.py writes into each run directory:
                 descending and NaN-padded on the right (TSVD ranks shrink)
 
 Usage:
-  python plot_spectra.py RUN_DIR [RUN_DIR ...] [--out=DIR] [--figures=NAME,...] [--show]
+  python plot_spectra.py RUN_DIR [RUN_DIR ...] [--out=DIR] [--figures=NAME,...] [--show=True]
+
+Keys take the --key=value style of train.py (configurator.parse_args: --help lists them; a bad one is one line
+and exit 2).
 
 PNGs go to --out (default: the first run dir) and each path is printed. A figure
 that cannot be made prints one "skip <figure>: <what is missing>" line instead.
@@ -18,15 +21,16 @@ import os
 import sys
 import json
 import zipfile
-import argparse
 
 import numpy as np
 import matplotlib
-# the backend must be chosen before pyplot is imported: headless unless --show
-if "--show" not in sys.argv:
+# the backend must be chosen before pyplot is imported: headless unless --show=True
+if "--show=True" not in sys.argv:
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, ScalarFormatter
+
+from configurator import parse_args
 
 PROJS = ["q", "k", "v", "o", "up", "down"]  # projection type = last name component
 MODE_COLORS = {"dense": "black", "nfw": "tab:blue", "spectron": "tab:orange", "tsvd": "tab:green", "muon": "tab:purple"}
@@ -478,6 +482,11 @@ def plot_lr_sweep(logs):
 FIGURES = ["spectra_curves", "rank_heatmaps", "alpha_depth", "rank_depth", "compression_wave", "loss_curves",
            "rank_sweep", "tsvd_ranks", "stability", "lr_sweep"]
 ON_REQUEST = ["rank_sweep_best"]  # made only when --figures names them
+# the command line's keys (positional arguments are the run directories)
+out = ""  # directory for the PNGs ('': the first RUN_DIR)
+figures = ",".join(FIGURES)  # the figures to make, comma-separated (default: all but those on request)
+show = False  # also open the figures in a window
+CLI_DEFAULTS = dict(out=out, figures=figures, show=show)
 
 # -----------------------------------------------------------------------------
 
@@ -493,28 +502,30 @@ def emit(result, out_dir, fname, show):
         plt.close(result)
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="plot spectra, rank metrics and losses of runs")
-    ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    ap.add_argument("--out", default=None, help="directory for the PNGs (default: first RUN_DIR)")
-    ap.add_argument("--figures", default=",".join(FIGURES),
-                    help=f"comma-separated subset of: {', '.join(FIGURES)} (the default); or {', '.join(ON_REQUEST)}")
-    ap.add_argument("--show", action="store_true", help="also open the figures in a window")
-    args = ap.parse_args(argv)
-    wanted = [f.strip() for f in args.figures.split(",") if f.strip()]
+    argv = sys.argv[1:] if argv is None else argv
+    run_dirs = [a for a in argv if not a.startswith("-")]
+    args = dict(CLI_DEFAULTS, **parse_args(CLI_DEFAULTS, [a for a in argv if a.startswith("-")], source=__file__,
+                                          usage="RUN_DIR [RUN_DIR ...] [--key=value ...]",
+                                          notes=f"figures: {', '.join(FIGURES)}; on request: {', '.join(ON_REQUEST)}"))
+    if not run_dirs:
+        print("error: no RUN_DIR given (python plot_spectra.py RUN_DIR [RUN_DIR ...] [--key=value ...])",
+              file=sys.stderr)
+        return 2
+    wanted = [f.strip() for f in args["figures"].split(",") if f.strip()]
     for f in wanted:
         if f not in FIGURES + ON_REQUEST:
             print(f"error: unknown figure {f!r}; known: {', '.join(FIGURES + ON_REQUEST)}", file=sys.stderr)
             return 2
-    for d in args.run_dirs:
+    for d in run_dirs:
         if not os.path.isdir(d):
             print(f"error: not a directory: {d}", file=sys.stderr)
             return 2
     runs = [(d, os.path.basename(os.path.normpath(os.path.abspath(d))), load_log(d), load_spectra(d))
-            for d in args.run_dirs]
+            for d in run_dirs]
     if all(log is None and spec is None for _, _, log, spec in runs):
-        print(f"error: no log.jsonl or spectra.npz in {' '.join(args.run_dirs)}", file=sys.stderr)
+        print(f"error: no log.jsonl or spectra.npz in {' '.join(run_dirs)}", file=sys.stderr)
         return 2
-    out = args.out or args.run_dirs[0]
+    out = args["out"] or run_dirs[0]
     os.makedirs(out, exist_ok=True)
 
     # per-run spectra figures, suffixed with the run name when there are several runs
@@ -527,7 +538,7 @@ def main(argv=None):
                              ("alpha_depth", plot_alpha_depth), ("rank_depth", plot_rank_depth),
                              ("compression_wave", plot_compression_wave)]:
             if fig_name in wanted:
-                emit(fn(spec[0], groups, name) if groups else why, out, f"{fig_name}{suffix}.png", args.show)
+                emit(fn(spec[0], groups, name) if groups else why, out, f"{fig_name}{suffix}.png", args["show"])
 
     # figures comparing runs, from the logs
     logs = [(name, *log) for _, name, log, _ in runs if log is not None]
@@ -535,8 +546,8 @@ def main(argv=None):
                          ("rank_sweep_best", lambda logs: plot_rank_sweep(logs, best=True)),
                          ("tsvd_ranks", plot_tsvd_ranks), ("stability", plot_stability), ("lr_sweep", plot_lr_sweep)]:
         if fig_name in wanted:
-            emit(fn(logs) if logs else f"no log.jsonl in {' '.join(args.run_dirs)}", out, f"{fig_name}.png", args.show)
-    if args.show:
+            emit(fn(logs) if logs else f"no log.jsonl in {' '.join(run_dirs)}", out, f"{fig_name}.png", args["show"])
+    if args["show"]:
         plt.show()
     return 0
 

@@ -184,6 +184,24 @@ def test_cli_log_only(tmp_path, capsys):
         assert sum(l.startswith(f"skip {fig}") for l in skips) == 1, out
     assert all("spectra.npz" in l for l in skips[:5])
 
+def test_cli_takes_the_repos_key_value_style(tmp_path, capsys):
+    """--out=DIR --figures=a,b --show=False, as train.py takes its keys; anything else is one line and exit 2"""
+    run = make_run(str(tmp_path), "nfw_r4", "nfw", 4, [4, 4, 4, 4], spectra=False)
+    out = str(tmp_path / "plots")
+    assert ps.main([run, f"--out={out}", "--figures=loss_curves,stability", "--show=False"]) == 0
+    assert sorted(os.listdir(out)) == ["loss_curves.png", "stability.png"]
+    capsys.readouterr()
+    for bad, message in ((["--out", out], "expected --key=value"), (["--show"], "expected --key=value"),
+                         (["--show=yes"], "show must be bool"), (["--figurs=loss_curves"], "did you mean 'figures'"),
+                         (["--figures=nope"], "unknown figure 'nope'"), ([], "no RUN_DIR")):
+        with pytest.raises(SystemExit) as exit_:
+            sys.exit(ps.main(([run] if bad else []) + bad))
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, (bad, err)
+    with pytest.raises(SystemExit) as exit_:
+        ps.main(["--help"])
+    assert exit_.value.code == 0 and "--show=False" in capsys.readouterr().out
+
 # -----------------------------------------------------------------------------
 # the spectral lifecycle: compression waves, depth profiles, early spectra
 

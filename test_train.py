@@ -528,7 +528,7 @@ def test_experiment_runner_skips_finished_runs_and_resumes_unfinished_ones(corpu
     """experiments/lib.sh's train_all: one run per line, two at a time; rerun, it skips a run whose log has its
     summary and resumes one that has only a checkpoint (as a killed or Ctrl-C'd run leaves it)."""
     common = ' '.join([*TINY, f'--input_file={corpus}', '--mode=nfw', '--max_iters=6', '--eval_interval=3'])
-    jobs = f"{tmp_path}/a {common}\n\n{tmp_path}/b {common} --seed=2 \n"  # a trailing blank must not join lines
+    jobs = f"{tmp_path}/a {common}\n\n{tmp_path}/b {common} --seed=2 --keep_last=1 \n"  # a trailing blank: no join
 
     def train_all():
         p = subprocess.run(['bash', '-c', 'source experiments/lib.sh && train_all'], input=jobs, cwd=REPO, text=True,
@@ -539,11 +539,12 @@ def test_experiment_runner_skips_finished_runs_and_resumes_unfinished_ones(corpu
     out = train_all()
     assert out.count('step 6: train loss') == 2, out
     assert [r['seed'] for r in records(tmp_path / 'b', 'config')] == [2]
-    log_b = tmp_path / 'b' / 'log.jsonl'
+    log_b = tmp_path / 'b' / 'log.jsonl'  # b, as a kill after its step-3 checkpoint leaves it
     log_b.write_text(''.join(line for line in log_b.read_text().splitlines(True) if '"summary"' not in line))
+    os.replace(tmp_path / 'b' / 'ckpt.1.pt', tmp_path / 'b' / 'ckpt.pt')
     out = train_all()
     assert f'already done: {tmp_path}/a' in out and 'step 6: train loss' in out, out
-    assert [r['iter'] for r in records(tmp_path / 'b', 'config')] == [0, 6]  # resumed at its checkpoint
+    assert [r['iter'] for r in records(tmp_path / 'b', 'config')] == [0, 3]  # resumed at its checkpoint
     assert len(records(tmp_path / 'b', 'summary')) == 1
 
 
@@ -719,3 +720,144 @@ def test_cuda_device_and_dtype_choice_on_an_emulated_two_gpu_machine(tmp_path, c
         runpy.run_path(os.path.join(REPO, 'train.py'), run_name='__main__')
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert calls == ([('set_device', 'cuda:1')] if device == 'cuda:1' else [])
+
+
+# -----------------------------------------------------------------------------
+# faults and newcomers' surprises (issue 23, items 4 and 5)
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_keeps_the_last_one_and_no_tmp(corpus, tmp_path):
+    """A file-size limit smaller than a checkpoint (EFBIG, as a full disk gives ENOSPC: Python ignores SIGXFSZ, so the
+    write fails with an OSError) hits the resumed run's first checkpoint: one line naming the file and the reason,
+    exit 1, no temporary file left, and the checkpoint before it still loads."""
+    import resource
+    import torch
+    train(corpus, tmp_path, '--mode=nfw', '--max_iters=2', '--eval_interval=2', '--spectra_interval=0')
+    limit = os.path.getsize(tmp_path / 'ckpt.pt') // 2  # the log (a few kB) fits, a checkpoint does not
+    p = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), *TINY, f'--input_file={corpus}',
+                        f'--out_dir={tmp_path}', '--mode=nfw', '--max_iters=4', '--eval_interval=2',
+                        '--spectra_interval=0', '--init_from=resume'], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'),
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert p.returncode == 1, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and 'Traceback' not in p.stderr, p.stderr
+    assert f'{tmp_path / "ckpt.pt"}' in p.stderr and 'File too large' in p.stderr, p.stderr
+    assert not list(tmp_path.glob('*.tmp'))
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 2
+
+
+def test_atomic_save_on_a_full_disk_removes_its_tmp_and_keeps_the_old_file(tmp_path, capsys):
+    import errno
+    import outdir
+    path = tmp_path / 'ckpt.pt'
+    path.write_bytes(b'the last good one')
+
+    def full_disk(obj, f):
+        f.write(b'half of it')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(SystemExit) as exit_:
+        outdir.atomic_save(None, str(path), full_disk)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and len(err.strip().splitlines()) == 1
+    assert str(path) in err and 'No space left on device' in err
+    assert path.read_bytes() == b'the last good one' and os.listdir(tmp_path) == ['ckpt.pt']
+
+
+@pytest.fixture(scope='module')
+def sample_run(corpus, tmp_path_factory):
+    """A one-step checkpoint to sample from."""
+    out = tmp_path_factory.mktemp('sample_run')
+    train(corpus, out, '--mode=nfw', '--max_iters=1', '--eval_interval=1')
+    return out
+
+
+BAD_SAMPLE_ARGS = [
+    (['--out_dir={empty}'], 'no checkpoint at'),
+    (['--out_dir={garbage}'], 'not a readable nanoLowRank checkpoint'),
+    (['--start=FILE:/nonexistent.txt'], 'cannot read the prompt file /nonexistent.txt'),
+    (['--start=FILE:{empty}'], 'cannot read the prompt file'),  # a directory
+    (['--start=FILE:{latin1}'], 'is not UTF-8'),
+    (['--start=héllo~'], "'~é'"),
+    (['--start='], 'the prompt is empty'),
+    (['--num_samples=0'], 'num_samples must be >= 1'),
+    (['--num_samples=two'], 'num_samples must be int'),
+    (['--max_new_tokens=-1'], 'max_new_tokens must be >= 0'),
+    (['--temperature=0'], 'temperature must be > 0'),
+    (['--top_k=0'], 'top_k must be >= 1'),
+    (['--device=tpu'], 'device must be'),
+    (['--device=cuda:7'], 'CUDA'),
+    (['--tempreature=1'], "did you mean 'temperature'"),
+]
+
+
+@pytest.mark.parametrize('args,message', BAD_SAMPLE_ARGS, ids=[' '.join(a) for a, _ in BAD_SAMPLE_ARGS])
+def test_bad_sample_input_is_one_line_and_exit_2(sample_run, tmp_path, args, message, capsys):
+    import sample
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'garbage').mkdir()
+    (tmp_path / 'garbage' / 'ckpt.pt').write_bytes(b'not a checkpoint')
+    (tmp_path / 'latin1.txt').write_bytes('caf\xe9'.encode('latin-1'))
+    paths = dict(empty=tmp_path / 'empty', garbage=tmp_path / 'garbage', latin1=tmp_path / 'latin1.txt')
+    with pytest.raises(SystemExit) as exit_:
+        sample.main([f'--out_dir={sample_run}', '--device=cpu', *(a.format(**paths) for a in args)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_spectra_always_record_the_final_step_once(corpus, tmp_path):
+    import numpy as np
+    for max_iters, want in ((12, [0, 5, 10, 12]), (10, [0, 5, 10])):
+        train(corpus, tmp_path / str(max_iters), '--mode=nfw', f'--max_iters={max_iters}', '--eval_interval=100',
+              '--spectra_interval=5')
+        with np.load(tmp_path / str(max_iters) / 'spectra.npz') as z:
+            assert list(z['steps']) == want
+
+
+def test_resuming_a_finished_run_says_how_to_continue_and_rewrites_nothing(corpus, tmp_path):
+    common = ['--mode=nfw', '--max_iters=2', '--eval_interval=2']
+    train(corpus, tmp_path, *common)
+    files = {name: (tmp_path / name).read_bytes() for name in ('ckpt.pt', 'log.jsonl', 'spectra.npz')}
+    p = train(corpus, tmp_path, *common, '--init_from=resume')
+    assert 'already at max_iters=2' in p.stdout and '--max_iters=' in p.stdout and 'LR' in p.stdout, p.stdout
+    assert 'train loss' not in p.stdout and 'done' not in p.stdout
+    assert files == {name: (tmp_path / name).read_bytes() for name in files}
+    # a run killed between its last checkpoint and its summary gets the summary, so experiments/lib.sh skips it
+    log = tmp_path / 'log.jsonl'
+    log.write_text(''.join(line for line in log.read_text().splitlines(True) if '"summary"' not in line))
+    train(corpus, tmp_path, *common, '--init_from=resume')
+    assert [r['iter'] for r in records(tmp_path, 'summary')] == [2] and len(records(tmp_path, 'config')) == 1
+
+
+def test_training_lines_name_the_step_size_and_short_runs_warn(corpus, tmp_path):
+    """The training line shows the mode's step size under its config key (scheduled); ranks at evals whenever a mode
+    changes them; a warning when the run ends inside its warmup or before TSVD's first rank choice."""
+    p = train(corpus, tmp_path / 'spectron', '--mode=spectron', '--max_iters=3', '--eval_interval=3')
+    config, steps = records(tmp_path / 'spectron', 'config')[0], records(tmp_path / 'spectron', 'train')
+    lines = [line for line in p.stdout.splitlines() if line.startswith('iter ')]
+    assert all(f"spectron_lr {r['lr_factor'] * config['spectron_lr']:.2e}," in line for r, line in zip(steps, lines))
+    assert not any(', lr ' in line for line in lines)
+    assert 'ends inside its LR warmup' in p.stdout + p.stderr and 'ranks' not in p.stdout
+    p = train(corpus, tmp_path / 'tsvd', '--mode=tsvd', '--max_iters=6', '--eval_interval=6', '--rank_warmup=4',
+              '--rank_interval=7')  # warmup done at 5; rank choices at steps 7, 14, ...: none by 6
+    assert 'learning_rate ' in p.stdout and 'ranks 8-8' in p.stdout
+    assert 'LR warmup' not in p.stdout + p.stderr and 'first rank choice' in p.stdout + p.stderr
+    p = train(corpus, tmp_path / 'tsvd7', '--mode=tsvd', '--max_iters=7', '--eval_interval=7', '--rank_warmup=4',
+              '--rank_interval=7', '--energy=0.5')
+    assert 'first rank choice' not in p.stdout + p.stderr
+
+
+def test_help_gives_each_keys_meaning_and_each_modes_step_size():
+    import lowrank
+    help_text = run('train.py', '--help').stdout
+    import re
+    with open(os.path.join(REPO, 'train.py')) as f:  # every `key = value  # meaning` line of the defaults
+        defaults = f.read().split('# default config')[1].split('DEFAULTS = ')[0]
+    meanings = dict(m.groups() for m in re.finditer(r'^([a-z_0-9]+) = .*?  # (.*)$', defaults, re.M))
+    assert len(meanings) > 40
+    lines = help_text.splitlines()
+    for key, meaning in meanings.items():
+        assert any(line.strip().startswith(f'--{key}=') and line.endswith(meaning) for line in lines), key
+    for name, m in lowrank.MODES.items():
+        line = next(line for line in lines if line.strip().startswith(f'{name}:'))
+        assert f'{m.step_size}=' in line and all(f"{k}={v:g}" in line for k, v in m.defaults.items()), line
+    assert 'spectron learning_rate' not in help_text

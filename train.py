@@ -1,15 +1,21 @@
 """
 Train a GPT whose linear layers are dense, or low-rank from step 0 (see lowrank.py for the modes).
 
-    python train.py --mode=spectron --rank=64          # the default run: ~5 minutes on a laptop CPU
+    python train.py --mode=spectron --rank=64          # the default run: about 7 minutes on 2 CPU cores
     python train.py config/shakespeare_char_gpu.py     # a config file, then --key=value overrides
     python train.py --init_from=resume --out_dir=out   # continue from out/ckpt.pt
     python train.py --init_from=svd --svd_from=out-dense --mode=spectron  # factorize a dense run's weights (SVD)
     torchrun --standalone --nproc_per_node=4 train.py  # DDP over 4 GPUs (or CPU processes, with gloo)
 
 Writes out_dir/ckpt.pt (atomically, at every eval), out_dir/log.jsonl (every log and eval record) and
-out_dir/spectra.npz (singular values of every weight matrix every spectra_interval steps), and locks out_dir
-while it runs (outdir.py: no second run into it, and no fresh run over a checkpoint without --overwrite=True).
+out_dir/spectra.npz (singular values of every weight matrix every spectra_interval steps, and at the last one), and
+locks out_dir while it runs (outdir.py: no second run into it, no fresh run over a checkpoint without
+--overwrite=True). --help lists every key with its meaning, and the modes with their step sizes.
+
+Exit status: 0 done (also when stopped by Ctrl-C/SIGTERM after a checkpoint, or resumed at max_iters already: raise
+it to go on); 2 bad input, one line before any work; 1 a failure while running, one line: a file that cannot be
+written (a full disk: the last good checkpoint stays, no temporary file is left) or, with skip_nonfinite=False, a
+non-finite gradient.
 """
 import json
 import math
@@ -27,14 +33,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import lowrank
 import outdir
-from configurator import die, load_checkpoint, parse_args, validate, with_mode_defaults
+from configurator import die, load_checkpoint, modes_help, parse_args, short_run_warnings, validate, with_mode_defaults
 from model import GPT, GPTConfig, peak_flops, svdvals_of_product, update_norm
 from prepare_data import DataError, ensure_prepared, load_meta
 
 # -----------------------------------------------------------------------------
 # default config: a spectron GPT at rank 64 (d/4) on TinyShakespeare characters, a few minutes on 2 CPU cores
 # I/O
-out_dir = 'out'
+out_dir = 'out'  # where ckpt.pt, log.jsonl and spectra.npz go
 eval_interval = 250  # evaluate, log and checkpoint every this many steps
 log_interval = 10  # print a training line (and measure max ‖ΔW‖₂) every this many steps
 eval_iters = 20  # batches per split in an evaluation (always the same batches, so evals compare)
@@ -54,21 +60,21 @@ block_size = 64  # context length
 # model
 mode = 'spectron'  # dense | muon | nfw | spectron | tsvd (lowrank.MODES)
 rank = 64  # rank of every factorized layer: an int, or a fraction of the layer's smaller side (0.25)
-n_layer = 4
-n_head = 4
-n_embd = 256
-dropout = 0.0
-bias = False
+n_layer = 4  # transformer blocks
+n_head = 4  # attention heads per block
+n_embd = 256  # width d of the residual stream
+dropout = 0.0  # dropout probability (0: none)
+bias = False  # biases in the linear layers and norms
 # AdamW (all parameters in dense/nfw/tsvd; embeddings, head, norms and biases in spectron and muon)
-learning_rate = 1e-3  # peak LR, unless set: the mode's own tuned LR (lowrank.MODES; --help lists them)
-max_iters = 2000
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.99
+learning_rate = 1e-3  # AdamW's peak LR; unless set, the mode's own tuned one (lowrank.MODES, listed below)
+max_iters = 2000  # optimizer steps of the whole run (the cosine's end unless lr_decay_iters)
+weight_decay = 0.1  # AdamW's decoupled weight decay (on matrices, not on norms or biases)
+beta1 = 0.9  # AdamW's β₁
+beta2 = 0.99  # AdamW's β₂
 grad_clip = 1.0  # clip the global gradient norm to this (0: don't clip)
 # LR schedule: linear warmup, then cosine down to min_lr
-decay_lr = True
-warmup_iters = 100
+decay_lr = True  # False: the peak step size throughout, no warmup
+warmup_iters = 100  # steps of linear warmup up to the peak
 lr_decay_iters = 0  # the cosine reaches min_lr here (0: at max_iters)
 min_lr = 1e-4  # the cosine's floor; unless set: learning_rate / 10 (nanoGPT's rule)
 # Spectron (factor pairs)
@@ -91,7 +97,7 @@ min_rank = 4  # never truncate below this
 device = 'auto'  # auto | cpu | cuda | cuda:N | mps
 dtype = 'auto'  # auto (bfloat16 on CUDA, float32 elsewhere) | float32 | bfloat16
 compile = False  # torch.compile the model
-seed = 1337
+seed = 1337  # init, batches and dropout
 skip_nonfinite = True  # skip (and count) a step whose gradients are not finite; False: stop the run
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
@@ -100,11 +106,7 @@ MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file',
 # -----------------------------------------------------------------------------
 # config (every check in configurator.py), DDP and data
 
-MODE_DEFAULTS = '; '.join(f"{name} " + ' '.join(f"{k}={v:g}" for k, v in m.defaults.items())
-                          for name, m in lowrank.MODES.items())
-overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',),
-                       notes=f"unless set, by mode (lowrank.MODES): {MODE_DEFAULTS}; min_lr: learning_rate / 10; "
-                             f"spectron_lr: {DEFAULTS['spectron_lr']:g} × √(256/n_embd) (best η ∝ 1/√width)")
+overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',), notes=modes_help(DEFAULTS), source=__file__)
 cfg = {**DEFAULTS, **overrides}
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
 checkpoint = dense = None  # what init_from=resume continues; what init_from=svd factorizes (optimizer state fresh)
@@ -123,6 +125,14 @@ if cfg['gradient_accumulation_steps'] % world_size:
         f"the {world_size} DDP processes")
 master = ddp_rank == 0
 out_dir_lock = outdir.claim(cfg['out_dir'], cfg['init_from'] != 'resume', cfg['overwrite']) if master else None
+if checkpoint is not None and checkpoint['iter_num'] >= cfg['max_iters']:  # nothing to train: say how to go on
+    if master:
+        outdir.add_summary(cfg['out_dir'], checkpoint)  # if a kill came between the last checkpoint and the summary
+        n = checkpoint['iter_num']
+        print(f"{ckpt_path} is at step {n}, {'already at' if n == cfg['max_iters'] else 'past'} max_iters="
+              f"{cfg['max_iters']}: nothing to train. To go on, resume with a larger one (--max_iters={2 * n}): the "
+              f"cosine then stretches to the new end, so the LR at step {n} goes back up from its floor")
+    sys.exit(0)
 if ddp:  # process 0 may evaluate and checkpoint while the others wait: more than NCCL's default 10 minutes
     init_process_group(backend='nccl' if cfg['device'].startswith('cuda') else 'gloo', timeout=timedelta(hours=1))
     if cfg['device'].startswith('cuda'):
@@ -257,8 +267,7 @@ spectra_path = os.path.join(cfg['out_dir'], 'spectra.npz')
 
 
 def log_record(kind, **fields):
-    with open(log_path, 'a') as f:
-        f.write(json.dumps({'kind': kind, **fields}) + '\n')
+    outdir.append_line(log_path, json.dumps({'kind': kind, **fields}))
 
 
 def start_logs():
@@ -314,6 +323,8 @@ if master:
           f"({raw_model.num_params(dense_equivalent=True) / 1e6:.3f}M dense-equivalent), "
           f"{raw_model.flops_per_token() / 1e6:.2f} MFLOPs/token, {tokens_per_iter:,} tokens/iter, "
           f"device {cfg['device']} ({cfg['dtype']}){f', {world_size} processes' if ddp else ''}")
+    for warning in short_run_warnings(cfg):  # stdout: stderr is for errors, one line each
+        print(warning)
 params = list(raw_model.parameters())
 run_start, stop = time.time() - seconds, False  # a resumed run's time counts from its start
 while True:
@@ -322,19 +333,20 @@ while True:
         for group in opt.param_groups:
             group['lr'] = group['base_lr'] * factor
 
-    if master and (cfg['spectra_interval'] and iter_num % cfg['spectra_interval'] == 0
+    final = iter_num == cfg['max_iters']  # spectra, eval and checkpoint at the last step, whatever the intervals
+    if master and (cfg['spectra_interval'] and (iter_num % cfg['spectra_interval'] == 0 or final)
                    or iter_num < cfg['spectra_early'] and iter_num % 10 == 0):
         t_spectra = time.time()
         record_spectra(spectra)
         spectra_seconds += time.time() - t_spectra
-    evaluating = iter_num % cfg['eval_interval'] == 0 or iter_num == cfg['max_iters']
+    evaluating = iter_num % cfg['eval_interval'] == 0 or final
     rng = rng_states() if evaluating and iter_num > 0 else None  # all processes, for process 0's checkpoint
     if master and evaluating:
         losses = estimate_loss()
         ranks = {name: m.rank for name, m in raw_model.linear_layers()}
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
               + (f", ranks {min(ranks.values())}-{max(ranks.values())} (mean {np.mean(list(ranks.values())):.1f})"
-                 if cfg['mode'] == 'tsvd' else ''))
+                 if mode.after_step or len(set(ranks.values())) > 1 else ''))
         log_record('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], ranks=ranks,
                    params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token(), train_flops=train_flops)
         best_val_loss = min(best_val_loss, losses['val'])
@@ -392,8 +404,9 @@ while True:
         norm_v, norm_u = raw_model.max_factor_norms()
         flops = flops_per_iter / dt
         mfu = f" (MFU {flops / (world_size * peak):.1%})" if peak else ""  # flops counts every process' tokens
-        print(f"iter {iter_num}: loss {lossf:.4f}, lr {factor * cfg['learning_rate']:.2e}, {dt * 1000:.1f} ms/iter, "
-              f"{tokens_per_iter / dt:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s{mfu}, max|dW| {max_dw:.2e}")
+        print(f"iter {iter_num}: loss {lossf:.4f}, {mode.step_size} {factor * cfg[mode.step_size]:.2e}, "
+              f"{dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s{mfu}, "
+              f"max|dW| {max_dw:.2e}")
         log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, tok_per_s=tokens_per_iter / dt,
                    flops_per_s=flops, max_dW=max_dw, max_norm_V=norm_v, max_norm_U=norm_u,
                    grad_norm=grad_norm.item(), skipped=skipped)
