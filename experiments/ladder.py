@@ -1,0 +1,568 @@
+"""
+The compute ladder (issue 24, parts 3–4): model sizes × modes × training-FLOP budgets. Its plan, and its analysis.
+
+    python experiments/ladder.py plan                     # shapes, params, FLOPs/token, steps, epochs, CPU hours
+    python experiments/ladder.py plan --measure=True      # re-time the measured shapes first (1 thread, 20 steps)
+    python experiments/ladder.py analyze runs/ladder/* --out=assets/ladder [--bench=bench.csv] [--resamples=1000]
+
+The plan: depth fixed (n_layer 4, n_head 4), width varied; block 64 × batch 16 = 1,024 tokens per step at every size
+(the config every step size in this repo was tuned at). With a WSD schedule each (mode, size) has one long run to
+the top budget; every lower budget is a branch from its stable phase that cools down over the last 20 % of that
+budget's steps. Parameters are counted as the model has them: every parameter, both embeddings included (the tied
+head once); with 84 characters the embeddings are small. FLOPs are model.flops_per_token's (6 per weight per token
++ attention's 12·L·d·T) × tokens, i.e. train.py's train_flops.
+
+analyze takes the last eval of every run (a branch is a run of its own; a long run's earlier evals are not cooled
+down, so they are not points) and writes to --out: loss_vs_flops.png (every point and each mode's fitted frontier),
+isoflop.png (val loss against parameters at each budget, quadratic fits in log N; N_opt(C) and D_opt(C)),
+gap.png (each mode − dense at equal FLOPs), ladder.md (the fits, exponents, gaps and inference at equal quality)
+and points.csv (every point). Intervals are 90 % bootstrap intervals over the points.
+"""
+import csv
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lowrank  # noqa: E402
+from table import die  # noqa: E402
+
+# -----------------------------------------------------------------------------
+# the plan, as data
+VOCAB = 84  # the complete works' distinct characters
+TRAIN_TOKENS = int(0.9 * 5_057_198)  # its training split: 90 % of its characters (an estimate: works are held out)
+N_LAYER, N_HEAD = 4, 4  # depth fixed at every width: the repo's default shape
+BLOCK_SIZE, BATCH_SIZE = 64, 16  # 1,024 tokens per step at every size
+RANK = 0.25  # nfw and spectron: rank d/4 in every layer (a fraction of each layer's smaller side)
+WIDTHS = {  # per mode, ≥ 1.5 decades of parameters; at a width the factorized modes have ~0.375× the weights, so
+    'dense': (48, 64, 96, 128, 192, 256, 384),  # they go a step wider (and, being cheaper per token, their smallest
+    'muon': (48, 64, 96, 128, 192, 256, 384),  # at 48 would see > 4 epochs at the top budget)
+    'spectron': (64, 96, 128, 192, 256, 384, 576),
+    'nfw': (64, 96, 128, 192, 256, 384, 576),
+}
+OPTIONAL = ('nfw',)  # run if the budget allows (the plan prints the total with and without)
+BUDGETS = tuple(1e12 * 10 ** (k / 4) for k in range(5))  # training FLOPs: 1e12 … 1e13, a decade in 5 steps
+COOLDOWN = 0.2  # each branch cools down over this fraction of its budget's steps
+WARMUP = 50  # WSD warmup steps: below 0.8 × the shortest branch that is run
+MIN_STEPS = 150  # a (size, budget) point shorter than this is not run: it would be mostly warmup
+EVAL_ITERS = 20  # batches per split in an eval: 2 × 20 forward passes ≈ 13 training steps
+EVAL_INTERVAL = 500  # evals of the long run (the branches eval once, at their end)
+PRIOR_TOKENS_PER_PARAM = 6  # D/N at the optimum, for placing budgets only: at C ≈ 1.6e13 on TinyShakespeare, d=128
+# (0.8M params, D/N ≈ 4) beat d=156 (data_limited/p1, equal_compute); the plan prints the D/N range it tolerates
+MEASURED_MS = {  # ms/step, 1 thread, nice, while other work shared the 2 cores: bench.py --threads=1 --vocab_size=84
+    ('dense', 64): 22.2, ('dense', 256): 209.4,  # --steps=20 --ranks=0.25 (median of 20 steps after 3 warm-up);
+    ('muon', 64): 26.7, ('muon', 256): 381.8,  # other shapes: a power law in FLOPs/token through the two widths
+    ('spectron', 64): 18.7, ('spectron', 256): 108.5,  # nfw: spectron's (an upper bound: no Newton–Schulz)
+}
+PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
+C_REF = 1e13  # the frontier's A is the reducible loss at this many FLOPs: L = E + A·(C / C_REF)^−α
+BUDGET_TOL = 1.15  # runs within this factor of training FLOPs belong to the same budget
+
+
+def gpt(mode, d):
+    from model import GPT, GPTConfig
+    return GPT(GPTConfig(block_size=BLOCK_SIZE, vocab_size=VOCAB, n_layer=N_LAYER, n_head=N_HEAD, n_embd=d,
+                         mode=mode, rank=RANK if lowrank.MODES[mode].layer is not lowrank.DenseLinear else d))
+
+
+def shape(mode, d):
+    """params (all of them, both embeddings included) and training FLOPs per token of one ladder shape"""
+    model = gpt(mode, d)
+    return sum(p.numel() for p in model.parameters()), model.flops_per_token()
+
+
+def ms_per_step(mode, fpt, measured):
+    """measured ms/step where there is a measurement, else a power law in FLOPs/token through the mode's two"""
+    (f0, m0), (f1, m1) = sorted(measured[mode if mode in measured else 'spectron'])
+    return m0 * (fpt / f0) ** (math.log(m1 / m0) / math.log(f1 / f0))
+
+
+def measure():
+    """ms/step of MEASURED_MS's shapes, timed now by bench.py's train step (1 thread)"""
+    import torch
+    import bench
+    torch.set_num_threads(1)
+    c = bench.validate(dict(bench.DEFAULTS, vocab_size=VOCAB, block_size=BLOCK_SIZE, batch_size=BATCH_SIZE,
+                            warmup=3, steps=20, sample_tokens=0))
+    c['opt_cfg'] = dict(bench.OPT_CFG, device_type='cpu', rank_warmup=10**9)
+    bench.run(dict(c, steps=1), 64, 'dense', 64)  # untimed: loads kernels and thread pools
+    out = {}
+    for mode, d in MEASURED_MS:
+        out[mode, d] = bench.run(c, d, mode, max(1, round(RANK * d)) if mode in ('nfw', 'spectron') else d)['ms']
+        print(f"measured {mode} d={d}: {out[mode, d]:.1f} ms/step", flush=True)
+    return out
+
+
+def steps_for(budget, fpt):
+    return math.ceil(budget / (fpt * BLOCK_SIZE * BATCH_SIZE))
+
+
+def prior_n_opt(budget, sizes, tokens_per_param=PRIOR_TOKENS_PER_PARAM):
+    """N where C = FLOPs/token(N) × tokens_per_param × N, FLOPs/token interpolated log-log between the sizes"""
+    logn, logf = np.log([n for n, _ in sizes]), np.log([f for _, f in sizes])
+    grid = np.linspace(logn[0] - 1, logn[-1] + 1, 2000)
+    cost = np.interp(grid, logn, logf, left=np.nan, right=np.nan)
+    slope = (logf[-1] - logf[0]) / (logn[-1] - logn[0])
+    cost = np.where(np.isnan(cost), logf[0] + slope * (grid - logn[0]), cost) + grid + math.log(tokens_per_param)
+    return float(np.exp(grid[np.argmin(abs(cost - math.log(budget)))]))
+
+
+def plan_rows(measured):
+    rows = []
+    for mode, widths in WIDTHS.items():
+        for d in widths:
+            params, fpt = shape(mode, d)
+            steps = [steps_for(b, fpt) for b in BUDGETS]
+            run = [s >= MIN_STEPS for s in steps]
+            evals = 2 * EVAL_ITERS / 3 * (steps[-1] / EVAL_INTERVAL + sum(run))
+            total = steps[-1] + sum(COOLDOWN * s for s, r in zip(steps[:-1], run) if r) + evals
+            ms = ms_per_step(mode, fpt, measured)
+            rows.append(dict(mode=mode, d=d, rank=max(1, round(RANK * d)) if mode in ('nfw', 'spectron') else '-',
+                             params=params, fpt=fpt, steps=steps, run=run, tokens=steps[-1] * BLOCK_SIZE * BATCH_SIZE,
+                             ms=ms, measured=(mode, d) in MEASURED_MS, hours=total * ms / 3.6e6))
+    return rows
+
+
+def plan(opts):
+    measured = {}
+    for (mode, d), ms in (measure() if opts.get('measure') == 'True' else MEASURED_MS).items():
+        measured.setdefault(mode, []).append((shape(mode, d)[1], ms))
+    rows = plan_rows(measured)
+    print(f"ladder: n_layer {N_LAYER}, n_head {N_HEAD}, block {BLOCK_SIZE} × batch {BATCH_SIZE} = "
+          f"{BLOCK_SIZE * BATCH_SIZE:,} tokens/step, vocab {VOCAB}, training split ≈ {TRAIN_TOKENS:,} tokens; "
+          f"WSD: warmup {WARMUP}, branches cool down over the last {COOLDOWN:.0%} of each budget\n"
+          f"budgets (training FLOPs): {', '.join(f'{b:.3g}' for b in BUDGETS)}; params: all, embeddings included\n")
+    print("| mode | n_embd | rank | params | MFLOPs/token | steps per budget (– : not run, < "
+          f"{MIN_STEPS}) | tokens at top | epochs at top | ms/step | CPU hours |\n" + '|---' * 10 + '|')
+    for r in rows:
+        steps = ' / '.join(f"{s:,}" if ok else '–' for s, ok in zip(r['steps'], r['run']))
+        print(f"| {r['mode']} | {r['d']} | {r['rank']} | {r['params'] / 1e6:.3f}M | {r['fpt'] / 1e6:.2f} | {steps} "
+              f"| {r['tokens'] / 1e6:.1f}M | {r['tokens'] / TRAIN_TOKENS:.2f} | {r['ms']:.0f}"
+              f"{'' if r['measured'] else ' (est.)'} | {r['hours']:.2f} |")
+    print(f"\nms/step: measured at {sorted({d for _, d in MEASURED_MS})} (1 thread), the rest a power law in "
+          f"FLOPs/token between them (est.); CPU hours include the branches and the evals")
+    for mode in WIDTHS:
+        mine = [r for r in rows if r['mode'] == mode]
+        sizes = [(r['params'], r['fpt']) for r in mine]
+        run_at = [[r['params'] for r in mine if r['run'][i]] for i in range(len(BUDGETS))]
+
+        def inside(k):  # every minimum nearer an inner size run at its budget than an edge one
+            return all(len(ns) >= 3 and math.sqrt(ns[0] * ns[1]) <= prior_n_opt(b, sizes, k) <= math.sqrt(
+                ns[-2] * ns[-1]) for b, ns in zip(BUDGETS, run_at))
+        ok = [k for k in np.geomspace(0.3, 100, 300) if inside(k)]
+        print(f"{mode}: N_opt if D/N = {PRIOR_TOKENS_PER_PARAM} at the optimum: "
+              + ', '.join(f"{prior_n_opt(b, sizes) / 1e6:.2f}M" for b in BUDGETS)
+              + (f"; every minimum is inside the sizes run for D/N ≈ {ok[0]:.1f} … {ok[-1]:.1f}" if ok else
+                 "; no D/N puts every minimum inside"))
+    core = {m: sum(r['hours'] for r in rows if r['mode'] == m) for m in WIDTHS}
+    longest = max(r['hours'] for r in rows)
+    for label, modes in (('without', [m for m in WIDTHS if m not in OPTIONAL]), ('with', list(WIDTHS))):
+        total = sum(core[m] for m in modes)
+        print(f"{label} {', '.join(OPTIONAL)}: {total:.1f} core-hours = {total / 2:.1f} h on 2 cores (two 1-thread "
+              f"runs at a time; longest run {longest:.2f} h); " + ', '.join(f"{m} {core[m]:.1f}" for m in modes))
+    print(f"the top budget is set by the smallest sizes' epochs (≤ 4 of a {TRAIN_TOKENS / 1e6:.2f}M-token split), "
+          "not by CPU time: a larger one needs wider smallest models, which put the low budgets' minima at the edge")
+
+
+# -----------------------------------------------------------------------------
+# analysis: reading runs, fits, bootstrap
+
+def read_point(path):
+    """one point from a run's last eval: mode, width, params (both embeddings included), training FLOPs, val loss"""
+    log = os.path.join(path, 'log.jsonl') if os.path.isdir(path) else path
+    if not os.path.isfile(log):
+        die(f"no run at {path}")
+    try:
+        with open(log) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        die(f"{log} is not a readable log.jsonl: {type(e).__name__}")
+    config = next((r for r in rows if r.get('kind') == 'config'), None)
+    evals = [r for r in rows if r.get('kind') == 'eval']
+    if config is None or not evals:
+        die(f"{log} has no config or no eval record")
+    last = evals[-1]
+    rank = config['rank']
+    if config['mode'] in ('dense', 'muon'):
+        rank = config['n_embd']
+    elif isinstance(rank, float):
+        rank = max(1, round(rank * config['n_embd']))
+    return dict(run=os.path.basename(os.path.normpath(path)).replace('.log.jsonl', ''), mode=config['mode'],
+                n_embd=config['n_embd'], n_layer=config['n_layer'], rank=rank, iter=last['iter'],
+                params=last['params'] + config['block_size'] * config['n_embd'],  # num_params() leaves out wpe
+                flops_per_token=last['flops_per_token'], train_flops=last['train_flops'],
+                tokens=last['train_flops'] / last['flops_per_token'], val_loss=last['val_loss'])
+
+
+def group_budgets(points):
+    """the points at each budget: runs within BUDGET_TOL of each other in training FLOPs; {geometric mean C: points}"""
+    groups = []
+    for p in sorted(points, key=lambda p: p['train_flops']):
+        if groups and p['train_flops'] <= groups[-1][0]['train_flops'] * BUDGET_TOL:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return {float(np.exp(np.mean([np.log(p['train_flops']) for p in g]))): g for g in groups}
+
+
+def envelope(C, L):
+    """indices of the lower envelope: the points no cheaper point beats"""
+    order, best, keep = np.argsort(C, kind='stable'), np.inf, []
+    for i in order:
+        if L[i] < best:
+            best = L[i]
+            keep.append(i)
+    return np.array(keep)
+
+
+def fit_frontier(C, L):
+    """(E, A, α) of L = E + A·(C/C_REF)^−α, least squares in L: for each E on a grid below min L, A and α are the
+    linear least squares of log(L − E) on log C; a finer grid around the best E refines it"""
+    C, L = np.asarray(C, float), np.asarray(L, float)
+    x = np.log(C / C_REF)
+    X = np.stack([np.ones_like(x), -x], 1)
+
+    def at(E):
+        (logA, alpha), *_ = np.linalg.lstsq(X, np.log(L - E), rcond=None)
+        return float(((E + np.exp(logA) * np.exp(-alpha * x) - L) ** 2).sum()), (E, float(np.exp(logA)), float(alpha))
+
+    top = L.min() * (1 - 1e-4)
+    grid = np.linspace(0, top, 400)
+    best = min(grid, key=lambda E: at(E)[0])
+    step = grid[1] - grid[0]
+    return min((at(E) for E in np.linspace(max(0, best - step), min(top, best + step), 101)), key=lambda t: t[0])[1]
+
+
+def frontier_loss(fit, C):
+    E, A, alpha = fit
+    return E + A * (np.asarray(C) / C_REF) ** -alpha
+
+
+def isoflop_fit(N, L):
+    """(N_opt, L at N_opt) of the quadratic in log10 N through (N, L); None if it has no minimum"""
+    a, b, c = np.polyfit(np.log10(N), L, 2)
+    if a <= 0:
+        return None
+    x = -b / (2 * a)
+    return float(10 ** x), float(c - b * b / (4 * a))
+
+
+def slope(C, Y):
+    """exponent of Y ∝ C^slope (least squares in log-log)"""
+    return float(np.polyfit(np.log(C), np.log(Y), 1)[0])
+
+
+def interval(xs):
+    return (float(np.percentile(xs, 5)), float(np.percentile(xs, 95))) if len(xs) else (math.nan, math.nan)
+
+
+def mode_fits(points, budgets, resamples, rng):
+    """everything fitted for one mode: frontier (E, A, α) and its bootstrap, N_opt and D_opt per budget, exponents"""
+    C = np.array([p['train_flops'] for p in points])
+    L = np.array([p['val_loss'] for p in points])
+    N = np.array([p['params'] for p in points], float)
+    sizes = sorted({(p['params'], p['flops_per_token']) for p in points})  # FLOPs/token of N: quadratic in log-log
+    fpt_of = np.poly1d(np.polyfit(np.log([n for n, _ in sizes]), np.log([f for _, f in sizes]),
+                                  min(2, len(sizes) - 1))) if len(sizes) > 1 else None
+    out = dict(C=C, L=L, N=N, fit=None, boot=[], opt={}, boot_exp=[])
+    env = envelope(C, L)
+    if len(np.unique(C[env])) >= 3:
+        out['fit'] = fit_frontier(C[env], L[env])
+        for _ in range(resamples):  # resample the points, then take the envelope again
+            i = rng.integers(len(C), size=len(C))
+            e = i[envelope(C[i], L[i])]
+            if len(np.unique(C[e])) >= 3:
+                out['boot'].append(fit_frontier(C[e], L[e]))
+    groups = {b: np.array([k for k, p in enumerate(points) if any(p is q for q in g)], int)
+              for b, g in budgets.items()}
+    groups = {b: g for b, g in groups.items() if len(np.unique(N[g])) >= 3}
+
+    def optima(pick):
+        found = {}
+        for b, g in groups.items():
+            idx = pick(g)
+            fit = isoflop_fit(N[idx], L[idx]) if len(np.unique(N[idx])) >= 3 else None
+            if fit:
+                found[b] = fit
+        return found
+
+    out['opt'] = optima(lambda g: g)
+    for b, (n_opt, _) in out['opt'].items():
+        out['opt'][b] = (n_opt, out['opt'][b][1], b / math.exp(fpt_of(math.log(n_opt))),
+                         N[groups[b]].min() <= n_opt <= N[groups[b]].max())
+    if len(out['opt']) >= 3:
+        bs = sorted(out['opt'])
+        out['exp'] = (slope(bs, [out['opt'][b][0] for b in bs]), slope(bs, [out['opt'][b][2] for b in bs]))
+        for _ in range(resamples):  # resample the points within each budget, refit every quadratic
+            found = optima(lambda g: rng.choice(g, size=len(g)))
+            if len(found) >= 3:
+                bs = sorted(found)
+                ns = [found[b][0] for b in bs]
+                out['boot_exp'].append((slope(bs, ns), slope(bs, [b / math.exp(fpt_of(math.log(n))) for b, n in
+                                                                  zip(bs, ns)])))
+    return out
+
+
+def gap_curves(fits, grid):
+    """per non-dense mode: (central gap to dense on grid, 5th and 95th percentiles, Δ|gap| from the lowest to the
+    highest measured budget with its interval); the bootstrap pairs each mode's i-th resample with dense's i-th"""
+    dense, out = fits.get('dense'), {}
+    if not dense or not dense['fit']:
+        return out
+    for mode, f in fits.items():
+        if mode == 'dense' or not f['fit']:
+            continue
+        lo, hi = max(f['C'].min(), dense['C'].min()), min(f['C'].max(), dense['C'].max())
+        gaps = np.array([frontier_loss(a, grid) - frontier_loss(b, grid) for a, b in zip(f['boot'], dense['boot'])])
+        ends = np.array([abs(frontier_loss(a, [lo, hi]) - frontier_loss(b, [lo, hi])) for a, b in
+                         zip(f['boot'], dense['boot'])])
+        change = ends[:, 1] - ends[:, 0] if len(ends) else np.array([])
+        out[mode] = dict(gap=frontier_loss(f['fit'], grid) - frontier_loss(dense['fit'], grid), measured=(lo, hi),
+                         band=np.percentile(gaps, [5, 95], axis=0) if len(gaps) else None,
+                         change=interval(change))
+    return out
+
+
+def trend(change):
+    lo, hi = change
+    return 'grows' if lo > 0 else 'shrinks' if hi < 0 else 'holds (within the interval)' if lo == lo else '?'
+
+
+# -----------------------------------------------------------------------------
+# figures and tables
+
+def color(mode, k):
+    return lowrank.MODES[mode].color if mode in lowrank.MODES and lowrank.MODES[mode].color else f'C{k}'
+
+
+def fmt_fit(value, iv, spec='.3f'):
+    return f"{value:{spec}} [{iv[0]:{spec}}, {iv[1]:{spec}}]"
+
+
+def figure_frontier(points, fits, colors, out):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for mode, f in fits.items():
+        ax.plot(f['C'], f['L'], 'o', color=colors[mode], alpha=0.45, ms=5)
+        if f['fit']:
+            grid = np.geomspace(f['C'].min(), f['C'].max(), 100)
+            E, A, alpha = f['fit']
+            ax.plot(grid, frontier_loss(f['fit'], grid), '-', color=colors[mode], lw=2,
+                    label=f"{mode}: E={E:.2f}, α={alpha:.2f}")
+            if f['boot']:
+                band = np.percentile([frontier_loss(b, grid) for b in f['boot']], [5, 95], axis=0)
+                ax.fill_between(grid, *band, color=colors[mode], alpha=0.15, lw=0)
+        else:
+            ax.plot([], [], 'o', color=colors[mode], label=f"{mode}: too few budgets to fit")
+    ax.set_xscale('log')
+    ax.set_xlabel('training FLOPs (train_flops as logged)')
+    ax.set_ylabel('final val loss (nats/char)')
+    ax.set_title('Val loss against training compute: dots = runs, lines = fitted frontier E + A·C^−α (band: 90%)',
+                 fontsize=10)
+    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8, title='mode (fit)')
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, 'loss_vs_flops.png'), dpi=110)
+    plt.close(fig)
+
+
+def figure_isoflop(points, budgets, fits, colors, out):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    modes = list(fits)
+    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4 * (len(modes) + 1), 4.2), squeeze=False)
+    axes = axes[0]
+    shades = plt.cm.viridis(np.linspace(0, 0.85, len(budgets)))
+    for ax, mode in zip(axes, modes):
+        f = fits[mode]
+        for shade, b in zip(shades, sorted(budgets)):
+            at = [p for p in budgets[b] if p['mode'] == mode]
+            if not at:
+                continue
+            ax.plot([p['params'] for p in at], [p['val_loss'] for p in at], 'o', color=shade, ms=5,
+                    label=f"C = {b:.2g}")
+            n = np.array([p['params'] for p in at], float)
+            if b in f['opt'] and len(np.unique(n)) >= 3:
+                coef = np.polyfit(np.log10(n), [p['val_loss'] for p in at], 2)
+                xs = np.linspace(np.log10(n.min()), np.log10(n.max()), 50)
+                ax.plot(10 ** xs, np.polyval(coef, xs), '-', color=shade, lw=1.2)
+                ax.plot(f['opt'][b][0], f['opt'][b][1], '*', color=shade, ms=13, mec='black', mew=0.6)
+        ax.set_xscale('log')
+        ax.set_xlabel('parameters N (embeddings included)')
+        ax.set_ylabel('final val loss (nats/char)')
+        ax.set_title(f"{mode}: isoFLOP curves (★ = N_opt)", fontsize=10, color=colors[mode])
+    handles = [plt.Line2D([], [], marker='o', color=s, label=f"budget C = {b:.2g} FLOPs")
+               for s, b in zip(shades, sorted(budgets))]
+    fig.legend(handles=handles, loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
+    ax = axes[-1]
+    for mode in modes:
+        f = fits[mode]
+        if not f['opt']:
+            continue
+        bs = sorted(f['opt'])
+        exps = f.get('exp')
+        for k, (ls, what) in enumerate((('-', 'N_opt'), ('--', 'D_opt'))):
+            ys = [f['opt'][b][0 if k == 0 else 2] for b in bs]
+            label = f"{mode} {what}" + (f" ∝ C^{exps[k]:.2f}" if exps else '')
+            ax.plot(bs, ys, ls, marker='os'[k], color=colors[mode], label=label)
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel('training FLOPs C')
+    ax.set_ylabel('N_opt (params) — solid;  D_opt (tokens) — dashed')
+    ax.set_title(f"N_opt(C), D_opt(C); paper: C^{PAPER[0]}, C^{PAPER[1]}", fontsize=10)
+    ax.legend(fontsize=7, loc='upper left')
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(os.path.join(out, 'isoflop.png'), dpi=110)
+    plt.close(fig)
+
+
+def figure_gap(gaps, colors, grid, out):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(10, 5))
+    ax.axhline(0, color='black', lw=0.8)
+    ax.axvspan(max(g['measured'][1] for g in gaps.values()) if gaps else grid[-1], grid[-1], color='0.92', lw=0)
+    if gaps:
+        ax.text(grid[-1], 0.98, 'extrapolated ', transform=ax.get_xaxis_transform(), ha='right', va='top',
+                fontsize=9, color='0.35')
+    for mode, g in gaps.items():
+        lo, hi = g['measured']
+        inside = (grid >= lo * 0.999) & (grid <= hi * 1.001)
+        ax.plot(grid[inside], g['gap'][inside], '-', color=colors[mode], lw=2, label=f"{mode} − dense")
+        for part in (grid <= lo * 1.001, grid >= hi * 0.999):
+            if part.sum() > 1:
+                ax.plot(grid[part], g['gap'][part], '--', color=colors[mode], lw=1.5)
+        if g['band'] is not None:
+            ax.fill_between(grid, *g['band'], color=colors[mode], alpha=0.15, lw=0)
+    ax.plot([], [], 'k--', lw=1.5, label='extrapolated (beyond the measured budgets)')
+    ax.set_xscale('log')
+    ax.set_xlabel('training FLOPs C')
+    ax.set_ylabel('val loss − dense val loss (nats/char)')
+    ax.set_title('Gap to dense at equal FLOPs, from the fitted frontiers (> 0: worse than dense; band: 90%)',
+                 fontsize=10)
+    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, 'gap.png'), dpi=110)
+    plt.close(fig)
+
+
+def read_bench(path):
+    """{(mode, width, rank): sampling tokens/s} from a bench.py --csv file"""
+    if not os.path.isfile(path):
+        die(f"no bench CSV at {path}")
+    with open(path) as f:
+        return {(r['mode'], int(r['width']), int(r['rank'])): float(r['gen_tok_s'])
+                for r in csv.DictReader(f) if r.get('gen_tok_s')}
+
+
+def tables(points, budgets, fits, gaps, gen, out):
+    lines = [f"Points: {len(points)} runs; params: all, embeddings included; C: training FLOPs as logged; "
+             f"intervals: 90% bootstrap.\n",
+             f"| mode | E | A (loss above E at C = {C_REF:.0e}) | α | N_opt ∝ C^a: a | D_opt ∝ C^b: b |",
+             '|---|---|---|---|---|---|']
+    for mode, f in fits.items():
+        boot = np.array(f['boot']) if f['boot'] else np.empty((0, 3))
+        fit = [fmt_fit(f['fit'][k], interval(boot[:, k])) for k in range(3)] if f['fit'] else ['-'] * 3
+        exps = np.array(f['boot_exp']) if f['boot_exp'] else np.empty((0, 2))
+        ab = [fmt_fit(f['exp'][k], interval(exps[:, k])) for k in range(2)] if f.get('exp') else ['-'] * 2
+        lines.append(f"| {mode} | " + ' | '.join(fit + ab) + ' |')
+    lines.append(f"| paper | | | | {PAPER[0]} | {PAPER[1]} |\n| Chinchilla | | | | ≈ 0.5 | ≈ 0.5 |\n")
+    lines += ['D_opt = C / (training FLOPs per token of an N_opt model: model.flops_per_token of the sizes run, '
+              'quadratic in log-log), the repo\'s own count, not C / 6N.\n',
+              '| mode | budget C | N_opt | D_opt (tokens) | loss at N_opt | inside the sizes run |', '|---' * 6 + '|']
+    for mode, f in fits.items():
+        for b in sorted(f['opt']):
+            n, loss, d, inside = f['opt'][b]
+            lines.append(f"| {mode} | {b:.3g} | {n / 1e6:.3f}M | {d / 1e6:.2f}M | {loss:.4f} | "
+                         f"{'yes' if inside else 'NO (edge)'} |")
+    if gaps:
+        lines += ['', '| gap at equal FLOPs | ' + ' | '.join(f"C = {b:.2g}" for b in sorted(budgets))
+                  + ' | lowest → highest budget |', '|---|' + '---|' * (len(budgets) + 1)]
+        for mode, g in gaps.items():
+            f, d = fits[mode], fits['dense']
+            cells = []
+            for b in sorted(budgets):
+                boot = [frontier_loss(x, b) - frontier_loss(y, b) for x, y in zip(f['boot'], d['boot'])]
+                cells.append(fmt_fit(frontier_loss(f['fit'], b) - frontier_loss(d['fit'], b), interval(boot), '+.3f'))
+            lines.append(f"| {mode} − dense | " + ' | '.join(cells) + f" | {trend(g['change'])} (Δ|gap| "
+                         f"[{g['change'][0]:+.3f}, {g['change'][1]:+.3f}]) |")
+    top = max(budgets)
+    lines += ['', f"Inference at equal quality: the loss of each mode's best run at the top budget (C = {top:.2g}); "
+                  "per mode, the smallest model (any budget) that reaches it.\n",
+              '| target | mode | smallest reaching it | params | MFLOPs/token | sampling tokens/s |', '|---' * 6 + '|']
+    for target_mode in fits:
+        at_top = [p for p in budgets[top] if p['mode'] == target_mode]
+        if not at_top:
+            continue
+        target = min(p['val_loss'] for p in at_top)
+        for mode in fits:
+            reach = [p for p in points if p['mode'] == mode and p['val_loss'] <= target]
+            if not reach:
+                lines.append(f"| {target_mode} {target:.4f} | {mode} | none | | | |")
+                continue
+            p = min(reach, key=lambda p: p['params'])
+            tok_s = gen.get((p['mode'], p['n_embd'], p['rank']))
+            lines.append(f"| {target_mode} {target:.4f} | {mode} | {p['run']} (d={p['n_embd']}) | "
+                         f"{p['params'] / 1e6:.3f}M | {p['flops_per_token'] / 1e6:.2f} | "
+                         f"{f'{tok_s:,.0f}' if tok_s else '-'} |")
+    text = '\n'.join(lines) + '\n'
+    with open(os.path.join(out, 'ladder.md'), 'w') as fh:
+        fh.write(text)
+    keys = ['run', 'mode', 'n_embd', 'n_layer', 'rank', 'iter', 'params', 'flops_per_token', 'train_flops', 'tokens',
+            'val_loss']
+    with open(os.path.join(out, 'points.csv'), 'w', newline='') as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys + ['budget'])
+        writer.writeheader()
+        for b, g in budgets.items():
+            writer.writerows(dict({k: p[k] for k in keys}, budget=f"{b:.4g}") for p in g)
+    return text
+
+
+def analyze(paths, opts):
+    if not paths:
+        die("usage: ladder.py analyze RUN_DIR|LOG.jsonl ... --out=DIR [--bench=CSV] [--resamples=N]")
+    if 'out' not in opts:
+        die("analyze needs --out=DIR")
+    resamples = opts.get('resamples', '1000')
+    if not resamples.isdigit() or int(resamples) < 1:
+        die(f"--resamples must be a positive integer, got {resamples!r}")
+    points = [read_point(p) for p in paths]
+    gen = read_bench(opts['bench']) if opts.get('bench') else {}
+    budgets = group_budgets(points)
+    rng = np.random.default_rng(0)
+    modes = [m for m in lowrank.MODES if any(p['mode'] == m for p in points)]
+    colors = {m: color(m, k) for k, m in enumerate(lowrank.MODES) if m in modes}
+    fits = {m: mode_fits([p for p in points if p['mode'] == m], budgets, int(resamples), rng) for m in modes}
+    grid = np.geomspace(min(budgets), max(budgets) * 10, 120)
+    gaps = gap_curves(fits, grid)
+    os.makedirs(opts['out'], exist_ok=True)
+    figure_frontier(points, fits, colors, opts['out'])
+    figure_isoflop(points, budgets, fits, colors, opts['out'])
+    figure_gap(gaps, colors, grid, opts['out'])
+    print(tables(points, budgets, fits, gaps, gen, opts['out']), end='')
+    files = ('loss_vs_flops.png', 'isoflop.png', 'gap.png', 'ladder.md', 'points.csv')
+    print(f"wrote {', '.join(os.path.join(opts['out'], f) for f in files)}")
+
+
+def main(argv):
+    opts = dict(a.removeprefix('--').partition('=')[::2] for a in argv if a.startswith('--'))
+    args = [a for a in argv if not a.startswith('--')]
+    known = {'plan': {'measure'}, 'analyze': {'out', 'bench', 'resamples'}}
+    if not args or args[0] not in known:
+        die("usage: ladder.py plan [--measure=True] | ladder.py analyze RUN ... --out=DIR [--bench=CSV] "
+            "[--resamples=N]")
+    unknown = set(opts) - known[args[0]]
+    if unknown:
+        die(f"unknown option(s) for {args[0]}: {', '.join(sorted(unknown))}")
+    plan(opts) if args[0] == 'plan' else analyze(args[1:], opts)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

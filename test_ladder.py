@@ -1,0 +1,131 @@
+"""experiments/ladder.py: the FLOP accounting of the ladder's shapes, the fits on synthetic data with known answers,
+and analyze end to end on synthetic log.jsonl files (CPU, no training)."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(REPO, 'experiments'))
+import ladder  # noqa: E402
+
+
+def count_by_hand(mode, d):
+    """(all parameters, training FLOPs per token) from the layer shapes alone: per block Q, K, V, O (d×d) and the
+    MLP's up and down (d×4d), dense or as two factors of rank d/4; two LayerNorms per block and a final one;
+    token and position embeddings, the head tied to the first; attention's QKᵀ and AV: 2·2·T·d per layer forward"""
+    L, T, V = ladder.N_LAYER, ladder.BLOCK_SIZE, ladder.VOCAB
+    if mode in ('dense', 'muon'):
+        weights = 4 * d * d + 2 * d * 4 * d
+    else:
+        r = d // 4
+        weights = 4 * r * (d + d) + 2 * r * (d + 4 * d)
+    params = L * weights + (2 * L + 1) * d + V * d + T * d
+    return params, 6 * (L * weights + V * d) + 3 * L * 2 * 2 * T * d
+
+
+@pytest.mark.parametrize('mode', ['dense', 'muon', 'spectron', 'nfw'])
+def test_flop_accounting_of_the_ladder_shapes(mode):
+    for d in ladder.WIDTHS[mode]:
+        assert ladder.shape(mode, d) == count_by_hand(mode, d), (mode, d)
+
+
+def test_plan_keeps_epochs_and_spans():
+    rows = ladder.plan_rows({m: [(ladder.shape(m, d)[1], ms) for (mm, d), ms in ladder.MEASURED_MS.items() if mm == m]
+                             for m in ('dense', 'muon', 'spectron')})
+    assert max(r['tokens'] for r in rows) / ladder.TRAIN_TOKENS <= 4
+    assert max(ladder.BUDGETS) / min(ladder.BUDGETS) >= 10 - 1e-9 and len(ladder.BUDGETS) >= 4
+    for mode in ladder.WIDTHS:
+        params = [r['params'] for r in rows if r['mode'] == mode]
+        assert len(params) >= 5 and math.log10(max(params) / min(params)) >= 1.5, mode
+        assert all(r['steps'][-1] >= ladder.MIN_STEPS for r in rows)  # every size reaches the top budget
+
+
+def test_fit_recovers_known_frontier():
+    C = np.geomspace(1e12, 1e14, 8)
+    E, A, alpha = 1.2, 0.5, 0.3
+    fit = ladder.fit_frontier(C, E + A * (C / ladder.C_REF) ** -alpha)
+    assert fit == pytest.approx((E, A, alpha), abs=0.01)
+
+
+def test_isoflop_quadratic_recovers_n_opt():
+    N = np.geomspace(1e5, 5e6, 6)
+    n_opt, loss = ladder.isoflop_fit(N, 1.7 + 0.3 * (np.log10(N) - math.log10(6e5)) ** 2)
+    assert n_opt == pytest.approx(6e5, rel=1e-6) and loss == pytest.approx(1.7)
+    assert ladder.isoflop_fit(N, 1.7 - 0.3 * (np.log10(N) - 5.8) ** 2) is None  # a maximum is no optimum
+
+
+def test_exponent_recovers_known_slope():
+    C = np.geomspace(1e12, 1e13, 5)
+    assert ladder.slope(C, 3 * C ** 0.479) == pytest.approx(0.479)
+
+
+def write_run(root, mode, d, budget, loss_of):
+    """a finished run's log.jsonl at one ladder shape and budget, its val loss from loss_of(N, D)"""
+    params, fpt = ladder.shape(mode, d)
+    steps = ladder.steps_for(budget, fpt)
+    C = steps * fpt * ladder.BLOCK_SIZE * ladder.BATCH_SIZE
+    path = os.path.join(root, f"{mode}_d{d}_C{budget:.2g}")
+    os.makedirs(path)
+    config = dict(kind='config', mode=mode, n_embd=d, n_layer=ladder.N_LAYER, block_size=ladder.BLOCK_SIZE,
+                  batch_size=ladder.BATCH_SIZE, rank=ladder.RANK)
+    logged = params - ladder.BLOCK_SIZE * d  # num_params() leaves out the position embedding
+    evals = [dict(kind='eval', iter=it, val_loss=loss_of(params, C / fpt) + extra, train_flops=C * it / steps,
+                  params=logged, flops_per_token=fpt) for it, extra in ((steps // 2, 0.3), (steps, 0.0))]
+    with open(os.path.join(path, 'log.jsonl'), 'w') as f:
+        f.write('\n'.join(json.dumps(r) for r in [config] + evals) + '\n')
+    return path
+
+
+def chinchilla(E, A, B, a=0.34, b=0.34):
+    return lambda N, D: E + A / N ** a + B / D ** b
+
+
+def synthetic_ladder(root, modes):
+    paths = []
+    for mode, loss_of in modes.items():
+        for d in ladder.WIDTHS[mode]:
+            params, fpt = ladder.shape(mode, d)
+            paths += [write_run(root, mode, d, b, loss_of) for b in ladder.BUDGETS
+                      if ladder.steps_for(b, fpt) >= ladder.MIN_STEPS]
+    return paths
+
+
+def test_analyze_end_to_end(tmp_path, capsys):
+    # equal exponents of N and D: N_opt ∝ C^0.5; spectron's reducible loss is larger, so its gap to dense is > 0
+    paths = synthetic_ladder(tmp_path / 'runs', {'dense': chinchilla(1.0, 40, 40), 'spectron': chinchilla(1.0, 60, 40)})
+    out = tmp_path / 'out'
+    ladder.main(['analyze', *paths, f'--out={out}', '--resamples=50'])
+    for name in ('loss_vs_flops.png', 'isoflop.png', 'gap.png', 'ladder.md', 'points.csv'):
+        assert (out / name).stat().st_size > 0, name
+    text = (out / 'ladder.md').read_text()
+    assert 'spectron − dense' in text and '| dense |' in text
+    with open(out / 'points.csv') as f:
+        assert len(f.readlines()) == len(paths) + 1
+    points = [ladder.read_point(p) for p in paths]
+    budgets = ladder.group_budgets(points)
+    assert len(budgets) == len(ladder.BUDGETS)
+    fits = {m: ladder.mode_fits([p for p in points if p['mode'] == m], budgets, 20, np.random.default_rng(0))
+            for m in ('dense', 'spectron')}
+    assert fits['dense']['exp'][0] == pytest.approx(0.5, abs=0.08)  # N_opt ∝ C^0.5 by construction
+    gap = ladder.gap_curves(fits, np.array(ladder.BUDGETS))['spectron']['gap']
+    assert (gap > 0).all()
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, 'experiments', 'ladder.py'), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    no_evals = tmp_path / 'run'
+    no_evals.mkdir()
+    (no_evals / 'log.jsonl').write_text(json.dumps(dict(kind='config', mode='dense')) + '\n')
+    for args in (['analyze', f'--out={tmp_path}'], ['analyze', str(no_evals), f'--out={tmp_path}'],
+                 ['analyze', str(tmp_path / 'missing'), f'--out={tmp_path}'], ['fit'], ['plan', '--measur=True']):
+        p = cli(*args)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and 'Traceback' not in p.stderr, args
