@@ -471,7 +471,7 @@ def test_readme_recipe(monkeypatch):
     import types
     from model import GPT, GPTConfig
     readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
-    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0]
+    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[0]
     recipe, test = re.findall(r'```python\n(.*?)```', section, re.S)
     namespace = {**vars(lowrank), 'MODES': dict(lowrank.MODES)}  # the registry line must not leak into other tests
     exec(recipe, namespace)
@@ -496,3 +496,44 @@ def test_readme_recipe(monkeypatch):
     test_namespace = {'torch': torch, 'lowrank': types.SimpleNamespace(**namespace)}
     exec(test, test_namespace)
     test_namespace['test_gated_layer_is_its_factors']()
+
+
+def test_readme_optimizer_recipe(monkeypatch):
+    """README's "An optimizer idea", run as written: the subclass and its registry line give a mode whose GPT trains
+    (the loss of a fixed batch falls) through the subclass' step_sizes, and README's own test of it passes."""
+    import os
+    import re
+    import types
+    from model import GPT, GPTConfig
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
+    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[1]
+    recipe, test = re.findall(r'```python\n(.*?)```', section.split('\n### ', 1)[0], re.S)
+    namespace = {**vars(lowrank), 'MODES': dict(lowrank.MODES)}  # the registry line must not leak into other tests
+    exec(recipe, namespace)
+    monkeypatch.setattr(lowrank, 'MODES', namespace['MODES'])
+    variant = namespace['PerFactorSpectron']
+    calls = []
+    rule = variant.step_sizes  # a spy that keeps the rule
+    monkeypatch.setattr(variant, 'step_sizes', lambda self, *args: calls.append(args) or rule(self, *args))
+    mode = lowrank.MODES['spectron_pf']
+    assert mode.step_size == 'spectron_lr' and mode.bounded
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=1, n_head=2, n_embd=32, mode='spectron_pf', rank=8))
+    cfg = dict(learning_rate=1e-2, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.1, spectron_beta=0.95,
+               ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, spectron_ortho=True, spectron_renorm=True)
+    optimizers = mode.optimizers(model, cfg)
+    assert type(optimizers[0]) is variant
+    x, y = torch.randint(20, (4, 16)), torch.randint(20, (4, 16))
+    losses = []
+    for _ in range(30):
+        _, loss = model(x, y)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+    assert len(calls) == 30 * 6  # one call per layer (q, k, v, o, up, down) per step: the variant's rule is used
+    test_namespace = {'torch': torch, 'lowrank': types.SimpleNamespace(**namespace)}
+    exec(test, test_namespace)
+    test_namespace['test_per_factor_spectron_keeps_the_bound_on_dW']()
