@@ -28,7 +28,8 @@ from configurator import die, parse_args
 from model import GPT, GPTConfig, peak_flops
 
 # -----------------------------------------------------------------------------
-modes = 'muon,nfw,spectron,tsvd'  # modes (lowrank.MODES) to time; dense always runs, as the baseline; muon at full width
+modes = ','.join(m for m in lowrank.MODES if m != 'dense')  # modes (lowrank.MODES) to time; dense always runs, as the
+# baseline; a mode of full W (muon) at full width only
 widths = '256'  # comma-separated n_embd values, e.g. 256,768
 ranks = '0.0625,0.125,0.25,0.5'  # comma-separated rank fractions of n_embd, each in (0, 1]
 n_layer = 4  # model and batch: train.py's defaults
@@ -82,7 +83,7 @@ def validate(c):
     for ok, msg in checks:
         if not ok:
             die(msg)
-    c['modes'] = [m for m in lowrank.MODES if m in c['modes'] and m != 'dense']  # nfw before spectron: 'vs nfw'
+    c['modes'] = [m for m in lowrank.MODES if m in c['modes'] and m != 'dense']  # registry order: nfw before spectron
     if c['dtype'] == 'auto':
         c['dtype'] = 'bfloat16' if c['device'] == 'cuda' else 'float32'
     if c['quick']:
@@ -222,9 +223,11 @@ def bench(c):
         full_w = [m for m in c['modes'] if lowrank.MODES[m].layer is lowrank.DenseLinear]  # muon: no rank to vary
         plan = [('dense', d)] + [('plain', d)] * c['plain'] + [(m, d) for m in full_w]
         plan += [(m, max(1, round(f * d))) for f in c['ranks'] for m in c['modes'] if m not in full_w]
-        dense, nfw = None, {}
+        dense, nfw = None, {}  # nfw: rank -> ms of factorized layers under plain AdamW
         for mode_name, rank in plan:
             r = run(c, d, mode_name, rank)
+            layer, optimizers = lowrank.MODES['dense' if mode_name == 'plain' else mode_name][:2]
+            plain_adamw = optimizers is lowrank.adamw_only  # 'vs nfw': another optimizer of NFW's factors, against it
             dense = dense or r
             flop_s = r['flops'] * tokens / r['ms'] * 1e3
             row = dict(width=d, mode=mode_name, rank=rank, params=r['params'], mflops_tok=r['flops'] / 1e6,
@@ -232,9 +235,10 @@ def bench(c):
                        gflop_s=flop_s / 1e9, mfu_pct=100 * flop_s / peak if peak else None,
                        peak_mb=r['peak_mb'], speedup=dense['ms'] / r['ms'], ideal=dense['flops'] / r['flops'],
                        eff=dense['ms'] / r['ms'] * r['flops'] / dense['flops'],
-                       vs_nfw_pct=100 * (r['ms'] / nfw[rank] - 1) if mode_name == 'spectron' and rank in nfw else None,
+                       vs_nfw_pct=100 * (r['ms'] / nfw[rank] - 1)
+                       if layer is lowrank.FactorizedLinear and not plain_adamw and rank in nfw else None,
                        gen_tok_s=r['gen'], gen_x=r['gen'] / dense['gen'] if r['gen'] else None, compiled=r['compiled'])
-            nfw.update({rank: r['ms']} if mode_name == 'nfw' else {})
+            nfw.update({rank: r['ms']} if layer is lowrank.FactorizedLinear and plain_adamw else {})
             rows.append(row)
             print(format_row(row), flush=True)
             if c['compile'] and not row['compiled']:

@@ -167,17 +167,20 @@ def validate(c):
         need(0 <= c[k] < 1, f"{k} must be in [0, 1), got {c[k]}")
     need(0 < c['energy'] <= 1, f"energy (τ) must be in (0, 1], got {c['energy']}")
     need(c['min_rank'] >= 1, f"min_rank must be >= 1, got {c['min_rank']}")
-    if lowrank.MODES[c['mode']].layer is not lowrank.DenseLinear:  # dense and muon ignore rank, as nanoGPT would
+    layer = lowrank.MODES[c['mode']].layer
+    if layer is not lowrank.DenseLinear:  # dense and muon ignore rank, as nanoGPT would
         # every layer's smaller side is n_embd (d×d attention, d×4d MLP)
         try:
             r = lowrank.resolve_rank(c['rank'], c['n_embd'], 4 * c['n_embd'])
         except ValueError as e:
             die(str(e))
-        need(c['mode'] != 'tsvd' or c['min_rank'] <= r, f"min_rank={c['min_rank']} is larger than rank={r}")
+        need(not issubclass(layer, lowrank.TSVDLinear) or c['min_rank'] <= r,  # TSVD's truncation floor
+             f"min_rank={c['min_rank']} is larger than rank={r}")
     need(c['init_from'] in ('scratch', 'resume', 'svd'), f"unknown init_from {c['init_from']!r}: scratch, resume or svd")
     need(c['init_from'] != 'svd' or c['svd_from'], "init_from=svd needs --svd_from=OUT_DIR of the dense run")
-    need(c['init_from'] != 'svd' or lowrank.MODES[c['mode']].layer is not lowrank.DenseLinear,
-         f"init_from=svd with mode={c['mode']}: a dense model has nothing to factorize (choose nfw, spectron or tsvd)")
+    factorized = [m for m, mode in lowrank.MODES.items() if mode.layer is not lowrank.DenseLinear]
+    need(c['init_from'] != 'svd' or layer is not lowrank.DenseLinear,
+         f"init_from=svd with mode={c['mode']}: a dense model has nothing to factorize (choose {', '.join(factorized)})")
     need(c['tokenizer'] in ('char', 'gpt2'), f"tokenizer must be 'char' or 'gpt2', got {c['tokenizer']!r}")
     need(os.path.isfile(c['input_file']), f"corpus not found: {c['input_file']}")
     need(c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {c['dtype']!r}")

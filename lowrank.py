@@ -104,12 +104,15 @@ def newton_schulz(G, steps=5, eps=1e-7):
     Muon's quintic iteration X ← a X + b X(XᵀX) + c X(XᵀX)² pushes every singular value towards 1 (to within
     about [0.7, 1.2] after five steps; that is enough for an update direction and much cheaper than an SVD).
     Every iterate is X₀ Q with Q = p(S) a polynomial in the r×r Gram S = X₀ᵀX₀, so Q, S and the iterate's Gram
-    A = Qᵀ S Q all commute: with P = aI + bA + cA², Q ← Q P and A ← A P². O(r³) per step plus O(m r²) once."""
+    A = Qᵀ S Q all commute: with P = aI + bA + cA², Q ← Q P and A ← A P². O(r³) per step plus O(m r²) once.
+    Computed and returned in float64 for float64 input, in float32 otherwise (bf16 too). The Gram form squares the
+    condition number, so in float32 on ill-conditioned input it is off by about 2e-3 relative (the X-iteration:
+    ~1e-5); far below the bf16 error reference Muon accepts, and float64 input gets ~1e-12."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.float().reshape(-1, *G.shape[-2:])
+    X = G.to(torch.float64 if G.dtype == torch.float64 else torch.float32).reshape(-1, *G.shape[-2:])
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)  # ‖X‖₂ ≤ ‖X‖_F = 1: in the basin of the iteration
     A = X.mT @ X
-    eye = torch.eye(A.size(-1), device=A.device)
+    eye = torch.eye(A.size(-1), device=A.device, dtype=A.dtype)
     Q = None
     for k in range(steps):
         P = torch.baddbmm(A, A, A, beta=b, alpha=c).add_(eye, alpha=a)  # a I + b A + c A², one fused call
@@ -132,27 +135,44 @@ def power_iteration(A, v, iters=1):
 
 
 class Spectron(torch.optim.Optimizer):
-    """Spectron for factor pairs. params: [U₀, V₀, U₁, V₁, ...] (each pair one layer's factors).
-    lr is η, the bound on the spectral norm of each step of W = V Uᵀ (the LR schedule scales it). ortho and renorm
+    """Spectron for factor pairs: pairs = [(U₀, V₀), (U₁, V₁), ...], each one layer's factors (W = V Uᵀ, U: in×r,
+    V: out×r). lr is η, the bound on the spectral norm of each step of W (the LR schedule scales it). ortho and renorm
     switch off the paper's two ingredients for its ablation (each alone trained worse, neither diverged): NS(M) becomes
-    M/‖M‖₂, and ρ becomes η."""
+    M/‖M‖₂, and ρ becomes η. A variant with another step-size rule overrides step_sizes (README, "An optimizer idea").
+    A factor whose .grad is None is skipped, as torch's optimizers skip it; its pair partner still steps, at the
+    pair's ρ (σ of both factors bound ΔW = ΔV Uᵀ + V ΔUᵀ whichever of them moves)."""
 
-    def __init__(self, params, lr=0.02, momentum=0.95, ns_steps=5, power_iters=1, weight_decay=0.0, ortho=True,
+    def __init__(self, pairs, lr=0.02, momentum=0.95, ns_steps=5, power_iters=1, weight_decay=0.0, ortho=True,
                  renorm=True):
+        pairs = list(pairs)
+        if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
+            raise ValueError("Spectron takes a list of (U, V) pairs, one per layer, not a flat list of factors")
+        for U, V in pairs:
+            if U.dim() != 2 or V.dim() != 2 or U.shape[1] != V.shape[1]:
+                raise ValueError(f"a (U, V) pair must be two 2-D factors of the same rank (shape[1]), got "
+                                 f"{tuple(U.shape)} and {tuple(V.shape)}")
         if not lr > 0:
             raise ValueError(f"spectron lr (η) must be > 0, got {lr}")
         if not 0 <= momentum < 1:
             raise ValueError(f"spectron momentum (β) must be in [0, 1), got {momentum}")
         if ns_steps < 1 or power_iters < 1:
             raise ValueError("ns_steps and power_iters must be >= 1")
-        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, power_iters=power_iters,
-                                      weight_decay=weight_decay, ortho=ortho, renorm=renorm))
+        # one group, params [U₀, V₀, U₁, V₁, ...]: the layout of every checkpoint; step pairs them back in twos
+        super().__init__([p for pair in pairs for p in pair],
+                         dict(lr=lr, momentum=momentum, ns_steps=ns_steps, power_iters=power_iters,
+                              weight_decay=weight_decay, ortho=ortho, renorm=renorm))
 
     def __setstate__(self, state):  # a checkpoint from before the switches was made with both on
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault('ortho', True)
             group.setdefault('renorm', True)
+
+    def step_sizes(self, eta, sigma_U, sigma_V):
+        """(ρ_U, ρ_V), the step of each factor of a pair, from the bound η and their spectral norms (Eq. 16):
+            ρ = η / (σ_U + σ_V + 1)  for both, so that  ‖ΔW‖₂ ≤ ρ σ_U + ρ σ_V + ρ² ≤ η  (for ρ ≤ 1)."""
+        rho = eta / (sigma_U + sigma_V + 1)
+        return rho, rho
 
     def _init_state(self, p, index):
         # the power-iteration vector starts from a seed that depends on the factor's index only, so every
@@ -168,34 +188,44 @@ class Spectron(torch.optim.Optimizer):
             for i, p in enumerate(params):
                 if not self.state[p]:
                     self._init_state(p, i)
+            pairs = [(U, V) for U, V in zip(params[0::2], params[1::2]) if U.grad is not None or V.grad is not None]
+            moving = [p for pair in pairs for p in pair if p.grad is not None]  # no grad: that factor stays put
             # 1-2. momentum M ← βM + (1−β)G on every factor (one fused call)
-            momenta = [self.state[p]['momentum'] for p in params]
-            torch._foreach_lerp_(momenta, [p.grad for p in params], 1 - group['momentum'])
-            # 3-4. NS(M) and σ(p), batched over factors of the same shape: one bmm chain per shape, not per layer
-            direction, sigma = {}, {}
-            by_shape = defaultdict(list)
-            for p in params:
-                by_shape[p.shape].append(p)
-            for ps in by_shape.values():
+            momenta = [self.state[p]['momentum'] for p in moving]
+            torch._foreach_lerp_(momenta, [p.grad for p in moving], 1 - group['momentum'])
+            # 3. NS(M), batched over factors of the same shape: one bmm chain per shape, not per layer
+            direction = {}
+            for ps in by_shape(moving):
                 M = torch.stack([self.state[p]['momentum'] for p in ps]).float()
                 if group['ortho']:
                     direction.update(zip(ps, newton_schulz(M, group['ns_steps'])))
                 else:  # NS(M) has every singular value ≈ 1, so ‖NS(M)‖₂ ≈ 1; ‖M/‖M‖₂‖₂ = 1 exactly (svdvals of m×r:
                     # O(m r²), like NS), so η still bounds a factor step's largest singular value and step sizes compare
                     direction.update(zip(ps, M / torch.linalg.matrix_norm(M, ord=2, keepdim=True).clamp_min(1e-30)))
-                if group['renorm']:
-                    s, v = power_iteration(torch.stack(ps).float(),
-                                           torch.stack([self.state[p]['power_vec'] for p in ps]), group['power_iters'])
-                    for j, p in enumerate(ps):
-                        sigma[p] = s[j]
-                        self.state[p]['power_vec'] = v[j]
-            # 5. ρ = η / (σ_U + σ_V + 1), the same for both factors of a pair (Eq. 16); without renorm, ρ = η
-            for U, V in zip(params[0::2], params[1::2]):
-                rho = group['lr'] / (sigma[U] + sigma[V] + 1) if group['renorm'] else group['lr']
-                for p in (U, V):
-                    if group['weight_decay']:
-                        p.mul_(1 - group['lr'] * group['weight_decay'])
-                    p.sub_(rho * direction[p].to(p.dtype))
+            # 4. σ of both factors of every pair that steps (a still factor bounds its partner's step in W), batched
+            sigma = {}
+            for ps in by_shape([p for pair in pairs for p in pair] if group['renorm'] else []):
+                s, v = power_iteration(torch.stack(ps).float(), torch.stack([self.state[p]['power_vec'] for p in ps]),
+                                       group['power_iters'])
+                for j, p in enumerate(ps):
+                    sigma[p] = s[j]
+                    self.state[p]['power_vec'] = v[j]
+            # 5. each factor steps by its ρ (step_sizes); without renorm, ρ = η
+            for U, V in pairs:
+                rhos = self.step_sizes(group['lr'], sigma[U], sigma[V]) if group['renorm'] else (group['lr'],) * 2
+                for p, rho in zip((U, V), rhos):
+                    if p.grad is not None:
+                        if group['weight_decay']:
+                            p.mul_(1 - group['lr'] * group['weight_decay'])
+                        p.sub_(rho * direction[p].to(p.dtype))
+
+
+def by_shape(params):
+    """params grouped by shape (in order), for one batched call per shape"""
+    groups = defaultdict(list)
+    for p in params:
+        groups[p.shape].append(p)
+    return list(groups.values())
 
 
 class Muon(torch.optim.Optimizer):
@@ -217,7 +247,7 @@ class Muon(torch.optim.Optimizer):
     def step(self):
         for group in self.param_groups:
             by_shape = defaultdict(list)
-            for p in group['params']:
+            for p in (p for p in group['params'] if p.grad is not None):  # no grad: skipped, as torch's optimizers do
                 buf = self.state[p].setdefault('momentum', torch.zeros_like(p))
                 buf.mul_(group['momentum']).add_(p.grad)
                 by_shape[p.shape].append((p, p.grad.add(buf, alpha=group['momentum'])))
@@ -374,10 +404,11 @@ def the_rest(model, params):
     return [p for p in model.parameters() if id(p) not in ids]
 
 
-def spectron_and_adamw(model, cfg):
-    """Factor pairs to Spectron, the rest to AdamW, stepped together."""
-    factors = [p for m in model.modules() if isinstance(m, FactorizedLinear) for p in (m.U, m.V)]
-    return [Spectron(factors, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
+def spectron_and_adamw(model, cfg, optimizer=Spectron):
+    """Each layer's factor pair to Spectron (or a variant: optimizer, a subclass), the rest to AdamW, stepped together."""
+    pairs = [(m.U, m.V) for m in model.modules() if isinstance(m, FactorizedLinear)]
+    factors = [p for pair in pairs for p in pair]
+    return [optimizer(pairs, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
                      power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd'],
                      ortho=cfg['spectron_ortho'], renorm=cfg['spectron_renorm']),
             adamw(the_rest(model, factors), cfg)]

@@ -28,12 +28,14 @@ import matplotlib
 if "--show=True" not in sys.argv:
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.colors import to_hex
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, ScalarFormatter
 
+import lowrank  # the mode registry: each mode's colour, step-size key and bound
 from configurator import parse_args
 
 PROJS = ["q", "k", "v", "o", "up", "down"]  # projection type = last name component
-MODE_COLORS = {"dense": "black", "nfw": "tab:blue", "spectron": "tab:orange", "tsvd": "tab:green", "muon": "tab:purple"}
+UNKNOWN_COLOR = "tab:gray"  # a logged mode that lowrank.MODES no longer has
 LINESTYLES = ["-", "--", ":", "-."]  # tell apart several runs of the same mode
 MARKERS = ["o", "s", "^", "D"]
 N_SNAPSHOTS = 4  # steps shown in the per-step line plots
@@ -265,8 +267,30 @@ def plot_compression_wave(steps, groups, run):
     fig.tight_layout()
     return fig
 
+def mode_of(mode):
+    """a logged mode's registry entry (lowrank.MODES); a mode the registry does not have gets Mode's defaults"""
+    return lowrank.MODES.get(mode) or lowrank.Mode(None, None)
+
+def mode_color(mode):
+    """a mode's colour in every figure: its registry colour, else matplotlib's C0, C1, ... by its place among the
+    modes without one, skipping the colours other modes name (and the unknown modes' gray)"""
+    if mode not in lowrank.MODES:
+        return UNKNOWN_COLOR
+    if lowrank.MODES[mode].color:
+        return lowrank.MODES[mode].color
+    taken = {to_hex(m.color) for m in lowrank.MODES.values() if m.color} | {to_hex(UNKNOWN_COLOR)}
+    free = [f"C{k}" for k in range(10) if to_hex(f"C{k}") not in taken]
+    unnamed = [name for name, m in lowrank.MODES.items() if not m.color]
+    return free[unnamed.index(mode) % len(free)]
+
+def has_layer(mode, cls):
+    """whether the mode builds its linear layers from cls (or a subclass)"""
+    layer = mode_of(mode).layer
+    return isinstance(layer, type) and issubclass(layer, cls)
+
 def run_label(run, config):
-    rank = "" if config.get("mode") in ("dense", "muon") else f" r={config.get('rank', '?')}"
+    full = has_layer(config.get("mode"), lowrank.DenseLinear)  # a full W: no rank to show
+    rank = "" if full else f" r={config.get('rank', '?')}"
     return f"{config.get('mode', '?')}{rank} ({run})"
 
 def run_styles(logs):
@@ -275,7 +299,7 @@ def run_styles(logs):
     for _, config, _, _ in logs:
         mode = config.get("mode")
         k = seen[mode] = seen.get(mode, -1) + 1
-        styles.append((MODE_COLORS.get(mode, "tab:gray"), LINESTYLES[k % 4], MARKERS[k % 4]))
+        styles.append((mode_color(mode), LINESTYLES[k % 4], MARKERS[k % 4]))
     return styles
 
 def plot_loss_curves(logs):
@@ -348,7 +372,7 @@ def plot_rank_sweep(logs, best=False):
             continue
         key = (*(config.get(k) for k in ("mode", "n_embd", "n_layer", "input_file")), config.get("train_tokens") or 0)
         groups.setdefault(key, {}).setdefault(pt[0], []).append(pt[1:])  # seeds: averaged below
-        if key[0] == "dense":
+        if has_layer(key[0], lowrank.DenseLinear):  # a full W: one rank only, drawn as the level to beat
             dense.setdefault(key, []).append(pt[1:])  # seeds: averaged
     groups = {k: v for k, v in groups.items() if len(v) >= 2}
     if not groups:
@@ -362,7 +386,7 @@ def plot_rank_sweep(logs, best=False):
         i = settings.index(key[1:])
         ranks = sorted(by_rank)
         val, gap = np.array([np.mean(by_rank[r], axis=0) for r in ranks]).T
-        style = dict(color=MODE_COLORS.get(key[0], "tab:gray"), ls=LINESTYLES[i % 4],
+        style = dict(color=mode_color(key[0]), ls=LINESTYLES[i % 4],
                      marker=MARKERS[i % 4], label=f"{key[0]} {label(key)}")
         axes[0].plot(ranks, val, **style)
         axes[1].plot(ranks, gap, **style)
@@ -371,8 +395,8 @@ def plot_rank_sweep(logs, best=False):
     for key, pts in sorted(dense.items(), key=lambda kv: order(kv[0][1:])):  # a lone dense run: the reference to beat
         if key not in groups:
             for ax, y in zip(axes, np.mean(pts, axis=0)):
-                ax.axhline(y, color="black", ls=LINESTYLES[settings.index(key[1:]) % 4], lw=1,
-                           label=f"dense {label(key)}")
+                ax.axhline(y, color=mode_color(key[0]), ls=LINESTYLES[settings.index(key[1:]) % 4], lw=1,
+                           label=f"{key[0]} {label(key)}")
     what, at = ("best val loss (early stopping)", " at best val") if best else ("final val loss", "")
     for ax, ylabel in zip(axes, (f"{what} (nats/token)", f"val - train loss{at} (nats/token)")):
         ax.set_xscale("log", base=2)
@@ -388,8 +412,8 @@ def plot_rank_sweep(logs, best=False):
     return fig
 
 def plot_tsvd_ranks(logs):
-    runs = [(run, evals) for run, config, _, evals in logs
-            if config.get("mode") == "tsvd" and any(e.get("ranks") for e in evals)]
+    runs = [(run, evals) for run, config, _, evals in logs  # a TSVD layer's rank shrinks as it trains
+            if has_layer(config.get("mode"), lowrank.TSVDLinear) and any(e.get("ranks") for e in evals)]
     if not runs:
         return "no tsvd run with ranks in its eval records"
     fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.5), squeeze=False)
@@ -407,25 +431,27 @@ def plot_tsvd_ranks(logs):
     return fig
 
 def run_lr(config):
-    """the step-size knob of a run: η for Spectron, Muon's LR for muon, AdamW's peak LR otherwise"""
-    return config.get({"spectron": "spectron_lr", "muon": "muon_lr"}.get(config.get("mode"), "learning_rate"))
+    """the step size of a run: the config value its mode names (lowrank.MODES step_size: spectron_lr for Spectron,
+    muon_lr for Muon, AdamW's peak learning_rate otherwise)"""
+    return config.get(mode_of(config.get("mode")).step_size)
 
 def plot_stability(logs):
-    """train loss and the largest ‖ΔW‖₂ of any layer per step: the quantity Spectron bounds (its bound η, scaled by
-    the LR schedule, dotted) and NFW lets grow"""
+    """train loss and the largest ‖ΔW‖₂ of any layer per step: the quantity Spectron bounds (dotted: the bound of
+    every run whose mode promises one, its step size scaled by the LR schedule) and NFW lets grow"""
     logs = [l for l in logs if any(r.get("max_dW") is not None for r in l[2])]
     if not logs:
         return "no max_dW in any train record"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for (run, config, train, _), (color, ls, _) in zip(logs, run_styles(logs)):
-        label = f"{run_label(run, config)} lr={run_lr(config)}"
+        mode = mode_of(config.get("mode"))
+        label = f"{run_label(run, config)} {mode.step_size}={run_lr(config)}"
         rows = [r for r in train if r.get("max_dW") is not None and np.isfinite(r["max_dW"])]
         axes[0].plot([r["iter"] for r in train], [r["loss"] for r in train], ls, color=color, lw=0.8, label=label)
         axes[1].plot([r["iter"] for r in rows], [r["max_dW"] for r in rows], ls, color=color, lw=0.8, label=label)
-        if config.get("mode") == "spectron":  # the bound it promises: ‖ΔW‖₂ ≤ η at the step's scheduled LR
+        if mode.bounded:  # the bound it promises: ‖ΔW‖₂ ≤ its step size at the step's scheduled LR
             bounded = [r for r in rows if r.get("lr_factor") is not None]
-            axes[1].plot([r["iter"] for r in bounded], [config["spectron_lr"] * r["lr_factor"] for r in bounded], ":",
-                         color=color, lw=1.5, label=f"η bound of {run_label(run, config)}")
+            axes[1].plot([r["iter"] for r in bounded], [run_lr(config) * r["lr_factor"] for r in bounded], ":",
+                         color=color, lw=1.5, label=f"‖ΔW‖₂ = {mode.step_size} bound of {run_label(run, config)}")
     axes[0].set(xlabel="iter", ylabel="train loss (nats/token)", title="train loss", yscale="log")
     axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
     axes[0].yaxis.set_minor_formatter(FormatStrFormatter("%g"))
@@ -443,7 +469,7 @@ def chosen_step(vals_by_step):
     return min((lr for lr, v in vals_by_step.items() if len(v) == most), key=lambda lr: np.mean(vals_by_step[lr]))
 
 def plot_lr_sweep(logs):
-    """final val loss, largest ‖ΔW‖₂ and spike count against LR (η for Spectron), per mode; seeds: mean and range;
+    """final val loss, largest ‖ΔW‖₂ and spike count against each mode's step size; seeds: mean and range;
     a star on each mode's pick (the best mean among the values with the most seeds: the tuning protocol)"""
     by_mode = {}
     for _, config, train, evals in logs:
@@ -458,22 +484,23 @@ def plot_lr_sweep(logs):
     for mode, by_lr in sorted(by_mode.items()):
         lrs = sorted(by_lr)
         best = lrs.index(chosen_step({lr: [p[0] for p in by_lr[lr]] for lr in lrs}))
-        knob = {"spectron": "η", "muon": "Muon LR"}.get(mode, "AdamW LR")
+        knob = mode_of(mode).step_size
         for ax, j in zip(axes, range(3)):
             ys = [np.array([p[j] for p in by_lr[lr]], dtype=float) for lr in lrs]
             mean = np.array([y.mean() for y in ys])
             err = np.array([[m - y.min() for m, y in zip(mean, ys)], [y.max() - m for m, y in zip(mean, ys)]])
             n = max(len(y) for y in ys)
-            ax.errorbar(lrs, mean, yerr=err, marker="o", capsize=3, color=MODE_COLORS.get(mode, "tab:gray"),
+            ax.errorbar(lrs, mean, yerr=err, marker="o", capsize=3, color=mode_color(mode),
                         label=f"{mode} ({knob}; {n} seed{'s' * (n > 1)}: mean, min–max; ★ {lrs[best]:g})")
             if j == 0:
-                ax.plot(lrs[best], mean[best], "*", ms=16, color=MODE_COLORS.get(mode, "tab:gray"), mec="black")
-        if mode == "spectron":  # the bound Spectron promises: ‖ΔW‖₂ ≤ η
-            axes[1].plot(lrs, lrs, "--", color=MODE_COLORS["spectron"], lw=1, label="‖ΔW‖₂ = η")
+                ax.plot(lrs[best], mean[best], "*", ms=16, color=mode_color(mode), mec="black")
+        if mode_of(mode).bounded:  # the bound its optimizer promises: ‖ΔW‖₂ ≤ its step size
+            axes[1].plot(lrs, lrs, "--", color=mode_color(mode), lw=1, label=f"‖ΔW‖₂ = {knob} ({mode})")
+    knobs = ", ".join(sorted({mode_of(mode).step_size for mode in by_mode}))  # each mode's own step size
     for ax, ylabel, scale, corner in zip(axes, ("final val loss (nats/token)", "largest ‖ΔW‖₂ of any layer",
                                                 f"spikes (logged loss > {SPIKE_NATS} above its best so far)"),
                                          ("linear", "log", "linear"), ("best", "upper left", "best")):
-        ax.set(xscale="log", yscale=scale, xlabel="step size: peak LR (AdamW, Muon) or η (Spectron)", ylabel=ylabel)
+        ax.set(xscale="log", yscale=scale, xlabel=f"step size (each mode's own: {knobs})", ylabel=ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc=corner)  # small LRs make small steps: the upper left of ‖ΔW‖₂ stays empty
     fig.tight_layout()

@@ -102,6 +102,22 @@ def test_newton_schulz_gram_form_equals_muon_iteration(m, r):
     assert rel_err(lowrank.newton_schulz(G).double(), newton_schulz_reference(G)) < 1e-4
 
 
+def test_newton_schulz_keeps_float64_and_equals_the_direct_iteration():
+    """float64 in, float64 out (float32 was returned silently), and the Gram form then matches Muon's X-iteration
+    X ← aX + bX(XᵀX) + cX(XᵀX)², written directly, to rounding."""
+    torch.manual_seed(3)
+    a, b, c = 3.4445, -4.7750, 2.0315
+    for m, r in ((96, 8), (64, 64)):
+        G = torch.randn(3, m, r, dtype=torch.float64)
+        X = G / (G.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # newton_schulz's own normalisation
+        for _ in range(5):
+            A = X.mT @ X
+            X = a * X + b * X @ A + c * X @ A @ A
+        out = lowrank.newton_schulz(G)
+        assert out.dtype == torch.float64 and rel_err(out, X) < 1e-10
+    assert lowrank.newton_schulz(G.to(torch.bfloat16)).dtype == torch.float32  # bf16 is computed in float32
+
+
 @pytest.mark.parametrize('m,r', [(64, 4), (256, 64), (128, 128)])
 def test_newton_schulz_singular_values_are_bounded(m, r):
     torch.manual_seed(4)
@@ -151,7 +167,7 @@ def test_spectron_step_bound_on_dW(n_in, n_out, rank, eta):
     """‖W_after − W_before‖₂ by a real SVD, every step after 20 warm-up steps: ≤ c_ns (1 + ε) η < 1.3 η."""
     torch.manual_seed(6)
     layers = [FactorizedLinear(n_in, n_out, rank, False, 0.02) for _ in range(2)]  # two same-shape: batched path
-    opt = Spectron([p for m in layers for p in (m.U, m.V)], lr=eta)
+    opt = Spectron([(m.U, m.V) for m in layers], lr=eta)
     worst = 0.0
     for step in range(40):
         before = [dense_w(m).detach().double() for m in layers]
@@ -175,11 +191,11 @@ def test_spectron_batched_step_equals_one_layer_at_a_time():
     copies = [FactorizedLinear(40, 56, 8, False, 0.02) for _ in range(3)]
     for a, b in zip(layers, copies):
         b.load_state_dict(a.state_dict())
-    together = Spectron([p for m in layers for p in (m.U, m.V)], lr=0.05)
+    together = Spectron([(m.U, m.V) for m in layers], lr=0.05)
     # one optimizer per layer, each with the factor indices the shared one gives it (same power-iteration seeds)
     apart = []
     for i, m in enumerate(copies):
-        opt = Spectron([m.U, m.V], lr=0.05)
+        opt = Spectron([(m.U, m.V)], lr=0.05)
         for j, p in enumerate((m.U, m.V)):
             opt._init_state(p, 2 * i + j)
         apart.append(opt)
@@ -204,7 +220,7 @@ def test_spectron_ablation_switches_step_by_rho_times_direction(ortho, renorm):
     layers = [FactorizedLinear(n_in, n_out, 8, False, 0.02) for n_in, n_out in SHAPES]  # 32×8 twice: batched path
     eta, beta = 0.05, 0.95
     params = [p for m in layers for p in (m.U, m.V)]
-    opt = Spectron(params, lr=eta, momentum=beta, ortho=ortho, renorm=renorm)
+    opt = Spectron([(m.U, m.V) for m in layers], lr=eta, momentum=beta, ortho=ortho, renorm=renorm)
     momenta = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     for step in range(3):
         grads = [torch.randn_like(p) for p in params]
@@ -230,22 +246,64 @@ def test_spectron_checkpoint_from_before_the_switches_loads_as_both_on():
     params = [torch.nn.Parameter(torch.randn(16, 4)), torch.nn.Parameter(torch.randn(24, 4))]
     for p in params:
         p.grad = torch.randn_like(p)
-    old = Spectron(params)
+    old = Spectron([params])
     old.step()
     state = old.state_dict()
     for group in state['param_groups']:
         del group['ortho'], group['renorm']
-    opt = Spectron(params, ortho=False, renorm=False)
+    opt = Spectron([params], ortho=False, renorm=False)
     opt.load_state_dict(state)
     assert opt.param_groups[0]['ortho'] is True and opt.param_groups[0]['renorm'] is True
     opt.step()
+
+
+def test_spectron_takes_one_pair_per_layer_and_rejects_anything_else():
+    """The pairing is explicit: a flat list of factors (odd: the last one was silently never stepped; even: paired
+    by position) and pairs that are not two 2-D factors of one rank are refused with a ValueError."""
+    U, V = torch.nn.Parameter(torch.randn(16, 4)), torch.nn.Parameter(torch.randn(24, 4))
+    for bad in ([U, V, U], [U, V], [(U,)], [(U, V, U)], [(U, torch.nn.Parameter(torch.randn(24, 3)))],
+                [(U, torch.nn.Parameter(torch.randn(24)))]):
+        with pytest.raises(ValueError):
+            Spectron(bad)
+    opt = Spectron([(U, V)])
+    assert [p for g in opt.param_groups for p in g['params']] == [U, V]  # the checkpoint layout: one flat group
+
+
+def test_spectron_and_muon_skip_factors_without_grad():
+    """A parameter whose .grad is None is not stepped (as torch's optimizers do; Muon raised TypeError, Spectron
+    failed in its fused momentum update). In a Spectron pair the factor with a grad steps alone, at the pair's ρ."""
+    torch.manual_seed(12)
+    layers = [FactorizedLinear(32, 48, 8, False, 0.02) for _ in range(3)]
+    reference = [FactorizedLinear(32, 48, 8, False, 0.02) for _ in range(3)]
+    for a, b in zip(layers, reference):
+        b.load_state_dict(a.state_dict())
+    opt, ref = Spectron([(m.U, m.V) for m in layers], lr=0.05), Spectron([(m.U, m.V) for m in reference], lr=0.05)
+    before = [p.detach().clone() for m in layers for p in (m.U, m.V)]
+    for m, r in zip(layers[:2], reference[:2]):
+        m.U.grad = torch.randn_like(m.U)
+        r.U.grad, r.V.grad = m.U.grad.clone(), torch.zeros_like(r.V)  # a zero gradient: no momentum, M = 0 ...
+    layers[1].V.grad = torch.randn_like(layers[1].V)  # layer 1: both; layer 0: U only; layer 2: neither
+    reference[1].V.grad = layers[1].V.grad.clone()
+    opt.step()
+    ref.step()
+    U0, V0, U1, V1, U2, V2 = before
+    assert not torch.equal(layers[0].U, U0) and torch.equal(layers[0].V, V0)
+    assert torch.allclose(layers[0].U, reference[0].U, atol=1e-7)  # ... so U's step is the one of the full pair
+    assert not torch.equal(layers[1].U, U1) and not torch.equal(layers[1].V, V1)
+    assert torch.equal(layers[2].U, U2) and torch.equal(layers[2].V, V2)
+    weights = [torch.nn.Parameter(torch.randn(24, 16)) for _ in range(2)]
+    muon = Muon(weights, lr=0.05)
+    weights[0].grad = torch.randn_like(weights[0])
+    W1 = weights[1].detach().clone()
+    muon.step()
+    assert torch.equal(weights[1], W1) and 'momentum' not in muon.state[weights[1]]
 
 
 @pytest.mark.parametrize('kwargs', [dict(lr=0.0), dict(lr=-1.0), dict(momentum=1.0), dict(momentum=-0.1),
                                     dict(ns_steps=0)])
 def test_spectron_rejects_bad_hyperparameters(kwargs):
     with pytest.raises(ValueError):
-        Spectron([torch.nn.Parameter(torch.randn(4, 2)), torch.nn.Parameter(torch.randn(4, 2))], **kwargs)
+        Spectron([(torch.nn.Parameter(torch.randn(4, 2)), torch.nn.Parameter(torch.randn(4, 2)))], **kwargs)
 
 
 # --- Muon (the dense control) --------------------------------------------------------------------
@@ -268,7 +326,8 @@ def test_muon_step_is_lr_times_scale_times_ns_of_nesterov_momentum(n_in, n_out):
         for m, W0, g, buf in zip(layers, before, grads, buffers):
             buf.mul_(mu).add_(g.double())
             d = g.double() + mu * buf
-            ours = -lr * scale * (lowrank.newton_schulz(d) if n_out >= n_in else lowrank.newton_schulz(d.T).T)
+            d32 = d.float()  # the optimizer's own precision
+            ours = -lr * scale * (lowrank.newton_schulz(d32) if n_out >= n_in else lowrank.newton_schulz(d32.T).T)
             muon = -lr * scale * (newton_schulz_reference(d) if n_out >= n_in else newton_schulz_reference(d.T).T)
             dW = m.weight.detach().double() - W0
             assert rel_err(dW, ours.double()) < 1e-5  # the update rule, exactly
@@ -412,7 +471,7 @@ def test_readme_recipe(monkeypatch):
     import types
     from model import GPT, GPTConfig
     readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
-    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0]
+    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[0]
     recipe, test = re.findall(r'```python\n(.*?)```', section, re.S)
     namespace = {**vars(lowrank), 'MODES': dict(lowrank.MODES)}  # the registry line must not leak into other tests
     exec(recipe, namespace)
@@ -437,3 +496,44 @@ def test_readme_recipe(monkeypatch):
     test_namespace = {'torch': torch, 'lowrank': types.SimpleNamespace(**namespace)}
     exec(test, test_namespace)
     test_namespace['test_gated_layer_is_its_factors']()
+
+
+def test_readme_optimizer_recipe(monkeypatch):
+    """README's "An optimizer idea", run as written: the subclass and its registry line give a mode whose GPT trains
+    (the loss of a fixed batch falls) through the subclass' step_sizes, and README's own test of it passes."""
+    import os
+    import re
+    import types
+    from model import GPT, GPTConfig
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
+    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[1]
+    recipe, test = re.findall(r'```python\n(.*?)```', section.split('\n### ', 1)[0], re.S)
+    namespace = {**vars(lowrank), 'MODES': dict(lowrank.MODES)}  # the registry line must not leak into other tests
+    exec(recipe, namespace)
+    monkeypatch.setattr(lowrank, 'MODES', namespace['MODES'])
+    variant = namespace['PerFactorSpectron']
+    calls = []
+    rule = variant.step_sizes  # a spy that keeps the rule
+    monkeypatch.setattr(variant, 'step_sizes', lambda self, *args: calls.append(args) or rule(self, *args))
+    mode = lowrank.MODES['spectron_pf']
+    assert mode.step_size == 'spectron_lr' and mode.bounded
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=1, n_head=2, n_embd=32, mode='spectron_pf', rank=8))
+    cfg = dict(learning_rate=1e-2, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.1, spectron_beta=0.95,
+               ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, spectron_ortho=True, spectron_renorm=True)
+    optimizers = mode.optimizers(model, cfg)
+    assert type(optimizers[0]) is variant
+    x, y = torch.randint(20, (4, 16)), torch.randint(20, (4, 16))
+    losses = []
+    for _ in range(30):
+        _, loss = model(x, y)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+    assert len(calls) == 30 * 6  # one call per layer (q, k, v, o, up, down) per step: the variant's rule is used
+    test_namespace = {'torch': torch, 'lowrank': types.SimpleNamespace(**namespace)}
+    exec(test, test_namespace)
+    test_namespace['test_per_factor_spectron_keeps_the_bound_on_dW']()

@@ -281,9 +281,41 @@ def test_stability_figure_draws_spectrons_bound_eta_times_the_schedule(tmp_path)
         with open(path, "w") as f:
             f.write("\n".join(map(json.dumps, rows)) + "\n")
     fig = ps.plot_stability([(os.path.basename(d), *ps.load_log(d)) for d in runs])
-    bounds = [line for line in fig.axes[1].get_lines() if line.get_label().startswith("η bound")]
+    bounds = [line for line in fig.axes[1].get_lines() if line.get_label().startswith("‖ΔW‖₂ = spectron_lr bound")]
     assert len(bounds) == 1 and "spectron" in bounds[0].get_label()  # Spectron's only: NFW promises none
     assert list(bounds[0].get_xdata()) == [0, 5, 10] and list(bounds[0].get_ydata()) == [0.01, 0.005, 0.005]
+    ps.plt.close(fig)
+
+def test_figures_ask_the_registry_for_colour_step_size_and_bound(tmp_path, monkeypatch):
+    """A mode added to lowrank.MODES without a colour gets one no other mode has, the same at every call; the
+    stability and LR-sweep figures name its step size by its config key and draw the bound it promises."""
+    import lowrank
+    from matplotlib.colors import to_hex
+    modes = dict(lowrank.MODES, spectron2=lowrank.MODES["spectron"]._replace(color=None),
+                 nfw2=lowrank.MODES["nfw"]._replace(color=None))
+    monkeypatch.setattr(lowrank, "MODES", modes)
+    colors = {m: to_hex(ps.mode_color(m)) for m in modes}
+    assert len(set(colors.values())) == len(modes) and colors == {m: to_hex(ps.mode_color(m)) for m in modes}
+    assert ps.mode_color("gone") == ps.UNKNOWN_COLOR and to_hex(ps.UNKNOWN_COLOR) not in colors.values()
+    runs = make_lr_runs(str(tmp_path), [0.01, 0.1, 1.0])
+    for d in runs:  # the Spectron runs become runs of the new mode
+        path = os.path.join(d, "log.jsonl")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text.replace('"mode": "spectron"', '"mode": "spectron2"'))
+    logs = [(os.path.basename(d), *ps.load_log(d)) for d in runs]
+    fig = ps.plot_stability(logs)
+    labels = [line.get_label() for line in fig.axes[1].get_lines()]
+    assert sum(label.startswith("‖ΔW‖₂ = spectron_lr bound of spectron2") for label in labels) == 3
+    assert "spectron2 r=4 (spectron_lr0.1_seed0) spectron_lr=0.01" in labels  # not lr=0.01
+    assert "nfw r=4 (nfw_lr0.1_seed0) learning_rate=0.1" in labels
+    ps.plt.close(fig)
+    fig = ps.plot_lr_sweep(logs)
+    labels = fig.axes[1].get_legend_handles_labels()[1]
+    assert "‖ΔW‖₂ = spectron_lr (spectron2)" in labels and not any("(nfw)" in label for label in labels)
+    assert any(label.startswith("spectron2 (spectron_lr;") for label in labels)
+    assert fig.axes[0].get_xlabel() == "step size (each mode's own: learning_rate, spectron_lr)"
     ps.plt.close(fig)
 
 def test_lr_sweep_figure_only_what_figures_asks(tmp_path, capsys):

@@ -7,12 +7,18 @@ import sys
 
 import pytest
 
+import lowrank
 import prepare_data
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8', '--rank=8',
         '--eval_iters=2', '--log_interval=1', '--spectra_interval=5', '--device=cpu', '--warmup_iters=5']
-MODES = ['dense', 'muon', 'nfw', 'spectron', 'tsvd']
+MODES = list(lowrank.MODES)  # every mode, one added to the registry too
+FACTORIZED = [m for m in MODES if lowrank.MODES[m].layer is not lowrank.DenseLinear]
+
+
+def is_tsvd(mode):
+    return issubclass(lowrank.MODES[mode].layer, lowrank.TSVDLinear)
 
 
 def run(script, *args, check=True):
@@ -85,7 +91,7 @@ def test_fifty_steps_lower_the_loss(corpus, tmp_path, mode):
     assert [e['iter'] for e in evals] == [0, 50]
     assert evals[-1]['val_loss'] < 0.8 * evals[0]['val_loss']
     assert os.path.isfile(tmp_path / 'ckpt.pt') and os.path.isfile(tmp_path / 'spectra.npz')
-    if mode == 'tsvd':  # truncation really happened, and the parameter count fell with it
+    if is_tsvd(mode):  # truncation really happened, and the parameter count fell with it
         assert max(evals[-1]['ranks'].values()) < 8 and evals[-1]['params'] < evals[0]['params']
 
 
@@ -224,10 +230,10 @@ def refused(capsys, monkeypatch, out_dir, message, *args):
 
 
 def test_each_mode_trains_with_its_own_defaults_unless_given(corpus, tmp_path):
-    import lowrank
     for mode, args in (('dense', []), ('nfw', []), ('tsvd', []), ('tsvd', ['--learning_rate=0.007', '--rank=16'])):
-        out = tmp_path / f'{mode}{len(args)}'  # tsvd: TINY without its --rank, so the mode's own (a fraction of n_embd)
-        run('train.py', *[a for a in TINY if mode != 'tsvd' or not a.startswith('--rank')], f'--input_file={corpus}',
+        out = tmp_path / f'{mode}{len(args)}'  # a mode with its own rank: TINY without --rank (tsvd: a fraction)
+        own_rank = 'rank' in lowrank.MODES[mode].defaults
+        run('train.py', *[a for a in TINY if not own_rank or not a.startswith('--rank')], f'--input_file={corpus}',
             f'--out_dir={out}', f'--mode={mode}', '--max_iters=0', *args)
         config = records(out, 'config')[0]
         want = {**lowrank.MODES[mode].defaults, **dict(a[2:].split('=') for a in args)}
@@ -336,7 +342,7 @@ def runs(corpus, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize('mode', ['nfw', 'spectron', 'tsvd'])
+@pytest.mark.parametrize('mode', FACTORIZED)
 def test_svd_init_factorizes_every_dense_layer(corpus, tmp_path, runs, mode):
     """One step at a step size of 1e-12 (which changes nothing at 1e-5), so that a checkpoint holds the SVD init:
     every layer is its dense weight's rank-8 truncation (NFW's factors balanced, TSVD's U, V orthonormal), the rest
@@ -354,7 +360,7 @@ def test_svd_init_factorizes_every_dense_layer(corpus, tmp_path, runs, mode):
         P, s, Qh = torch.linalg.svd(dense['model'][f'{name}.weight'])
         truncation = P[:, :8] @ torch.diag(s[:8]) @ Qh[:8]
         U, V = ckpt['model'][f'{name}.U'], ckpt['model'][f'{name}.V']
-        if mode == 'tsvd':
+        if is_tsvd(mode):
             W = (U * ckpt['model'][f'{name}.s']) @ V.T
             assert all(torch.allclose(M.T @ M, torch.eye(8), atol=1e-5) for M in (U, V))
         else:
@@ -631,7 +637,7 @@ def test_resuming_a_checkpoint_saved_with_fused_adamw_uses_this_devices_kernel(c
     assert [r['loss'] for r in a] == [r['loss'] for r in b]
 
 
-@pytest.mark.parametrize('mode', ['spectron', 'tsvd'])
+@pytest.mark.parametrize('mode', [m for m in MODES if lowrank.MODES[m].bounded or is_tsvd(m)])
 def test_bf16_autocast_on_cpu_trains_with_fp32_math_and_the_bound(corpus, tmp_path, mode):
     """The GPU default (bf16 autocast) run on the CPU: the loss falls, parameters and optimizer state stay float32,
     TSVD's factors stay orthonormal to fp32 precision and Spectron's step stays within its bound."""
@@ -643,9 +649,10 @@ def test_bf16_autocast_on_cpu_trains_with_fp32_math_and_the_bound(corpus, tmp_pa
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     state = [v for opt in ckpt['optimizers'] for s in opt['state'].values() for k, v in s.items() if k != 'step']
     assert all(v.dtype == torch.float32 for v in [*ckpt['model'].values(), *state] if v.is_floating_point())
-    if mode == 'spectron':
-        for r in records(tmp_path, 'train'):  # η = 0.1 at the schedule's peak; the code guarantees < 1.3 η
-            assert r['max_dW'] <= 1.3 * 0.1 * r['lr_factor'], r
+    if lowrank.MODES[mode].bounded:  # the code guarantees < 1.3 η, η the step size at the schedule's peak
+        eta = records(tmp_path, 'config')[0][lowrank.MODES[mode].step_size]
+        for r in records(tmp_path, 'train'):
+            assert r['max_dW'] <= 1.3 * eta * r['lr_factor'], r
     else:
         assert max(evals[-1]['ranks'].values()) < 8  # truncated
         for name, U in ckpt['model'].items():

@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from plot_spectra import load_log, run_lr  # noqa: E402
+import lowrank  # noqa: E402
+from plot_spectra import load_log, mode_of, run_lr  # noqa: E402
 from table import die  # noqa: E402
 
 
@@ -53,7 +54,8 @@ def main():
     ap.add_argument('--out', required=True, help='directory for eta_transfer.png')
     args = ap.parse_args()
     data = curves(args.run_dirs)
-    modes = [m for m in ('spectron', 'nfw') if any(k[0] == m for k in data)]
+    order = list(lowrank.MODES)  # modes that promise a bound first (Spectron left of NFW), then the registry's order
+    modes = sorted({k[0] for k in data}, key=lambda m: (not mode_of(m).bounded, order.index(m) if m in order else 99))
     fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False)
     print("| mode | n_embd | rank | best on the grid | val loss | interpolated best |")
     print("|---|---|---|---|---|---|")
@@ -72,7 +74,7 @@ def main():
             end = " (grid end)" if i in (0, len(vals) - 1) else ""
             print(f"| {mode} | {d} | {r} | {steps[i]:g}{end} | {vals[i]:.4f} | {best:.3g} |")
         ax.set_xscale('log')
-        ax.set_xlabel('η (bound on ‖ΔW‖₂ per step)' if mode == 'spectron' else 'AdamW peak LR')
+        ax.set_xlabel(mode_of(mode).step_size + (' (the bound on ‖ΔW‖₂ per step)' if mode_of(mode).bounded else ''))
         ax.set_ylabel('val loss after 1000 steps')
         ax.set_title(f"{mode}: is the best step size the same for every shape?")
         finite = [v for (m, *_), s in data.items() if m == mode for v in s.values() if np.isfinite(v)]

@@ -22,9 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from table import die, summarize  # noqa: E402
+import lowrank  # noqa: E402  (table put the repo on the path)
+from plot_spectra import has_layer, mode_color, mode_of  # noqa: E402
 
 PROJS = ('attn.q', 'attn.k', 'attn.v', 'attn.o', 'mlp.up', 'mlp.down')
-COLORS = {'dense': 'black', 'muon': 'tab:purple', 'nfw': 'tab:blue', 'spectron': 'tab:red', 'tsvd': 'tab:gray'}
 TAU_MARKERS = {0.9: 'v', 0.95: 'D', 0.99: 'o'}
 
 
@@ -34,11 +35,16 @@ def point(path):
     with open(log) as f:
         evals = [r for r in map(json.loads, f) if r['kind'] == 'eval']
     row['ranks'] = evals[-1]['ranks']  # per layer, at the end
-    if row['mode'] == 'tsvd':  # the start rank as a count (--rank may have been a fraction)
+    if has_layer(row['mode'], lowrank.TSVDLinear):  # the start rank as a count (--rank may have been a fraction)
         row['rank'] = max(evals[0]['ranks'].values())
     row['tflops'] = float(row['tflops'])
     row['minutes'] = row['minutes'] if isinstance(row['minutes'], float) else float('nan')
     return row
+
+
+def is_dense(mode):
+    """nanoGPT's baseline, the reference: full W under plain AdamW (dense mode)"""
+    return mode_of(mode).layer is lowrank.DenseLinear and mode_of(mode).optimizers is lowrank.adamw_only
 
 
 def best_step(rows):
@@ -67,12 +73,12 @@ def main():
         if not os.path.exists(p):
             die(f"no run at {p}")
     tsvd, others = [point(p) for p in args.tsvd_runs], best_step(point(p) for p in args.others)
-    dense = min((r for r in others if r['mode'] == 'dense' and r['n_embd'] == tsvd[0]['n_embd']),
+    dense = min((r for r in others if is_dense(r['mode']) and r['n_embd'] == tsvd[0]['n_embd']),
                 key=lambda r: r['val'], default=None)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, key, label in zip(axes, ('tflops', 'minutes'), ('total training TFLOPs', 'minutes (logged)')):
         for r in others:
-            ax.plot(r[key], r['val'], 's', color=COLORS.get(r['mode'], 'gray'), ms=6, alpha=0.8)
+            ax.plot(r[key], r['val'], 's', color=mode_color(r['mode']), ms=6, alpha=0.8)
             ax.annotate(r['run'], (r[key], r['val']), fontsize=6, xytext=(3, 2), textcoords='offset points')
         for start, color in zip(sorted({r['rank'] for r in tsvd}), ('tab:olive', 'tab:green', 'tab:cyan', 'gray')):
             for r in sorted((r for r in tsvd if r['rank'] == start), key=lambda r: r['config']['energy']):
@@ -86,7 +92,8 @@ def main():
         ax.set_xscale('log')
         ax.set_xlabel(label)
         ax.set_ylabel('final val loss')
-    handles = [plt.Line2D([], [], marker='s', ls='', color=c, label=m) for m, c in COLORS.items()]
+    handles = [plt.Line2D([], [], marker='s', ls='', color=mode_color(m), label=m)
+               for m in dict.fromkeys(r['mode'] for r in others)]
     axes[0].legend(handles=axes[0].get_legend_handles_labels()[0] + handles, fontsize=7, ncol=2)
     axes[0].set_title('val loss against training compute (dashed: dense\'s)')
     axes[1].set_title('against run time')

@@ -18,7 +18,8 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from plot_spectra import count_spikes, run_lr  # noqa: E402  (the spike rule lives with the figures)
+import lowrank  # noqa: E402
+from plot_spectra import count_spikes, has_layer, mode_of, run_lr  # noqa: E402  (the spike rule lives with the figures)
 
 COLUMNS = {  # key: markdown header
     'run': 'run', 'mode': 'mode', 'corpus': 'corpus', 'tokens': 'train tokens', 'n_embd': 'n_embd', 'rank': 'rank',
@@ -61,13 +62,14 @@ def summarize(path, best=False):
     at = low if best else last
     ranks = list(last['ranks'].values())
     dws = [(r['max_dW'], r['lr_factor']) for r in train if r.get('max_dW') is not None and r['max_dW'] == r['max_dW']]
-    eta = config['spectron_lr'] if config['mode'] == 'spectron' else None
+    eta = run_lr(config) if mode_of(config['mode']).bounded else None  # the bound its optimizer promises
     flops = [first['flops_per_token'] / 1e6, last['flops_per_token'] / 1e6]
     return dict(
         run=os.path.basename(os.path.normpath(path)).replace('.log.jsonl', ''), mode=config['mode'],
         corpus=os.path.basename(config['input_file']), tokens=config.get('train_tokens') or 'all',
         n_embd=config['n_embd'],
-        rank=config['rank'] if config['mode'] not in ('dense', 'muon') else '-', lr=run_lr(config), seed=config['seed'],
+        rank='-' if has_layer(config['mode'], lowrank.DenseLinear) else config['rank'], lr=run_lr(config),
+        seed=config['seed'],
         iters=last['iter'], iter_best=low['iter'], val=at['val_loss'], train=at['train_loss'],
         gap=at['val_loss'] - at['train_loss'],
         params=f"{last['params'] / 1e6:.2f}M",
@@ -83,15 +85,23 @@ def summarize(path, best=False):
         config=config)  # what --seeds compares (see setup)
 
 
-MODE_KEYS = {'spectron': {'spectron_lr', 'spectron_beta', 'spectron_power_iters', 'spectron_wd', 'ns_steps',
-                          'spectron_ortho', 'spectron_renorm'},
-             'muon': {'muon_lr', 'muon_beta', 'ns_steps'}, 'tsvd': {'energy', 'rank_warmup', 'rank_interval', 'min_rank'}}
+OPTIMIZER_KEYS = {  # a mode's step-size key (lowrank.MODES step_size): the config keys of the optimizer it names
+    'spectron_lr': {'spectron_lr', 'spectron_beta', 'spectron_power_iters', 'spectron_wd', 'ns_steps', 'spectron_ortho',
+                    'spectron_renorm'},
+    'muon_lr': {'muon_lr', 'muon_beta', 'ns_steps'}}
+LAYER_KEYS = {lowrank.TSVDLinear: {'energy', 'rank_warmup', 'rank_interval', 'min_rank'}}  # a layer class: its keys
+
+
+def mode_keys(mode):
+    """the config keys that only some modes read, that this mode reads (by its optimizer's step size and its layer)"""
+    keys = set(OPTIMIZER_KEYS.get(mode_of(mode).step_size, ()))
+    return keys.union(*(ks for cls, ks in LAYER_KEYS.items() if has_layer(mode, cls)))
 
 
 def setup(config, common):
     """the settings that make two runs the same experiment: the keys every compared log has (logs of older code lack
     newer keys), without bookkeeping and without the knobs of other modes (nfw's spectron_lr does nothing)"""
-    other = set().union(*MODE_KEYS.values()) - MODE_KEYS.get(config['mode'], set())
+    other = set().union(*OPTIMIZER_KEYS.values(), *LAYER_KEYS.values()) - mode_keys(config['mode'])
     return json.dumps({k: config[k] for k in sorted(common - other - {'kind', 'seed', 'out_dir', 'init_from', 'iter'})})
 
 
