@@ -143,8 +143,51 @@ def load_checkpoint(path, keys, verb, cfg, overrides, defaults):
     return ckpt
 
 
-def validate(c):
-    """train.py's ranges and combinations, checked in one place before anything is built."""
+def decay_start(c):
+    """wsd: the step its decay starts, max_iters − round(decay_frac · max_iters) (Python's round; at least 1 step
+    of decay). It depends on max_iters alone, so that runs of any length share their stable phase."""
+    return c['max_iters'] - max(1, round(c['decay_frac'] * c['max_iters']))
+
+
+def steps_to_save(c):
+    """save_at's steps, as a set: wsd branch points, each in the stable phase (a branch from one can decay anew)."""
+    try:
+        steps = {int(s) for s in c['save_at'].split(',') if s.strip()}
+    except ValueError:
+        die(f"save_at must be steps separated by commas ('1600,3200'), got {c['save_at']!r}")
+    if steps and c['lr_schedule'] != 'wsd':
+        die("save_at keeps branch points of a wsd run: add --lr_schedule=wsd")
+    for step in sorted(steps):
+        if not 0 < step <= decay_start(c):
+            die(f"save_at step {step} is not in the stable phase (steps 1 to {decay_start(c)}) of this "
+                f"{c['max_iters']}-step run")
+    return steps
+
+
+def check_continuation(ckpt, c):
+    """A resume or branch of a wsd run continues its LR schedule exactly: at the checkpoint's step k and after, the
+    factors must be those of the run it was saved from. With max_iters unchanged they are; with another max_iters
+    (a branch), k must be in the stable phase of both runs. A branch continues wsd runs only."""
+    saved, k = ckpt['config'], ckpt['iter_num']
+    path = c['branch_from'] if c['init_from'] == 'branch' else os.path.join(c['out_dir'], 'ckpt.pt')
+    if c['init_from'] == 'branch':
+        if saved.get('lr_schedule', 'cosine') != 'wsd':
+            die(f"{path} is from a lr_schedule={saved.get('lr_schedule', 'cosine')} run; a branch continues a wsd run")
+        if k > c['max_iters']:
+            die(f"{path} is at step {k}, past the branch's end max_iters={c['max_iters']}")
+    if c['lr_schedule'] != 'wsd' or c['max_iters'] == saved['max_iters']:
+        return
+    if k > decay_start(saved):
+        die(f"{path} is at step {k}, in its run's decay (from step {decay_start(saved)}): continue it only with "
+            f"max_iters={saved['max_iters']}, or branch from a stable-phase checkpoint")
+    if k > decay_start(c):
+        die(f"max_iters={c['max_iters']} starts the decay at step {decay_start(c)}, before {path}'s step {k}: "
+            f"a run from it could not be the straight run")
+
+
+def validate(c, ckpt=None):
+    """train.py's ranges and combinations, checked in one place before anything is built (and, given the checkpoint
+    of a resume or branch, that the LR schedule goes on as saved)."""
     def need(cond, msg):
         if not cond:
             die(msg)
@@ -158,7 +201,17 @@ def validate(c):
         need(c[k] >= 0, f"{k} must be >= 0, got {c[k]}")
     need(c['train_tokens'] == 0 or c['train_tokens'] > c['block_size'], f"train_tokens={c['train_tokens']} holds "
          f"no training window: one is block_size + 1 = {c['block_size'] + 1} tokens")
-    c['lr_decay_iters'] = c['lr_decay_iters'] or c['max_iters']  # a short run still decays
+    need(c['lr_schedule'] in ('cosine', 'wsd'), f"unknown lr_schedule {c['lr_schedule']!r}: cosine or wsd")
+    need(0 < c['decay_frac'] <= 1, f"decay_frac must be in (0, 1], got {c['decay_frac']}")
+    need(c['decay_shape'] in ('linear', 'sqrt'), f"unknown decay_shape {c['decay_shape']!r}: linear or sqrt")
+    if c['lr_schedule'] == 'wsd':  # its decay ends at max_iters, so that a branch can move it
+        need(c['lr_decay_iters'] == 0, "lr_decay_iters is the cosine's: wsd decays over the last decay_frac of "
+                                       "max_iters")
+        need(decay_start(c) >= c['warmup_iters'] or not c['decay_lr'], f"wsd: the decay would start at step "
+             f"{decay_start(c)}, inside the {c['warmup_iters']}-step warmup")
+    else:
+        c['lr_decay_iters'] = c['lr_decay_iters'] or c['max_iters']  # a short run still decays
+    steps_to_save(c)  # save_at's steps, checked
     need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}")
     need(0 <= c['dropout'] < 1, f"dropout must be in [0, 1), got {c['dropout']}")
     for k in ('learning_rate', 'spectron_lr', 'muon_lr'):  # step sizes
@@ -176,13 +229,15 @@ def validate(c):
             die(str(e))
         need(not issubclass(layer, lowrank.TSVDLinear) or c['min_rank'] <= r,  # TSVD's truncation floor
              f"min_rank={c['min_rank']} is larger than rank={r}")
-    need(c['init_from'] in ('scratch', 'resume', 'svd'), f"unknown init_from {c['init_from']!r}: scratch, resume or svd")
+    need(c['init_from'] in ('scratch', 'resume', 'svd', 'branch'),
+         f"unknown init_from {c['init_from']!r}: scratch, resume, svd or branch")
+    need(c['init_from'] != 'branch' or c['branch_from'], "init_from=branch needs --branch_from=OUT_DIR/ckpt_<step>.pt")
     need(c['init_from'] != 'svd' or c['svd_from'], "init_from=svd needs --svd_from=OUT_DIR of the dense run")
     factorized = [m for m, mode in lowrank.MODES.items() if mode.layer is not lowrank.DenseLinear]
     need(c['init_from'] != 'svd' or layer is not lowrank.DenseLinear,
          f"init_from=svd with mode={c['mode']}: a dense model has nothing to factorize (choose {', '.join(factorized)})")
     need(c['tokenizer'] in ('char', 'gpt2'), f"tokenizer must be 'char' or 'gpt2', got {c['tokenizer']!r}")
-    need(os.path.isfile(c['input_file']), f"corpus not found: {c['input_file']}")
+    need(os.path.exists(c['input_file']), f"corpus not found: {c['input_file']}")  # a file, or a folder of works
     need(c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {c['dtype']!r}")
     c['device'] = check_device(c['device'])
     if c['compile']:  # inductor needs dynamo support and, on CPU, a C++ compiler
@@ -194,6 +249,8 @@ def validate(c):
     if c['dtype'] == 'auto':  # V100 and T4 emulate bf16 slowly: float32 there
         bf16 = c['device'].startswith('cuda') and torch.cuda.is_bf16_supported(including_emulation=False)
         c['dtype'] = 'bfloat16' if bf16 else 'float32'
+    if ckpt is not None:
+        check_continuation(ckpt, c)
     return c
 
 

@@ -4,10 +4,13 @@ Turn a text corpus into train/val token files that train.py reads.
     python prepare_data.py                                   # TinyShakespeare, characters
     python prepare_data.py --tokenizer=gpt2                  # TinyShakespeare, GPT-2 BPE (tiktoken)
     python prepare_data.py --input=my_corpus.txt             # any UTF-8 text file
+    python prepare_data.py --input=data/shakespeare_complete  # a folder: one *.txt a work, val = whole works
 
 Writes data/<corpus>_<tokenizer>/{train.bin, val.bin, meta.json}: uint16 tokens, a 90/10 split, and the
 codec (the character list for 'char', the tiktoken encoding name for 'gpt2') with the corpus' sha256, so
-train.py can tell when the corpus changed and the files must be made again.
+train.py can tell when the corpus changed and the files must be made again. A file is split at 90% of its
+tokens; a folder by work: val is the files its `val_files` names (one a line), train the others, each side
+the works in name order joined by SEPARATOR. Passages repeat within a play, so a cut inside one would leak.
 """
 import hashlib
 import json
@@ -24,7 +27,9 @@ DEFAULT_INPUT = os.path.join(DATA, 'tinyshakespeare.txt')
 # as tiktoken's cache expects), so the gpt2 tokenizer works offline unless TIKTOKEN_CACHE_DIR says otherwise
 BPE_CACHE = os.path.join(DATA, 'tiktoken_cache')
 TOKENIZERS = ('char', 'gpt2')
-VAL_FRACTION = 0.1
+VAL_FRACTION = 0.1  # a file corpus: the last this fraction of its tokens is val
+VAL_FILES = 'val_files'  # a folder corpus: this file in it names the held-out works, one file name a line
+SEPARATOR = '\n\n'  # between the works of a folder corpus: its files end without a newline, so a blank line
 
 
 class DataError(ValueError):
@@ -33,28 +38,65 @@ class DataError(ValueError):
 
 def data_dir_for(input_file, tokenizer):
     """Where the token files of (corpus, tokenizer) live: next to the corpus, named after both."""
-    stem = os.path.splitext(os.path.basename(input_file))[0]
-    return os.path.join(os.path.dirname(os.path.abspath(input_file)), f'{stem}_{tokenizer}')
+    path = os.path.abspath(input_file)  # a folder's trailing slash goes
+    return os.path.join(os.path.dirname(path), f'{os.path.splitext(os.path.basename(path))[0]}_{tokenizer}')
 
 
-def sha256_of(path):
+def corpus_files(input_file):
+    """The files whose names and bytes make the corpus: itself, or a folder's *.txt (name order) and its val_files."""
+    if not os.path.isdir(input_file):
+        return [input_file]
+    names = sorted(n for n in os.listdir(input_file) if n.endswith('.txt')) + [VAL_FILES]
+    return [os.path.join(input_file, n) for n in names if os.path.isfile(os.path.join(input_file, n))]
+
+
+def sha256_of(input_file):
+    """A file's sha256; a folder's over each file's name, length and bytes (so that no two folders collide)."""
+    h = hashlib.sha256()
+    for path in corpus_files(input_file):
+        with open(path, 'rb') as f:
+            raw = f.read()
+        if os.path.isdir(input_file):
+            h.update(f"{os.path.basename(path)}\0{len(raw)}\0".encode())
+        h.update(raw)
+    return h.hexdigest()
+
+
+def read_text(path):
     with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        raw = f.read()
+    try:
+        return raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def read_folder(folder):
+    """(train, val) texts of a folder corpus: the works val_files holds out, and the others."""
+    works = {os.path.basename(p): p for p in corpus_files(folder) if p.endswith('.txt')}
+    list_path = os.path.join(folder, VAL_FILES)
+    if not os.path.isfile(list_path):
+        raise DataError(f"corpus folder {folder} has no {VAL_FILES} file naming its held-out works")
+    held_out = set(read_text(list_path).split())
+    unknown = ', '.join(sorted(held_out - set(works)))
+    if unknown or not held_out or held_out == set(works):
+        raise DataError(f"{list_path} must name some, not all, of the *.txt files in {folder}"
+                        + (f"; not there: {unknown}" if unknown else ''))
+    join = lambda names: SEPARATOR.join(read_text(works[n]) for n in sorted(names))
+    return join(set(works) - held_out), join(held_out)
 
 
 def read_corpus(input_file, min_chars):
-    if not os.path.isfile(input_file):
+    """(train, val) texts of a folder corpus, split by work; (text, None) of a file, split later by tokens."""
+    if not os.path.exists(input_file):
         raise DataError(f"corpus not found: {input_file}")
-    with open(input_file, 'rb') as f:
-        raw = f.read()
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise DataError(f"{input_file} is not UTF-8 text (bad byte at offset {e.start})") from None
+    if os.path.isdir(input_file):
+        return read_folder(input_file)
+    text = read_text(input_file)
     if len(text) < min_chars:
         raise DataError(f"{input_file} has {len(text)} characters; need at least {min_chars} "
                         f"(enough for a train and a val block)")
-    return text
+    return text, None
 
 
 def gpt2_encoding():
@@ -102,26 +144,32 @@ def prepare(input_file=DEFAULT_INPUT, tokenizer='char', min_tokens=2):
     """Tokenise input_file and write its train/val files; returns the data directory."""
     if tokenizer not in TOKENIZERS:
         raise DataError(f"unknown tokenizer {tokenizer!r}; choose from {', '.join(TOKENIZERS)}")
-    text = read_corpus(input_file, min_chars=min_tokens)
+    train_text, val_text = read_corpus(input_file, min_chars=min_tokens)
     if tokenizer == 'char':
-        chars = sorted(set(text))
+        chars = sorted(set(train_text + (val_text or '')))
         meta = dict(tokenizer='char', vocab_size=len(chars), chars=chars)
     else:
         meta = dict(tokenizer='gpt2', vocab_size=gpt2_encoding().n_vocab)
     if meta['vocab_size'] > 2**16:
         raise DataError(f"{meta['vocab_size']} distinct tokens do not fit the uint16 token files (max 65536)")
-    ids = np.array(Codec(meta).encode(text), dtype=np.uint16)
-    n_val = int(len(ids) * VAL_FRACTION)
-    if min(n_val, len(ids) - n_val) < min_tokens:
-        raise DataError(f"{input_file} gives {len(ids)} tokens: too few for a {VAL_FRACTION:.0%} val split "
-                        f"of at least {min_tokens} tokens (block_size + 1) on each side")
+    codec = Codec(meta)
+    encode = lambda text: np.array(codec.encode(text), dtype=np.uint16)
+    if val_text is None:
+        ids = encode(train_text)
+        n_val = int(len(ids) * VAL_FRACTION)
+        train, val = ids[:len(ids) - n_val], ids[len(ids) - n_val:]
+    else:
+        train, val = encode(train_text), encode(val_text)
+    if min(len(train), len(val)) < min_tokens:
+        raise DataError(f"{input_file} gives {len(train):,} train and {len(val):,} val tokens: a split needs "
+                        f"at least {min_tokens} tokens (block_size + 1)")
     out = data_dir_for(input_file, tokenizer)
     os.makedirs(out, exist_ok=True)
     # each file whole or not at all, so that a process (or machine) reading them never finds half of one
-    atomic_save(ids[:-n_val], os.path.join(out, 'train.bin'), np.ndarray.tofile)
-    atomic_save(ids[-n_val:], os.path.join(out, 'val.bin'), np.ndarray.tofile)
+    atomic_save(train, os.path.join(out, 'train.bin'), np.ndarray.tofile)
+    atomic_save(val, os.path.join(out, 'val.bin'), np.ndarray.tofile)
     meta.update(input_file=os.path.abspath(input_file), input_sha256=sha256_of(input_file),
-                train_tokens=len(ids) - n_val, val_tokens=n_val)
+                train_tokens=len(train), val_tokens=len(val))
     # written last: its presence means "complete"
     atomic_save(meta, os.path.join(out, 'meta.json'), lambda m, f: f.write(json.dumps(m).encode()))
     return out
@@ -134,7 +182,7 @@ def load_meta(data_dir):
 
 def ensure_prepared(input_file, tokenizer, min_tokens):
     """The data dir for (input_file, tokenizer), (re)made if missing or if the corpus changed since."""
-    if not os.path.isfile(input_file):
+    if not os.path.exists(input_file):
         raise DataError(f"corpus not found: {input_file}")
     out = data_dir_for(input_file, tokenizer)
     try:
@@ -152,7 +200,7 @@ def main(argv):
     for arg in argv:
         key, _, value = arg.removeprefix('--').partition('=')
         if not arg.startswith('--') or key not in args or not value:
-            raise DataError(f"bad argument {arg!r}; usage: prepare_data.py [--input=FILE] "
+            raise DataError(f"bad argument {arg!r}; usage: prepare_data.py [--input=FILE_OR_FOLDER] "
                             f"[--tokenizer={'|'.join(TOKENIZERS)}]")
         args[key] = value
     out = prepare(args['input'], args['tokenizer'])

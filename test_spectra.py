@@ -397,6 +397,23 @@ def test_table_seeds_keep_apart_runs_of_a_mode_whose_knob_older_logs_lack(tmp_pa
     out = capsys.readouterr().out
     assert "| muon | 0.005 | 0 |" in out and "| muon | 0.01 | 0 |" in out
 
+def test_table_seeds_keep_wsd_runs_apart_from_cosine_runs_of_older_logs(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(HERE, "experiments"))
+    import shutil
+    import table
+    runs = make_lr_runs(str(tmp_path), [0.01], seeds=(0, 1))  # older code: no lr_schedule in their configs
+    for run in [r for r in runs if "nfw" in r]:
+        wsd = shutil.copytree(run, run.replace("nfw_", "nfw_wsd_"))
+        with open(os.path.join(wsd, "log.jsonl")) as f:
+            rows = [json.loads(l) for l in f]
+        rows[0].update(lr_schedule="wsd", decay_frac=0.2, decay_shape="sqrt")
+        with open(os.path.join(wsd, "log.jsonl"), "w") as f:
+            f.write("\n".join(map(json.dumps, rows)) + "\n")
+        runs.append(wsd)
+    table.main([*runs, "--seeds", "--columns=mode,schedule,lr,seed"])
+    out = capsys.readouterr().out
+    assert "| nfw | cosine | 0.01 | 0,1 |" in out and "| nfw | wsd 0.2 sqrt | 0.01 | 0,1 |" in out
+
 def rewrite_evals(run_dir, vals, trains, **config):
     """set a run's eval losses (one per eval record), update its config record, and give its train records the
     lr_factor that train.py logs"""

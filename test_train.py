@@ -868,3 +868,164 @@ def test_help_gives_each_keys_meaning_and_each_modes_step_size():
         line = next(line for line in lines if line.strip().startswith(f'{name}:'))
         assert f'{m.step_size}=' in line and all(f"{k}={v:g}" in line for k, v in m.defaults.items()), line
     assert 'spectron learning_rate' not in help_text
+
+
+# a folder corpus (the complete works): val = whole held-out works, never windows cut from the training text
+
+def works_folder(path, works, held_out):
+    """A folder corpus of works {name: text}, holding out the names in held_out (and a README, which is no work)."""
+    path.mkdir()
+    for name, text in works.items():
+        (path / name).write_text(text)
+    (path / 'README.md').write_text('not a work\n')
+    (path / prepare_data.VAL_FILES).write_text('\n'.join(held_out) + '\n')
+    return str(path)
+
+
+def decoded(data_dir, split):
+    import numpy as np
+    codec = prepare_data.Codec(prepare_data.load_meta(data_dir))
+    return codec.decode(np.fromfile(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16).tolist())
+
+
+def test_a_folder_corpus_holds_out_whole_works_and_is_remade_when_they_change(tmp_path, capsys, monkeypatch):
+    works = {f'{w}.txt': f"THE {w.upper()}\n" + ''.join(f"{w}{w}: line {i} of {w}.\n" for i in range(60))
+             for w in 'abcde'}
+    folder = works_folder(tmp_path / 'works', works, ['d.txt', 'b.txt'])
+    out = prepare_data.ensure_prepared(folder + '/', 'char', min_tokens=17)  # a trailing slash names the same corpus
+    assert out == str(tmp_path / 'works_char')
+    join = lambda names: prepare_data.SEPARATOR.join(works[n] for n in names)
+    train_text, val_text = decoded(out, 'train'), decoded(out, 'val')
+    assert train_text == join(['a.txt', 'c.txt', 'e.txt'])  # every training window lies in training works
+    assert val_text == join(['b.txt', 'd.txt'])
+    assert 'bb:' not in train_text and 'dd:' not in train_text and 'not a work' not in train_text + val_text
+    # a new held-out list, or an edited work, is a new corpus: tokenised again
+    (tmp_path / 'works' / prepare_data.VAL_FILES).write_text('e.txt\n')
+    assert decoded(prepare_data.ensure_prepared(folder, 'char', 17), 'val') == works['e.txt']
+    (tmp_path / 'works' / 'e.txt').write_text(works['e.txt'] + 'an epilogue.')
+    assert decoded(prepare_data.ensure_prepared(folder, 'char', 17), 'val').endswith('an epilogue.')
+    train(folder, tmp_path / 'run', '--max_iters=2', '--eval_interval=2')  # train.py takes the folder as input_file
+    assert records(tmp_path / 'run', 'eval')[-1]['iter'] == 2
+    for i, (held_out, message) in enumerate(((['a.txt', 'z.txt'], 'must name some, not all, of the *.txt files in'),
+                                             (['z.txt'], 'not there: z.txt'), (list(works), 'must name some, not all'),
+                                             (None, 'has no val_files file naming its held-out works'))):
+        folder = works_folder(tmp_path / f'bad{i}', works, held_out or [])
+        if held_out is None:
+            os.remove(os.path.join(folder, prepare_data.VAL_FILES))
+        refused(capsys, monkeypatch, tmp_path / f'bad_run{i}', message, *TINY, f'--input_file={folder}')
+
+
+def test_the_complete_works_hold_out_four_whole_plays_a_tenth_of_the_corpus(tmp_path):
+    """The shipped folder, prepared as train.py would: train is the 38 other works, val the 4 held-out plays, no
+    200-character stretch of which is anywhere in train."""
+    import shutil
+    src = os.path.join(REPO, 'data', 'shakespeare_complete')
+    works = sorted(n for n in os.listdir(src) if n.endswith('.txt'))
+    held_out = open(os.path.join(src, prepare_data.VAL_FILES)).read().split()
+    assert len(works) == 42 and held_out == ['hamlet.txt', 'macbeth.txt', 'midsummer_nights_dream.txt',
+                                             'twelfth_night.txt']
+    readme = open(os.path.join(src, 'README.md')).read()
+    assert 'CC-BY 2.5' in readme and 'Project Gutenberg' in readme and all(
+        w in readme for w in ('Hamlet', 'Macbeth', "A Midsummer Night's Dream", 'Twelfth Night'))
+    text = {n: open(os.path.join(src, n)).read() for n in works}
+    assert sum(map(len, text.values())) == 5_057_198 and len(set(''.join(text.values()))) == 84
+    out = prepare_data.prepare(shutil.copytree(src, tmp_path / 'shakespeare_complete'), 'char')
+    train_text, val_text = decoded(out, 'train'), decoded(out, 'val')
+    assert train_text == prepare_data.SEPARATOR.join(text[n] for n in works if n not in held_out)
+    assert val_text == prepare_data.SEPARATOR.join(text[n] for n in held_out)
+    assert 0.09 < len(val_text) / (len(train_text) + len(val_text)) < 0.11
+    for n in held_out:
+        play = text[n]
+        assert all(play[i:i + 200] not in train_text for i in range(0, len(play) - 200, len(play) // 20)), n
+
+
+# -----------------------------------------------------------------------------
+# warmup-stable-decay, and cooldown branches from a long run's stable phase
+
+@pytest.mark.parametrize('mode', ['dense', 'spectron', 'muon'])  # AdamW alone, Spectron + AdamW, Muon + AdamW
+def test_wsd_scales_every_optimizer_group_by_its_formula(corpus, tmp_path, mode):
+    bases = {'dense': [2e-3] * 2, 'spectron': [0.04] + [2e-3] * 2, 'muon': [0.03] + [2e-3] * 2}[mode]
+    for shape in ('linear', 'sqrt'):
+        train(corpus, tmp_path / shape, f'--mode={mode}', '--lr_schedule=wsd', f'--decay_shape={shape}',
+              '--decay_frac=0.3', '--max_iters=20', '--eval_interval=20', '--learning_rate=2e-3', '--min_lr=5e-4',
+              '--spectron_lr=0.04', '--muon_lr=0.03')
+
+        def factor(it):  # warmup_iters 5 (TINY); the decay: the last round(0.3 × 20) = 6 steps, to 5e-4 / 2e-3
+            if it < 5:
+                return (it + 1) / 6
+            progress = max(0, it - 14) / 6
+            return 1 - 0.75 * (progress if shape == 'linear' else math.sqrt(progress))
+        steps = records(tmp_path / shape, 'train')
+        assert [r['iter'] for r in steps] == list(range(20))
+        for r in steps:
+            assert r['lr_factor'] == pytest.approx(factor(r['iter']), rel=1e-12, abs=1e-15), (shape, r['iter'])
+            assert r['lr'] == pytest.approx([b * factor(r['iter']) for b in bases], rel=1e-12), (shape, r['iter'])
+        assert [r['lr_factor'] for r in steps[5:15]] == [1.0] * 10 and steps[-1]['lr_factor'] < 0.5
+
+
+WSD = ['--lr_schedule=wsd', '--eval_interval=5', '--dropout=0.1', '--rank_warmup=5', '--rank_interval=5',
+       '--energy=0.9', '--min_rank=2']
+
+
+@pytest.mark.parametrize('mode', MODES + ['spectron --decay_shape=sqrt'])
+def test_a_cooldown_branch_is_the_straight_wsd_run_to_the_digit(corpus, tmp_path, mode):
+    """A 40-step wsd run keeps its step-10 checkpoint; a branch from it to 20 steps decays from step 16, as a
+    straight 20-step run does, and logs the same losses, LRs, gradient norms and spectra exactly (==)."""
+    import numpy as np
+    common = [*f'--mode={mode}'.split(), *WSD]
+    train(corpus, tmp_path / 'straight', *common, '--max_iters=20')
+    train(corpus, tmp_path / 'long', *common, '--max_iters=40', '--save_at=10,30')
+    assert os.path.isfile(tmp_path / 'long' / 'ckpt_30.pt')
+    # the branch names only what is its own: the rest (model, data, optimizers, dropout's RNG) is the checkpoint's
+    run('train.py', '--init_from=branch', f'--branch_from={tmp_path / "long" / "ckpt_10.pt"}', '--max_iters=20',
+        f'--out_dir={tmp_path / "branch"}', '--device=cpu')
+    for kind, keys in (('train', ('iter', 'loss', 'lr_factor', 'lr', 'grad_norm', 'max_dW')),
+                       ('eval', ('iter', 'train_loss', 'val_loss', 'ranks', 'params', 'train_flops'))):
+        a, b = ([[r[k] for k in keys] for r in records(tmp_path / d, kind)] for d in ('straight', 'branch'))
+        assert a == b, kind
+    assert [r['iter'] for r in records(tmp_path / 'branch', 'eval')] == [0, 5, 10, 15, 20]
+    assert records(tmp_path / 'branch', 'train')[-1]['lr_factor'] < records(tmp_path / 'long', 'train')[19]['lr_factor']
+    with np.load(tmp_path / 'straight' / 'spectra.npz') as a, np.load(tmp_path / 'branch' / 'spectra.npz') as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a.files)
+
+
+@pytest.fixture(scope='module')
+def wsd_runs(corpus, tmp_path_factory):
+    """A 40-step wsd run (decay from step 32) that kept its step-10 checkpoint, and a 10-step cosine run."""
+    root = tmp_path_factory.mktemp('wsd')
+    train(corpus, root / 'long', '--mode=nfw', '--lr_schedule=wsd', '--max_iters=40', '--eval_interval=20',
+          '--save_at=10')
+    train(corpus, root / 'cosine', '--mode=nfw', '--max_iters=10', '--eval_interval=10')
+    return root
+
+
+def test_bad_schedules_and_branches_are_one_line_and_exit_2(corpus, tmp_path, wsd_runs, capsys, monkeypatch):
+    import shutil
+    stable, decayed = wsd_runs / 'long' / 'ckpt_10.pt', wsd_runs / 'long' / 'ckpt.pt'
+    (tmp_path / 'resume').mkdir()
+    shutil.copy(decayed, tmp_path / 'resume' / 'ckpt.pt')  # a resume of the long run, without its log
+    branch = ['--init_from=branch', '--device=cpu']
+    for args, message in (
+            (['--lr_schedule=step'], "unknown lr_schedule 'step': cosine or wsd"),
+            (['--decay_frac=0'], 'decay_frac must be in (0, 1], got 0.0'),
+            (['--decay_frac=1.5'], 'decay_frac must be in (0, 1], got 1.5'),
+            (['--decay_shape=cubic'], "unknown decay_shape 'cubic': linear or sqrt"),
+            (['--lr_schedule=wsd', '--lr_decay_iters=100'], "lr_decay_iters is the cosine's"),
+            (['--lr_schedule=wsd', '--max_iters=5'], 'the decay would start at step 4, inside the 5-step warmup'),
+            (['--save_at=100'], 'save_at keeps branch points of a wsd run'),
+            (['--lr_schedule=wsd', '--save_at=1601'], 'save_at step 1601 is not in the stable phase (steps 1 to 1600)'),
+            (['--lr_schedule=wsd', '--save_at=16OO'], 'save_at must be steps separated by commas'),
+            (branch, 'init_from=branch needs --branch_from'),
+            ([*branch, '--branch_from=/nonexistent/ckpt_10.pt'], 'no checkpoint at /nonexistent/ckpt_10.pt'),
+            ([*branch, f'--branch_from={wsd_runs / "cosine" / "ckpt.pt"}'], 'from a lr_schedule=cosine run'),
+            ([*branch, f'--branch_from={stable}', '--max_iters=8'], "at step 10, past the branch's end max_iters=8"),
+            ([*branch, f'--branch_from={stable}', '--max_iters=11'], 'starts the decay at step 9, before'),
+            ([*branch, f'--branch_from={decayed}', '--max_iters=50'], "at step 40, in its run's decay (from step 32)"),
+            ([*branch, f'--branch_from={stable}', '--max_iters=20', '--batch_size=4'],
+             'has batch_size=8; cannot branch from it with batch_size=4'),
+            (['--init_from=resume', '--lr_schedule=cosine'], "has lr_schedule='wsd'; cannot resume it with"),
+            (['--init_from=resume', '--decay_frac=0.5'], 'has decay_frac=0.2; cannot resume it with decay_frac=0.5'),
+            (['--init_from=resume', '--decay_shape=sqrt'], "has decay_shape='linear'; cannot resume"),
+            (['--init_from=resume', '--max_iters=60'], "at step 40, in its run's decay (from step 32)")):
+        out = tmp_path / 'resume' if '--init_from=resume' in args else tmp_path / 'out'
+        refused(capsys, monkeypatch, out, message, *TINY, f'--input_file={corpus}', '--mode=nfw', *args)

@@ -5,6 +5,8 @@ Train a GPT whose linear layers are dense, or low-rank from step 0 (see lowrank.
     python train.py config/shakespeare_char_gpu.py     # a config file, then --key=value overrides
     python train.py --init_from=resume --out_dir=out   # continue from out/ckpt.pt
     python train.py --init_from=svd --svd_from=out-dense --mode=spectron  # factorize a dense run's weights (SVD)
+    python train.py --lr_schedule=wsd --max_iters=8000 --save_at=1600,3200 --out_dir=long  # then cooldown branches:
+    python train.py --init_from=branch --branch_from=long/ckpt_1600.pt --max_iters=2000 --out_dir=wsd2000
     torchrun --standalone --nproc_per_node=4 train.py  # DDP over 4 GPUs (or CPU processes, with gloo)
 
 Writes out_dir/ckpt.pt (atomically, at every eval), out_dir/log.jsonl (every log and eval record) and
@@ -33,7 +35,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import lowrank
 import outdir
-from configurator import die, load_checkpoint, modes_help, parse_args, short_run_warnings, validate, with_mode_defaults
+from configurator import (decay_start, die, load_checkpoint, modes_help, parse_args, short_run_warnings,
+                          steps_to_save, validate, with_mode_defaults)
 from model import GPT, GPTConfig, peak_flops, svdvals_of_product, update_norm
 from prepare_data import DataError, ensure_prepared, load_meta
 
@@ -46,12 +49,14 @@ log_interval = 10  # print a training line (and measure max ‖ΔW‖₂) every 
 eval_iters = 20  # batches per split in an evaluation (always the same batches, so evals compare)
 spectra_interval = 50  # record every weight matrix's singular values every this many steps (0: never)
 spectra_early = 0  # also record them every 10 steps before this step (0: off): the early dynamics, finely
-init_from = 'scratch'  # 'scratch', 'resume' (from out_dir/ckpt.pt) or 'svd' (factorize svd_from/ckpt.pt)
+init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), 'svd' (factorize svd_from/ckpt.pt) or 'branch'
 svd_from = ''  # init_from=svd: the out_dir of a dense (or muon) run, whose model shape and corpus this run takes
+branch_from = ''  # init_from=branch: a wsd run's stable-phase checkpoint (ckpt_<step>.pt), continued to max_iters
+save_at = ''  # wsd: also keep the checkpoints at these steps ('1600,3200'), as ckpt_<step>.pt: branch points
 overwrite = False  # a fresh run (scratch or svd) may replace a checkpoint already in out_dir (otherwise it refuses)
 keep_last = 0  # also keep this many previous checkpoints, as ckpt.1.pt (newest) ... ckpt.N.pt
 # data
-input_file = 'data/tinyshakespeare.txt'  # any UTF-8 text; tokenised on first use by prepare_data.py
+input_file = 'data/tinyshakespeare.txt'  # UTF-8 text, or a folder (data/shakespeare_complete); see prepare_data.py
 tokenizer = 'char'  # 'char' or 'gpt2'
 train_tokens = 0  # train on the first this many tokens of the training split only (0: all of it); val is unchanged
 gradient_accumulation_steps = 1  # micro-steps per optimizer step (divided among DDP processes)
@@ -72,11 +77,14 @@ weight_decay = 0.1  # AdamW's decoupled weight decay (on matrices, not on norms 
 beta1 = 0.9  # AdamW's β₁
 beta2 = 0.99  # AdamW's β₂
 grad_clip = 1.0  # clip the global gradient norm to this (0: don't clip)
-# LR schedule: linear warmup, then cosine down to min_lr
+# LR schedule: linear warmup, then cosine down to min_lr, or (wsd) constant, then a decay to min_lr over the end
 decay_lr = True  # False: the peak step size throughout, no warmup
+lr_schedule = 'cosine'  # cosine | wsd (warmup-stable-decay: a long run's stable phase serves every shorter budget)
 warmup_iters = 100  # steps of linear warmup up to the peak
 lr_decay_iters = 0  # the cosine reaches min_lr here (0: at max_iters)
-min_lr = 1e-4  # the cosine's floor; unless set: learning_rate / 10 (nanoGPT's rule)
+min_lr = 1e-4  # the schedule's floor; unless set: learning_rate / 10 (nanoGPT's rule)
+decay_frac = 0.2  # wsd: the decay takes the last round(decay_frac · max_iters) steps
+decay_shape = 'linear'  # wsd: linear | sqrt (1 − √progress, Hägele et al. 2024)
 # Spectron (factor pairs)
 spectron_lr = 0.02  # η: bound on ‖ΔW‖₂ per step (LR peak), tuned at n_embd 256; unless set, ×√(256/n_embd)
 spectron_beta = 0.95  # momentum
@@ -102,6 +110,9 @@ skip_nonfinite = True  # skip (and count) a step whose gradients are not finite;
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
 MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')  # shape and corpus
+SCHEDULE_KEYS = ('lr_schedule', 'decay_frac', 'decay_shape')  # a resume keeps them: max_iters, configurator checks
+BRANCH_OWN = ('out_dir', 'init_from', 'branch_from', 'max_iters', 'overwrite', 'save_at', 'keep_last', 'device',
+              'dtype', 'compile')  # all a branch may choose; everything else is its checkpoint's
 
 # -----------------------------------------------------------------------------
 # config (every check in configurator.py), DDP and data
@@ -109,14 +120,18 @@ MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file',
 overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',), notes=modes_help(DEFAULTS), source=__file__)
 cfg = {**DEFAULTS, **overrides}
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
-checkpoint = dense = None  # what init_from=resume continues; what init_from=svd factorizes (optimizer state fresh)
+checkpoint = dense = None  # what init_from=resume/branch continues; what init_from=svd factorizes (optimizer fresh)
 if cfg['init_from'] == 'resume':  # the run goes on as saved, on the same data (the optimizer state depends on these)
     checkpoint = load_checkpoint(ckpt_path, ('mode', 'rank', *MODEL_KEYS, 'train_tokens', 'spectron_ortho',
-                                             'spectron_renorm'), 'resume', cfg, overrides, DEFAULTS)
+                                             'spectron_renorm', *SCHEDULE_KEYS), 'resume', cfg, overrides, DEFAULTS)
+elif cfg['init_from'] == 'branch' and cfg['branch_from']:  # the whole config but the branch's own end and outputs
+    checkpoint = load_checkpoint(cfg['branch_from'], [k for k in DEFAULTS if k not in BRANCH_OWN], 'branch from',
+                                 cfg, overrides, DEFAULTS)
 elif cfg['init_from'] == 'svd' and cfg['svd_from']:  # the dense model's shape and corpus; mode and rank are ours
     dense = load_checkpoint(os.path.join(cfg['svd_from'], 'ckpt.pt'), MODEL_KEYS, 'factorize',
                             cfg, overrides, DEFAULTS)
-cfg = validate(with_mode_defaults(cfg, overrides, checkpoint and checkpoint['config']))
+cfg = validate(with_mode_defaults(cfg, overrides, checkpoint and checkpoint['config']), checkpoint)
+save_steps = steps_to_save(cfg)  # wsd branch points
 
 ddp = int(os.environ.get('RANK', -1)) != -1
 ddp_rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
@@ -230,12 +245,18 @@ if checkpoint is not None:
 
 
 def lr_factor(it):
-    """Linear warmup, then cosine from 1 down to min_lr / learning_rate at lr_decay_iters."""
+    """Linear warmup, then cosine from 1 down to min_lr / learning_rate at lr_decay_iters; or (wsd) 1 until
+    decay_start, then down to the same floor at max_iters: max_iters moves only the decay, so a long run's stable
+    phase is a shorter one's. The floor, not Hägele et al.'s 0, so that wsd and cosine runs differ in shape only."""
     if not cfg['decay_lr']:
         return 1.0
     if it < cfg['warmup_iters']:
         return (it + 1) / (cfg['warmup_iters'] + 1)
     floor = cfg['min_lr'] / cfg['learning_rate']
+    if cfg['lr_schedule'] == 'wsd':  # linear or 1 − √: Hägele et al.'s shapes
+        progress = max(0, it - decay_start(cfg)) / (cfg['max_iters'] - decay_start(cfg))
+        shape = progress if cfg['decay_shape'] == 'linear' else math.sqrt(progress)
+        return 1.0 if progress == 0 else floor + (1 - floor) * (1 - shape)
     if it > cfg['lr_decay_iters']:
         return floor
     progress = (it - cfg['warmup_iters']) / max(1, cfg['lr_decay_iters'] - cfg['warmup_iters'])
@@ -271,8 +292,9 @@ def log_record(kind, **fields):
 
 
 def start_logs():
-    """Fresh logs for a new run; on resume, what was logged before the checkpoint."""
-    keep, spectra = outdir.logs_before(cfg['out_dir'], iter_num) if cfg['init_from'] == 'resume' else ([], {})
+    """Fresh logs for a new run; on resume, what was logged before the checkpoint (a branch: its parent's)."""
+    source = os.path.dirname(cfg['branch_from']) if cfg['init_from'] == 'branch' else cfg['out_dir']
+    keep, spectra = outdir.logs_before(source, iter_num) if cfg['init_from'] in ('resume', 'branch') else ([], {})
     outdir.atomic_save(''.join(keep).encode(), log_path, lambda text, f: f.write(text))
     log_record('config', **cfg, iter=iter_num)
     return spectra
@@ -299,13 +321,14 @@ def rng_states():
     return states
 
 
-def save_checkpoint(rng):
-    outdir.rotate(cfg['out_dir'], cfg['keep_last'])
+def save_checkpoint(rng, path=ckpt_path):
+    if path == ckpt_path:
+        outdir.rotate(cfg['out_dir'], cfg['keep_last'])
     ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=cfg,
                 meta=meta, iter_num=iter_num, best_val_loss=best_val_loss, skipped=skipped,
                 train_gen=train_gen.get_state(), rng=rng, seconds=time.time() - run_start,
                 spectra_seconds=spectra_seconds, train_flops=train_flops)
-    outdir.atomic_save(ckpt, ckpt_path, torch.save)
+    outdir.atomic_save(ckpt, path, torch.save)
 
 
 stop_signals = []  # Ctrl-C or SIGTERM: finish the step in flight, checkpoint, then exit
@@ -340,7 +363,9 @@ while True:
         record_spectra(spectra)
         spectra_seconds += time.time() - t_spectra
     evaluating = iter_num % cfg['eval_interval'] == 0 or final
-    rng = rng_states() if evaluating and iter_num > 0 else None  # all processes, for process 0's checkpoint
+    rng = rng_states() if evaluating and iter_num > 0 or iter_num in save_steps else None  # all, for process 0's
+    if master and iter_num in save_steps:  # a branch point (configurator: in the stable phase)
+        save_checkpoint(rng, os.path.join(cfg['out_dir'], f'ckpt_{iter_num}.pt'))
     if master and evaluating:
         losses = estimate_loss()
         ranks = {name: m.rank for name, m in raw_model.linear_layers()}
@@ -408,8 +433,8 @@ while True:
               f"{dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s{mfu}, "
               f"max|dW| {max_dw:.2e}")
         log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, tok_per_s=tokens_per_iter / dt,
-                   flops_per_s=flops, max_dW=max_dw, max_norm_V=norm_v, max_norm_U=norm_u,
-                   grad_norm=grad_norm.item(), skipped=skipped)
+                   flops_per_s=flops, max_dW=max_dw, max_norm_V=norm_v, max_norm_U=norm_u, grad_norm=grad_norm.item(),
+                   skipped=skipped, lr=[g['lr'] for opt in optimizers for g in opt.param_groups])  # every group's
     iter_num += 1
     stop = bool(stop_signals)
     if ddp:  # torchrun signals its processes one by one: stop together, or one waits forever in an all-reduce

@@ -23,8 +23,8 @@ from plot_spectra import count_spikes, has_layer, mode_of, run_lr  # noqa: E402 
 
 COLUMNS = {  # key: markdown header
     'run': 'run', 'mode': 'mode', 'corpus': 'corpus', 'tokens': 'train tokens', 'n_embd': 'n_embd', 'rank': 'rank',
-    'lr': 'LR / η', 'seed': 'seed', 'iters': 'iters', 'iter_best': 'best at iter', 'val': 'val loss',
-    'train': 'train loss', 'gap': 'val − train',
+    'lr': 'LR / η', 'schedule': 'LR schedule', 'seed': 'seed', 'iters': 'iters', 'iter_best': 'best at iter',
+    'val': 'val loss', 'train': 'train loss', 'gap': 'val − train',
     'params': 'params', 'mflops': 'MFLOPs/token', 'mean_rank': 'final mean rank', 'ms': 'median ms/iter',
     'minutes': 'minutes', 'spectra': 'spectra cost', 'max_dw': 'max ‖ΔW‖₂', 'max_dw_over_eta': 'max ‖ΔW‖₂/η',
     'spikes': 'spikes / logged', 'tflops': 'training TFLOPs'}
@@ -52,6 +52,8 @@ def summarize(path, best=False):
     with open(log) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     config = next((r for r in rows if r['kind'] == 'config'), None)
+    if config is not None:  # logs of older code ran the cosine: say so, so that --seeds keeps them from wsd runs
+        config = {'lr_schedule': 'cosine', **config}
     train = [r for r in rows if r['kind'] == 'train']
     evals = [r for r in rows if r['kind'] == 'eval']
     if config is None or not evals:
@@ -69,7 +71,8 @@ def summarize(path, best=False):
         corpus=os.path.basename(config['input_file']), tokens=config.get('train_tokens') or 'all',
         n_embd=config['n_embd'],
         rank='-' if has_layer(config['mode'], lowrank.DenseLinear) else config['rank'], lr=run_lr(config),
-        seed=config['seed'],
+        seed=config['seed'], schedule='cosine' if config['lr_schedule'] == 'cosine' else
+        f"wsd {config['decay_frac']:g} {config['decay_shape']}",
         iters=last['iter'], iter_best=low['iter'], val=at['val_loss'], train=at['train_loss'],
         gap=at['val_loss'] - at['train_loss'],
         params=f"{last['params'] / 1e6:.2f}M",
