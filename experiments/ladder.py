@@ -3,6 +3,8 @@ The compute ladder (issue 24, parts 3–4): model sizes × modes × training-FLO
 
     python experiments/ladder.py plan                     # shapes, params, FLOPs/token, steps, epochs, CPU hours
     python experiments/ladder.py plan --measure=True      # re-time the measured shapes first (1 thread, 20 steps)
+    python experiments/ladder.py runs --stage=long|branch|grid [--modes=dense,muon]  # experiments/ladder.sh's runs
+    python experiments/ladder.py grid                     # the step-size check's table, from runs/ladder
     python experiments/ladder.py analyze runs/ladder/* --out=assets/ladder [--bench=bench.csv] [--resamples=1000]
 
 The plan: depth fixed (n_layer 4, n_head 4), width varied; block 64 × batch 16 = 1,024 tokens per step at every size
@@ -34,7 +36,7 @@ from table import die  # noqa: E402
 # -----------------------------------------------------------------------------
 # the plan, as data
 VOCAB = 84  # the complete works' distinct characters
-TRAIN_TOKENS = int(0.9 * 5_057_198)  # its training split: 90 % of its characters (an estimate: works are held out)
+TRAIN_TOKENS = 4_568_778  # its training split (the 38 works not held out), as prepare_data.py tokenises it
 N_LAYER, N_HEAD = 4, 4  # depth fixed at every width: the repo's default shape
 BLOCK_SIZE, BATCH_SIZE = 64, 16  # 1,024 tokens per step at every size
 RANK = 0.25  # nfw and spectron: rank d/4 in every layer (a fraction of each layer's smaller side)
@@ -49,7 +51,7 @@ BUDGETS = tuple(1e12 * 10 ** (k / 4) for k in range(5))  # training FLOPs: 1e12 
 COOLDOWN = 0.2  # each branch cools down over this fraction of its budget's steps
 WARMUP = 50  # WSD warmup steps: below 0.8 × the shortest branch that is run
 MIN_STEPS = 150  # a (size, budget) point shorter than this is not run: it would be mostly warmup
-EVAL_ITERS = 20  # batches per split in an eval: 2 × 20 forward passes ≈ 13 training steps
+EVAL_ITERS = 40  # batches per split in an eval (the same batches in every run): 2 × 40 forward passes ≈ 27 steps
 EVAL_INTERVAL = 500  # evals of the long run (the branches eval once, at their end)
 PRIOR_TOKENS_PER_PARAM = 6  # D/N at the optimum, for placing budgets only: at C ≈ 1.6e13 on TinyShakespeare, d=128
 # (0.8M params, D/N ≈ 4) beat d=156 (data_limited/p1, equal_compute); the plan prints the D/N range it tolerates
@@ -166,6 +168,59 @@ def plan(opts):
               f"runs at a time; longest run {longest:.2f} h); " + ', '.join(f"{m} {core[m]:.1f}" for m in modes))
     print(f"the top budget is set by the smallest sizes' epochs (≤ 4 of a {TRAIN_TOKENS / 1e6:.2f}M-token split), "
           "not by CPU time: a larger one needs wider smallest models, which put the low budgets' minima at the edge")
+
+
+def step_key(mode):
+    return lowrank.MODES[mode].step_size
+
+
+def run_lines(stage, modes):
+    """train_all's lines (OUT_DIR --key=value ...) of one stage: 'long' (one WSD run per mode and size to the top
+    budget, keeping a checkpoint at every lower budget's decay start), 'branch' (the cooldowns from those), or 'grid'
+    (the step-size check: the smallest and largest size of each mode at ½× and 2× its rule, to the top budget)."""
+    lines = []
+    for mode in modes:
+        widths = WIDTHS[mode]
+        for d in widths:
+            _, fpt = shape(mode, d)
+            steps = [s for s in (steps_for(b, fpt) for b in BUDGETS) if s >= MIN_STEPS]
+            flags = (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
+                     f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
+                     f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
+                     f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --seed=1337")
+            if lowrank.MODES[mode].layer is not lowrank.DenseLinear:
+                flags += f" --rank={RANK}"
+            top = steps[-1]
+            starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # configurator.decay_start's rule
+            long_dir = f"runs/ladder/{mode}_d{d}_T{top}"
+            if stage == 'long':
+                lines.append(f"{long_dir} {flags} --max_iters={top}"
+                             + (f" --save_at={','.join(map(str, starts))}" if starts else ''))
+            elif stage == 'branch':
+                lines += [f"runs/ladder/{mode}_d{d}_T{s} {flags} --max_iters={s} --init_from=branch "
+                          f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
+            elif stage == 'grid' and d in (widths[0], widths[-1]):
+                base = {'learning_rate': 1e-3, 'muon_lr': 0.01,  # the defaults at every width; η's rule: √(256/d)
+                        'spectron_lr': 0.02 * math.sqrt(256 / d)}[step_key(mode)]
+                lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g} {flags} --max_iters={top} --{step_key(mode)}={x * base:.6g}"
+                          for x in (0.5, 2)]
+    return lines
+
+
+def grid_table(modes):
+    """The step-size check as a markdown table: val loss at ½×, 1× (the ladder's own long run) and 2× each mode's
+    rule, at its smallest and largest width, and where the best of the three lies."""
+    out = ["# Step-size check (experiments/ladder.sh): each mode's rule against ½× and 2×, WSD to the top budget",
+           "", "| mode | n_embd | step-size key | ½× | 1× (the rule) | 2× | best |", "|---|---|---|---|---|---|---|"]
+    longs = {line.split()[0].split('/')[-1].rsplit('_T', 1)[0]: line.split()[0] for line in run_lines('long', modes)}
+    for line in run_lines('grid', modes)[::2]:
+        name = line.split()[0].split('/')[-1].rsplit('_x', 1)[0]
+        dirs = [f"runs/ladder/grid/{name}_x0.5", longs[name], f"runs/ladder/grid/{name}_x2"]
+        vals = [read_point(d)['val_loss'] if os.path.isfile(os.path.join(d, 'log.jsonl')) else math.nan for d in dirs]
+        mode, d = name.split('_d')
+        best = ('½×', '1×', '2×')[int(np.nanargmin(vals))] if not all(map(math.isnan, vals)) else '–'
+        out.append(f"| {mode} | {d} | {step_key(mode)} | " + ' | '.join(f"{v:.4f}" for v in vals) + f" | {best} |")
+    return '\n'.join(out)
 
 
 # -----------------------------------------------------------------------------
@@ -554,14 +609,24 @@ def analyze(paths, opts):
 def main(argv):
     opts = dict(a.removeprefix('--').partition('=')[::2] for a in argv if a.startswith('--'))
     args = [a for a in argv if not a.startswith('--')]
-    known = {'plan': {'measure'}, 'analyze': {'out', 'bench', 'resamples'}}
+    known = {'plan': {'measure'}, 'analyze': {'out', 'bench', 'resamples'}, 'runs': {'stage', 'modes'}, 'grid': {'modes'}}
     if not args or args[0] not in known:
-        die("usage: ladder.py plan [--measure=True] | ladder.py analyze RUN ... --out=DIR [--bench=CSV] "
-            "[--resamples=N]")
+        die("usage: ladder.py plan [--measure=True] | runs --stage=long|branch|grid [--modes=a,b] | grid [--modes=a,b]"
+            " | analyze RUN ... --out=DIR [--bench=CSV] [--resamples=N]")
     unknown = set(opts) - known[args[0]]
     if unknown:
         die(f"unknown option(s) for {args[0]}: {', '.join(sorted(unknown))}")
-    plan(opts) if args[0] == 'plan' else analyze(args[1:], opts)
+    modes = opts.get('modes', ','.join(m for m in WIDTHS if m not in OPTIONAL)).split(',')
+    if not set(modes) <= set(WIDTHS):
+        die(f"--modes must be from {', '.join(WIDTHS)}")
+    if args[0] == 'runs':
+        if opts.get('stage') not in ('long', 'branch', 'grid'):
+            die("runs needs --stage=long|branch|grid")
+        print('\n'.join(run_lines(opts['stage'], modes)))
+    elif args[0] == 'grid':
+        print(grid_table(modes))
+    else:
+        plan(opts) if args[0] == 'plan' else analyze(args[1:], opts)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The compute ladder (issue 24, part 3): dense + AdamW, dense + Muon and Spectron at rank d/4 (NFW too with
+# MODES="dense muon spectron nfw"), 7 widths each at 4 layers, 5 training-FLOP budgets from 1e12 to 1e13, on the
+# complete works (data/shakespeare_complete: val = 4 held-out plays). The plan (sizes, steps, epochs, hours):
+# `python experiments/ladder.py plan`. One WSD run per (mode, width) to the top budget keeps a checkpoint at every
+# lower budget's decay start; each lower budget is a cooldown branch from it (a branch equals the straight WSD run
+# to the digit: test_train.py). Step sizes: the repo's tuned values (learning_rate 1e-3, muon_lr 0.01 at every
+# width; spectron_lr 0.02·√(256/d), the measured η ∝ 1/√d), checked first by a grid at ½× and 2× at each mode's
+# smallest and largest width, to the top budget.
+# Then assets/ladder/: grid.md (the check), the figures, ladder.md, points.csv and every log (committed logs count as
+# finished runs, so a rerun only trains what is missing). Two 1-thread runs at a time; STAGES picks stages
+# (default "grid long branch analyze").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source experiments/lib.sh
+modes=${MODES:-dense muon spectron}
+stages=${STAGES:-grid long branch analyze}
+mkdir -p assets/ladder/logs runs/ladder/grid
+for log in assets/ladder/logs/*.log.jsonl; do  # committed runs: grid runs are named grid_*
+  [ -e "$log" ] || continue
+  name=$(basename "$log" .log.jsonl)
+  case $name in grid_*) restore_run "$log" "runs/ladder/grid/${name#grid_}";; *) restore_run "$log" "runs/ladder/$name";; esac
+done
+python prepare_data.py --input=data/shakespeare_complete > /dev/null
+for stage in grid long branch; do
+  case " $stages " in *" $stage "*)
+    for mode in $modes; do python experiments/ladder.py runs --stage=$stage --modes=$mode; done | train_all;;
+  esac
+done
+finished() { grep -l '"kind": "summary"' "$@" 2>/dev/null | xargs -r -n 1 dirname; }
+for run in $(finished runs/ladder/*/log.jsonl); do cp "$run/log.jsonl" "assets/ladder/logs/$(basename "$run").log.jsonl"; done
+for run in $(finished runs/ladder/grid/*/log.jsonl); do cp "$run/log.jsonl" "assets/ladder/logs/grid_$(basename "$run").log.jsonl"; done
+case " $stages " in *" analyze "*)
+  python experiments/ladder.py grid --modes=${modes// /,} > assets/ladder/grid.md
+  cat assets/ladder/grid.md
+  python experiments/ladder.py analyze $(finished runs/ladder/*/log.jsonl) --out=assets/ladder
+  ;;
+esac
