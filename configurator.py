@@ -86,7 +86,11 @@ def parse_args(defaults, argv, int_or_float=(), notes='', usage='[config_file.py
     overrides = {}
     for arg in argv:
         if arg in ('-h', '--help'):
-            print_help(defaults, usage, notes, source or getattr(sys.modules['__main__'], '__file__', None))
+            try:
+                print_help(defaults, usage, notes, source or getattr(sys.modules['__main__'], '__file__', None))
+                sys.stdout.flush()  # here, not at exit, so that a closed pipe raises inside the try
+            except BrokenPipeError:  # `--help | head` read what it wanted: no error (Python's docs, "SIGPIPE")
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush fails no more
             sys.exit(0)
         if not arg.startswith('--'):
             namespace = {}
