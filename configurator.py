@@ -8,7 +8,8 @@ Arguments apply in order. A config file is Python that assigns keys; a --key=val
 (strings may be bare). Every key must be one of the script's defaults and keep its type (an int passes for a
 float); anything else is a one-line error with exit status 2. train.py's config then goes through load_checkpoint
 (the keys a checkpoint fixes, on resume or init_from=svd) and validate (ranges and combinations), which fail the
-same way, and with_mode_defaults (each mode's tuned LR). What needs the data or the DDP processes, train.py checks.
+same way, and with_mode_defaults (each mode's tuned LR), all through train_config. What needs the data or the DDP
+processes, train.py checks.
 """
 import ast
 import difflib
@@ -86,7 +87,11 @@ def parse_args(defaults, argv, int_or_float=(), notes='', usage='[config_file.py
     overrides = {}
     for arg in argv:
         if arg in ('-h', '--help'):
-            print_help(defaults, usage, notes, source or getattr(sys.modules['__main__'], '__file__', None))
+            try:
+                print_help(defaults, usage, notes, source or getattr(sys.modules['__main__'], '__file__', None))
+                sys.stdout.flush()  # here, not at exit, so that a closed pipe raises inside the try
+            except BrokenPipeError:  # `--help | head` read what it wanted: no error (Python's docs, "SIGPIPE")
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush fails no more
             sys.exit(0)
         if not arg.startswith('--'):
             namespace = {}
@@ -114,6 +119,31 @@ def parse_args(defaults, argv, int_or_float=(), notes='', usage='[config_file.py
 
 # -----------------------------------------------------------------------------
 # train.py's config, checked before any work: a checkpoint's keys, ranges and combinations, the mode's LR
+
+MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')  # shape and corpus
+RESUME_KEYS = ('mode', 'rank', *MODEL_KEYS, 'train_tokens', 'spectron_ortho', 'spectron_renorm', 'lr_schedule',
+               'decay_frac', 'decay_shape')  # a resume goes on as saved (max_iters may move: check_continuation)
+BRANCH_OWN = ('out_dir', 'init_from', 'branch_from', 'max_iters', 'overwrite', 'save_at', 'keep_last', 'device',
+              'dtype', 'compile')  # all a branch may choose; everything else is its checkpoint's
+
+
+def train_config(defaults, overrides):
+    """(cfg, checkpoint, dense): train.py's whole config, checked; the checkpoint that init_from=resume or branch
+    continues (a resume: the optimizer state depends on RESUME_KEYS); the dense one init_from=svd factorizes (its
+    shape and corpus; mode and rank are the run's)."""
+    cfg, checkpoint, dense = {**defaults, **overrides}, None, None
+    if cfg['init_from'] == 'resume':
+        checkpoint = load_checkpoint(os.path.join(cfg['out_dir'], 'ckpt.pt'), RESUME_KEYS, 'resume', cfg, overrides,
+                                     defaults)
+    elif cfg['init_from'] == 'branch' and cfg['branch_from']:  # the whole config but the branch's own end and outputs
+        checkpoint = load_checkpoint(cfg['branch_from'], [k for k in defaults if k not in BRANCH_OWN], 'branch from',
+                                     cfg, overrides, defaults)
+    elif cfg['init_from'] == 'svd' and cfg['svd_from']:
+        dense = load_checkpoint(os.path.join(cfg['svd_from'], 'ckpt.pt'), MODEL_KEYS, 'factorize', cfg, overrides,
+                                defaults)
+    cfg = validate(with_mode_defaults(cfg, overrides, checkpoint and checkpoint['config']), checkpoint)
+    return cfg, checkpoint, dense
+
 
 def read_checkpoint(path):
     """(checkpoint, the layer class of its mode) from a nanoLowRank ckpt.pt, or one line and exit 2"""

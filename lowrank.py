@@ -55,11 +55,9 @@ class DenseLinear(nn.Linear):
 
 class FactorizedLinear(nn.Module):
     """y = (x U) Vᵀ + b with U: in×r, V: out×r — two thin matmuls, r (in + out) parameters instead of in·out.
-
-    Init: balanced and variance-matched. Entries of W = V Uᵀ are sums of r products, so
-    std(W) = sqrt(r)·std(U)·std(V); we pick std(U)·std(V) = init_std / sqrt(r) so W starts with the same
-    per-entry std as a dense layer, and split it so that ‖U‖_F = ‖V‖_F (UᵀU ≈ VᵀV: neither factor holds
-    more of the scale, which matters to Spectron, whose step depends on σ(U) + σ(V))."""
+    Init: balanced and variance-matched. An entry of W = V Uᵀ sums r products, so std(W) = √r·std(U)·std(V): with
+    std(U)·std(V) = init_std / √r, W starts with a dense layer's per-entry std. The split makes ‖U‖_F = ‖V‖_F
+    (UᵀU ≈ VᵀV: neither factor holds more of the scale, which matters to Spectron, whose step depends on σ_U + σ_V)."""
 
     def __init__(self, in_features, out_features, rank, bias, init_std):
         super().__init__()
@@ -105,9 +103,8 @@ def newton_schulz(G, steps=5, eps=1e-7):
     about [0.7, 1.2] after five steps; that is enough for an update direction and much cheaper than an SVD).
     Every iterate is X₀ Q with Q = p(S) a polynomial in the r×r Gram S = X₀ᵀX₀, so Q, S and the iterate's Gram
     A = Qᵀ S Q all commute: with P = aI + bA + cA², Q ← Q P and A ← A P². O(r³) per step plus O(m r²) once.
-    Computed and returned in float64 for float64 input, in float32 otherwise (bf16 too). The Gram form squares the
-    condition number, so in float32 on ill-conditioned input it is off by about 2e-3 relative (the X-iteration:
-    ~1e-5); far below the bf16 error reference Muon accepts, and float64 input gets ~1e-12."""
+    In and out in float64 for float64 input (error ~1e-12), else float32 (bf16 too): there the Gram form, squaring the
+    condition number, is off by up to ~2e-3 relative (X-iteration: ~1e-5), below the bf16 error Muon accepts."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.to(torch.float64 if G.dtype == torch.float64 else torch.float32).reshape(-1, *G.shape[-2:])
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)  # ‖X‖₂ ≤ ‖X‖_F = 1: in the basin of the iteration
@@ -122,10 +119,29 @@ def newton_schulz(G, steps=5, eps=1e-7):
     return (X @ Q).view(G.shape)
 
 
+def by_shape(items, shape=lambda p: p.shape):
+    """items grouped by shape (in order), for one batched call per shape"""
+    groups = defaultdict(list)
+    for item in items:
+        groups[shape(item)].append(item)
+    return list(groups.values())
+
+
+def check_hyperparameters(name, lr, momentum, **iterations):
+    """Spectron's and Muon's shared argument check: a positive step size, a momentum in [0, 1), counts >= 1."""
+    if not lr > 0:
+        raise ValueError(f"{name} lr must be > 0, got {lr}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"{name} momentum must be in [0, 1), got {momentum}")
+    for key, n in iterations.items():
+        if n < 1:
+            raise ValueError(f"{key} must be >= 1, got {n}")
+
+
 def power_iteration(A, v, iters=1):
-    """Estimate σ_max of each matrix in a batch A (..., m, r) from warm-start unit vectors v (..., r).
-    Returns (σ, v_next). σ = sqrt(‖AᵀA v‖) never exceeds the true σ_max and reaches it as v aligns with
-    the top right-singular vector; since A changes little per step, one iteration per step keeps up."""
+    """(σ, v_next): σ_max of each matrix in a batch A (..., m, r), estimated from warm-start unit vectors v (..., r).
+    σ = sqrt(‖AᵀA v‖) never exceeds the true σ_max and reaches it as v aligns with the top right-singular vector;
+    since A changes little per step, one iteration per step keeps up."""
     for _ in range(iters):
         w = (A.mT @ (A @ v.unsqueeze(-1))).squeeze(-1)
         norm = w.norm(dim=-1, keepdim=True)
@@ -151,12 +167,7 @@ class Spectron(torch.optim.Optimizer):
             if U.dim() != 2 or V.dim() != 2 or U.shape[1] != V.shape[1]:
                 raise ValueError(f"a (U, V) pair must be two 2-D factors of the same rank (shape[1]), got "
                                  f"{tuple(U.shape)} and {tuple(V.shape)}")
-        if not lr > 0:
-            raise ValueError(f"spectron lr (η) must be > 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"spectron momentum (β) must be in [0, 1), got {momentum}")
-        if ns_steps < 1 or power_iters < 1:
-            raise ValueError("ns_steps and power_iters must be >= 1")
+        check_hyperparameters('spectron', lr, momentum, ns_steps=ns_steps, power_iters=power_iters)
         # one group, params [U₀, V₀, U₁, V₁, ...]: the layout of every checkpoint; step pairs them back in twos
         super().__init__([p for pair in pairs for p in pair],
                          dict(lr=lr, momentum=momentum, ns_steps=ns_steps, power_iters=power_iters,
@@ -220,14 +231,6 @@ class Spectron(torch.optim.Optimizer):
                         p.sub_(rho * direction[p].to(p.dtype))
 
 
-def by_shape(params):
-    """params grouped by shape (in order), for one batched call per shape"""
-    groups = defaultdict(list)
-    for p in params:
-        groups[p.shape].append(p)
-    return list(groups.values())
-
-
 class Muon(torch.optim.Optimizer):
     """Muon (Jordan et al. 2024), the dense control for Spectron: the same orthogonalised momentum, on a whole W.
         B ← μB + G,   O = NS(G + μB)  (Nesterov),   W ← W − lr · max(1, rows/cols)^½ · O
@@ -235,26 +238,19 @@ class Muon(torch.optim.Optimizer):
     A wide W (rows < cols) is orthogonalised as its transpose, since newton_schulz takes tall matrices."""
 
     def __init__(self, params, lr=0.01, momentum=0.95, ns_steps=5):
-        if not lr > 0:
-            raise ValueError(f"muon lr must be > 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"muon momentum must be in [0, 1), got {momentum}")
-        if ns_steps < 1:
-            raise ValueError("ns_steps must be >= 1")
+        check_hyperparameters('muon', lr, momentum, ns_steps=ns_steps)
         super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps))
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            by_shape = defaultdict(list)
-            for p in (p for p in group['params'] if p.grad is not None):  # no grad: skipped, as torch's optimizers do
-                buf = self.state[p].setdefault('momentum', torch.zeros_like(p))
-                buf.mul_(group['momentum']).add_(p.grad)
-                by_shape[p.shape].append((p, p.grad.add(buf, alpha=group['momentum'])))
-            for (rows, cols), pairs in by_shape.items():  # one batched NS per shape, as in Spectron
-                D = torch.stack([d for _, d in pairs])
+            for ps in by_shape(p for p in group['params'] if p.grad is not None):  # no grad: skipped, as in torch
+                for p in ps:
+                    self.state[p].setdefault('momentum', torch.zeros_like(p)).mul_(group['momentum']).add_(p.grad)
+                D = torch.stack([p.grad.add(self.state[p]['momentum'], alpha=group['momentum']) for p in ps])
+                rows, cols = ps[0].shape  # one batched NS per shape, as in Spectron
                 O = newton_schulz(D, group['ns_steps']) if rows >= cols else newton_schulz(D.mT, group['ns_steps']).mT
-                for (p, _), o in zip(pairs, O):
+                for p, o in zip(ps, O):
                     p.sub_(o.to(p.dtype), alpha=group['lr'] * max(1, rows / cols) ** 0.5)
 
 # -----------------------------------------------------------------------------
@@ -316,10 +312,7 @@ def retract_all(layers):
     """Back to orthonormal U, V after an optimizer step, keeping W = U diag(s) Vᵀ exactly, batched over layers of
     the same shapes: U = Qu Ru, V = Qv Rv  ⇒  W = Qu (Ru diag(s) Rvᵀ) Qvᵀ = (Qu P) diag(s') (Qv Q)ᵀ with P s' Qᵀ
     the core's SVD; Qu P = U (Ru⁻¹ P) needs only an r×r triangular solve and one m×r×r matmul."""
-    groups = defaultdict(list)
-    for layer in layers:
-        groups[layer.U.shape, layer.V.shape].append(layer)
-    for group in groups.values():
+    for group in by_shape(layers, shape=lambda layer: (layer.U.shape, layer.V.shape)):
         U, s, V = (torch.stack([getattr(layer, name) for layer in group]).float() for name in ('U', 's', 'V'))
         Ru, Rv = r_factor(U), r_factor(V)
         P, s, Qh = torch.linalg.svd((Ru * s.unsqueeze(-2)) @ Rv.mT)
@@ -339,19 +332,21 @@ def energy_rank(s, tau):
     return min(k, len(s))
 
 
-def shrink_param(module, name, k, optimizers):
-    """Keep the first k entries of the last dim of module.<name>, and slice its optimizer state to match."""
-    old = getattr(module, name)
-    new = nn.Parameter(old.detach()[..., :k].clone())
-    setattr(module, name, new)
-    for opt in optimizers:
-        for group in opt.param_groups:
-            for i, p in enumerate(group['params']):
-                if p is old:
-                    group['params'][i] = new
-                    state = opt.state.pop(old, {})
-                    opt.state[new] = {key: v[..., :k].clone() if torch.is_tensor(v) and v.shape == old.shape else v
-                                      for key, v in state.items()}
+def truncate(layer, k, optimizers=()):
+    """Keep a TSVD layer's top k singular triplets (the first k entries of the last dim of U, s and V), and slice
+    their optimizer state to match."""
+    for name in ('U', 's', 'V'):
+        old = getattr(layer, name)
+        new = nn.Parameter(old.detach()[..., :k].clone())
+        setattr(layer, name, new)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                for i, p in enumerate(group['params']):
+                    if p is old:
+                        group['params'][i] = new
+                        state = opt.state.pop(old, {})
+                        opt.state[new] = {key: v[..., :k].clone() if torch.is_tensor(v) and v.shape == old.shape
+                                          else v for key, v in state.items()}
 
 
 def tsvd_after_step(model, optimizers, iter_num, cfg):
@@ -364,21 +359,17 @@ def tsvd_after_step(model, optimizers, iter_num, cfg):
                       device=layers[0].s.device)  # NCCL sends only CUDA tensors
     if torch.distributed.is_initialized():  # replicas hold identical s; broadcasting makes that a guarantee
         torch.distributed.broadcast(ks, 0)
-    changed = False
-    for layer, k in zip(layers, ks.tolist()):
-        if k < layer.rank:
-            for name in ('U', 's', 'V'):
-                shrink_param(layer, name, k, optimizers)
-            changed = True
-    return changed
+    shrinking = [(layer, k) for layer, k in zip(layers, ks.tolist()) if k < layer.rank]
+    for layer, k in shrinking:
+        truncate(layer, k, optimizers)
+    return bool(shrinking)
 
 
 def match_shapes(model, state_dict):
     """Shrink TSVD layers to the ranks stored in a checkpoint, so load_state_dict finds the same shapes."""
     for name, module in model.named_modules():
         if isinstance(module, TSVDLinear) and f'{name}.s' in state_dict:
-            for pname in ('U', 's', 'V'):
-                shrink_param(module, pname, state_dict[f'{name}.s'].shape[0], [])
+            truncate(module, state_dict[f'{name}.s'].shape[0])
 
 # -----------------------------------------------------------------------------
 # 5. Optimizers and the mode registry
@@ -405,7 +396,7 @@ def the_rest(model, params):
 
 
 def spectron_and_adamw(model, cfg, optimizer=Spectron):
-    """Each layer's factor pair to Spectron (or a variant: optimizer, a subclass), the rest to AdamW, stepped together."""
+    """Each layer's factor pair to Spectron (or a variant: a subclass, as optimizer), the rest to AdamW, together."""
     pairs = [(m.U, m.V) for m in model.modules() if isinstance(m, FactorizedLinear)]
     factors = [p for pair in pairs for p in pair]
     return [optimizer(pairs, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
@@ -454,17 +445,3 @@ def make_linear(mode, in_features, out_features, rank, bias=False, init_std=0.02
     """The one call model.py makes for every non-embedding linear layer."""
     return MODES[mode].layer(in_features, out_features, rank, bias, init_std)
 
-
-@torch.no_grad()
-def load_dense(model, state_dict):
-    """init_from=svd: every factorized layer from the truncated SVD of its weight in a dense model's state_dict (the
-    best approximation of its rank: Eckart–Young), the rest (embeddings, norms, biases) copied. Returns the fraction
-    of the weights' spectral energy (Σ s²) kept."""
-    layers = {f'{name}.weight': m for name, m in model.named_modules() if hasattr(m, 'load_svd_')}
-    kept = total = 0.0
-    for key, layer in layers.items():
-        P, s, Qh = torch.linalg.svd(state_dict[key].float(), full_matrices=False)
-        layer.load_svd_(P[:, :layer.rank], s[:layer.rank], Qh[:layer.rank].T)
-        kept, total = kept + s[:layer.rank].square().sum().item(), total + s.square().sum().item()
-    model.load_state_dict({**model.state_dict(), **{k: v for k, v in state_dict.items() if k not in layers}})
-    return kept / total

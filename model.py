@@ -5,7 +5,8 @@ a GELU MLP, token embedding tied to the LM head.
 The one thing it knows of low-rank training is lowrank.make_linear: every non-embedding linear layer (Q, K,
 V and O projections, kept separate so each has its own spectrum, and the MLP's up and down) is built by it.
 Embeddings, head and norms stay dense. The logs measure each such layer through its factors() (W = A Bᵀ), without
-forming W: svdvals_of_product (spectra.npz) and update_norm (max|dW|).
+forming W: svdvals_of_product (spectra.npz) and update_norm (max|dW|). init_from=svd (GPT.load_dense) sets each
+layer that has a load_svd_ hook from the SVD of a dense model's weight.
 """
 import math
 from dataclasses import dataclass, fields
@@ -164,6 +165,20 @@ class GPT(nn.Module):
         if pairs[0][1] is None:
             return None, None
         return tuple(max(svdvals_of_product(p[i])[0].item() for p in pairs) for i in (0, 1))
+
+    @torch.no_grad()
+    def load_dense(self, state_dict):
+        """init_from=svd: every layer with a load_svd_ hook from the truncated SVD of its weight in a dense model's
+        state_dict (the best approximation of its rank: Eckart–Young), the rest (embeddings, norms, biases) copied.
+        Returns the fraction of the weights' spectral energy (Σ s²) kept."""
+        layers = {f'{name}.weight': m for name, m in self.named_modules() if hasattr(m, 'load_svd_')}
+        kept = total = 0.0
+        for key, layer in layers.items():
+            P, s, Qh = torch.linalg.svd(state_dict[key].float(), full_matrices=False)
+            layer.load_svd_(P[:, :layer.rank], s[:layer.rank], Qh[:layer.rank].T)
+            kept, total = kept + s[:layer.rank].square().sum().item(), total + s.square().sum().item()
+        self.load_state_dict({**self.state_dict(), **{k: v for k, v in state_dict.items() if k not in layers}})
+        return kept / total
 
     def num_params(self, dense_equivalent=False):
         """Parameters, without the position embedding (nanoGPT's convention). dense_equivalent: as if every

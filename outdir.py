@@ -107,6 +107,15 @@ def rotate(out_dir, keep_last):
         os.link(ckpt_path, older(1))
 
 
+def save_spectra(spectra, path):
+    """spectra.npz from {'steps': [step, ...], name: [its singular values at each step, ...]}, every row padded with
+    NaN to the widest (TSVD layers shrink)."""
+    width = max(len(s) for k, rows in spectra.items() if k != 'steps' for s in rows)
+    pad = lambda rows: np.stack([np.pad(s, (0, width - len(s)), constant_values=np.nan) for s in rows])
+    arrays = {k: np.array(v) if k == 'steps' else pad(v).astype(np.float32) for k, v in spectra.items()}
+    atomic_save(arrays, path, lambda a, f: np.savez(f, **a))
+
+
 def logs_before(out_dir, iter_num):
     """What a resumed run keeps of out_dir's log.jsonl lines and spectra.npz rows: those before its checkpoint's
     step (the rest is redone). A line cut short by a kill has no newline yet: it goes too."""

@@ -7,7 +7,7 @@ import torch
 
 import lowrank
 from lowrank import DenseLinear, FactorizedLinear, Muon, Spectron, TSVDLinear
-from model import svdvals_of_product, update_norm
+from model import GPT, GPTConfig, svdvals_of_product, update_norm
 
 SHAPES = [(64, 64), (32, 96), (96, 32)]  # (in, out): square, wide, tall
 
@@ -439,28 +439,35 @@ def test_tsvd_rank_broadcast_sends_a_tensor_on_the_layers_device(monkeypatch):
 
 # --- init_from=svd -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize('n_in,n_out', SHAPES)
-@pytest.mark.parametrize('cls', [FactorizedLinear, TSVDLinear])
-def test_load_dense_is_the_truncated_svd_balanced_or_orthonormal(cls, n_in, n_out):
-    """Each factorized layer becomes its dense W's best rank-r approximation (checked against torch's own SVD):
-    NFW's factors balanced (VᵀV = UᵀU = diag(s)), TSVD's U, V orthonormal; the bias is copied; at full rank W is
-    exact and all the energy is kept."""
+@pytest.mark.parametrize('mode', ['nfw', 'tsvd'])
+def test_load_dense_is_the_truncated_svd_balanced_or_orthonormal(mode):
+    """GPT.load_dense: each factorized layer (square attention, tall MLP up, wide MLP down) becomes its dense W's
+    best rank-r approximation (checked against torch's own SVD): NFW's factors balanced (VᵀV = UᵀU = diag(s)),
+    TSVD's U, V orthonormal; biases and norms are copied; at full rank W is exact and all the energy is kept."""
     torch.manual_seed(11)
-    W, b = torch.randn(n_out, n_in), torch.randn(n_out)
-    P, s, Qh = torch.linalg.svd(W)
-    for r in (8, min(n_in, n_out)):
-        layer = cls(n_in, n_out, r, bias=True, init_std=0.02)
-        kept = lowrank.load_dense(torch.nn.Sequential(layer), {'0.weight': W, '0.bias': b})
-        assert rel_err(dense_w(layer).detach(), P[:, :r] @ torch.diag(s[:r]) @ Qh[:r]) < 1e-5
-        assert kept == pytest.approx((s[:r].square().sum() / s.square().sum()).item(), rel=1e-5)
-        assert torch.equal(layer.bias, b)
-        if cls is FactorizedLinear:
-            assert rel_err(layer.V.T @ layer.V, torch.diag(s[:r])) < 1e-5
-            assert rel_err(layer.U.T @ layer.U, torch.diag(s[:r])) < 1e-5
-        else:
-            assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
-            assert torch.allclose(layer.s, s[:r])
-    assert kept == pytest.approx(1.0) and rel_err(dense_w(layer).detach(), W) < 1e-5
+    shape = dict(n_layer=1, n_head=2, n_embd=32, bias=True, vocab_size=16, block_size=8)
+    dense = {k: torch.randn_like(v) for k, v in GPT(GPTConfig(mode='dense', **shape)).state_dict().items()}
+    for r in (8, 32):
+        model = GPT(GPTConfig(mode=mode, rank=r, **shape))
+        kept = model.load_dense(dense)
+        energy = [0.0, 0.0]
+        for name, layer in model.linear_layers():
+            W = dense[f'{name}.weight']
+            P, s, Qh = torch.linalg.svd(W)
+            energy = [energy[0] + s[:r].square().sum().item(), energy[1] + s.square().sum().item()]
+            assert rel_err(dense_w(layer).detach(), P[:, :r] @ torch.diag(s[:r]) @ Qh[:r]) < 1e-5, name
+            assert torch.equal(layer.bias, dense[f'{name}.bias'])
+            if mode == 'nfw':
+                assert rel_err(layer.V.T @ layer.V, torch.diag(s[:r])) < 1e-5
+                assert rel_err(layer.U.T @ layer.U, torch.diag(s[:r])) < 1e-5
+            else:
+                assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
+                assert torch.allclose(layer.s, s[:r])
+            if r == 32:
+                assert rel_err(dense_w(layer).detach(), W) < 1e-5
+        assert kept == pytest.approx(energy[0] / energy[1], rel=1e-5)
+        assert all(torch.equal(model.state_dict()[k], dense[k]) for k in ('ln_f.weight', 'ln_f.bias', 'wpe.weight'))
+    assert kept == pytest.approx(1.0)
 
 
 def test_readme_recipe(monkeypatch):
@@ -469,7 +476,6 @@ def test_readme_recipe(monkeypatch):
     import os
     import re
     import types
-    from model import GPT, GPTConfig
     readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
     section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[0]
     recipe, test = re.findall(r'```python\n(.*?)```', section, re.S)
@@ -504,7 +510,6 @@ def test_readme_optimizer_recipe(monkeypatch):
     import os
     import re
     import types
-    from model import GPT, GPTConfig
     readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
     section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[1]
     recipe, test = re.findall(r'```python\n(.*?)```', section.split('\n### ', 1)[0], re.S)

@@ -870,6 +870,15 @@ def test_help_gives_each_keys_meaning_and_each_modes_step_size():
     assert 'spectron learning_rate' not in help_text
 
 
+def test_help_into_a_closed_pipe_exits_quietly():
+    """`train.py --help | head`: a reader that closes the pipe before the help is all written is no error (exit 0,
+    nothing on stderr; it was a BrokenPipeError traceback and exit 1)."""
+    p = start('--help')
+    p.stdout.close()  # before train.py, still importing torch, writes its first line
+    stderr = p.stderr.read()
+    assert p.wait(timeout=300) == 0 and stderr == '', stderr
+
+
 # a folder corpus (the complete works): val = whole held-out works, never windows cut from the training text
 
 def works_folder(path, works, held_out):

@@ -35,8 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import lowrank
 import outdir
-from configurator import (decay_start, die, load_checkpoint, modes_help, parse_args, short_run_warnings,
-                          steps_to_save, validate, with_mode_defaults)
+from configurator import decay_start, die, modes_help, parse_args, short_run_warnings, steps_to_save, train_config
 from model import GPT, GPTConfig, peak_flops, svdvals_of_product, update_norm
 from prepare_data import DataError, ensure_prepared, load_meta
 
@@ -109,28 +108,13 @@ seed = 1337  # init, batches and dropout
 skip_nonfinite = True  # skip (and count) a step whose gradients are not finite; False: stop the run
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
-MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')  # shape and corpus
-SCHEDULE_KEYS = ('lr_schedule', 'decay_frac', 'decay_shape')  # a resume keeps them: max_iters, configurator checks
-BRANCH_OWN = ('out_dir', 'init_from', 'branch_from', 'max_iters', 'overwrite', 'save_at', 'keep_last', 'device',
-              'dtype', 'compile')  # all a branch may choose; everything else is its checkpoint's
 
 # -----------------------------------------------------------------------------
 # config (every check in configurator.py), DDP and data
 
 overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',), notes=modes_help(DEFAULTS), source=__file__)
-cfg = {**DEFAULTS, **overrides}
+cfg, checkpoint, dense = train_config(DEFAULTS, overrides)  # what resume/branch continues; what svd factorizes
 ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
-checkpoint = dense = None  # what init_from=resume/branch continues; what init_from=svd factorizes (optimizer fresh)
-if cfg['init_from'] == 'resume':  # the run goes on as saved, on the same data (the optimizer state depends on these)
-    checkpoint = load_checkpoint(ckpt_path, ('mode', 'rank', *MODEL_KEYS, 'train_tokens', 'spectron_ortho',
-                                             'spectron_renorm', *SCHEDULE_KEYS), 'resume', cfg, overrides, DEFAULTS)
-elif cfg['init_from'] == 'branch' and cfg['branch_from']:  # the whole config but the branch's own end and outputs
-    checkpoint = load_checkpoint(cfg['branch_from'], [k for k in DEFAULTS if k not in BRANCH_OWN], 'branch from',
-                                 cfg, overrides, DEFAULTS)
-elif cfg['init_from'] == 'svd' and cfg['svd_from']:  # the dense model's shape and corpus; mode and rank are ours
-    dense = load_checkpoint(os.path.join(cfg['svd_from'], 'ckpt.pt'), MODEL_KEYS, 'factorize',
-                            cfg, overrides, DEFAULTS)
-cfg = validate(with_mode_defaults(cfg, overrides, checkpoint and checkpoint['config']), checkpoint)
 save_steps = steps_to_save(cfg)  # wsd branch points
 
 ddp = int(os.environ.get('RANK', -1)) != -1
@@ -181,11 +165,9 @@ def get_batch(split, gen, n):
     """n random windows of block_size + 1 tokens; gen decides which, so that runs and resumes repeat exactly."""
     d, T = data[split], cfg['block_size']
     ix = torch.randint(len(d) - T - 1, (n,), generator=gen).tolist()
-    x = torch.from_numpy(np.stack([d[i:i + T] for i in ix]).astype(np.int64))
-    y = torch.from_numpy(np.stack([d[i + 1:i + 1 + T] for i in ix]).astype(np.int64))
-    if device_type == 'cuda':
-        return x.pin_memory().to(cfg['device'], non_blocking=True), y.pin_memory().to(cfg['device'], non_blocking=True)
-    return x.to(cfg['device']), y.to(cfg['device'])
+    x, y = (torch.from_numpy(np.stack([d[i + k:i + k + T] for i in ix]).astype(np.int64)) for k in (0, 1))
+    pin = device_type == 'cuda'  # pinned memory: an asynchronous copy to the GPU
+    return tuple((t.pin_memory() if pin else t).to(cfg['device'], non_blocking=pin) for t in (x, y))
 
 
 # -----------------------------------------------------------------------------
@@ -202,7 +184,7 @@ if checkpoint is not None:
     lowrank.match_shapes(raw_model, checkpoint['model'])  # TSVD layers may have been truncated
     raw_model.load_state_dict(checkpoint['model'])
 if dense is not None:
-    kept = lowrank.load_dense(raw_model, dense['model'])
+    kept = raw_model.load_dense(dense['model'])
     if master:
         print(f"init from the SVD of {cfg['svd_from']}/ckpt.pt ({dense['config']['mode']}, iter {dense['iter_num']}): "
               f"rank {cfg['rank']} keeps {kept:.2%} of the spectral energy")
@@ -302,14 +284,11 @@ def start_logs():
 
 @torch.no_grad()
 def record_spectra(spectra):
-    """Append every matrix's singular values at this step to spectra.npz (rows padded with NaN as TSVD shrinks)."""
+    """Append every matrix's singular values at this step to spectra, and save them all to spectra.npz."""
     spectra.setdefault('steps', []).append(iter_num)
     for name, layer in raw_model.linear_layers():
         spectra.setdefault(name, []).append(svdvals_of_product(*layer.factors()).cpu().numpy())
-    width = max(len(s) for k, rows in spectra.items() if k != 'steps' for s in rows)
-    pad = lambda rows: np.stack([np.pad(s, (0, width - len(s)), constant_values=np.nan) for s in rows])
-    arrays = {k: np.array(v) if k == 'steps' else pad(v).astype(np.float32) for k, v in spectra.items()}
-    outdir.atomic_save(arrays, spectra_path, lambda a, f: np.savez(f, **a))
+    outdir.save_spectra(spectra, spectra_path)
 
 
 def rng_states():
@@ -369,9 +348,9 @@ while True:
     if master and evaluating:
         losses = estimate_loss()
         ranks = {name: m.rank for name, m in raw_model.linear_layers()}
-        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-              + (f", ranks {min(ranks.values())}-{max(ranks.values())} (mean {np.mean(list(ranks.values())):.1f})"
-                 if mode.after_step or len(set(ranks.values())) > 1 else ''))
+        r = list(ranks.values())
+        shown = f", ranks {min(r)}-{max(r)} (mean {np.mean(r):.1f})" if mode.after_step or len(set(r)) > 1 else ''
+        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{shown}")
         log_record('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], ranks=ranks,
                    params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token(), train_flops=train_flops)
         best_val_loss = min(best_val_loss, losses['val'])
@@ -387,8 +366,8 @@ while True:
     x_all, y_all = get_batch('train', train_gen, cfg['gradient_accumulation_steps'] * cfg['batch_size'])
     train_loss = torch.zeros((), device=cfg['device'])
     for micro in range(micro_steps):
-        rows = slice((ddp_rank * micro_steps + micro) * cfg['batch_size'],
-                     (ddp_rank * micro_steps + micro + 1) * cfg['batch_size'])
+        first = (ddp_rank * micro_steps + micro) * cfg['batch_size']
+        rows = slice(first, first + cfg['batch_size'])
         if ddp:  # all-reduce gradients only on the last micro-step
             model.require_backward_grad_sync = micro == micro_steps - 1
         with autocast:
@@ -427,12 +406,11 @@ while True:
         max_dw = max(update_norm(b, m.factors()) for b, (_, m) in zip(before, raw_model.linear_layers())) \
             if before else float('nan')
         norm_v, norm_u = raw_model.max_factor_norms()
-        flops = flops_per_iter / dt
-        mfu = f" (MFU {flops / (world_size * peak):.1%})" if peak else ""  # flops counts every process' tokens
+        flops, tok_per_s = flops_per_iter / dt, tokens_per_iter / dt  # every process' tokens
+        mfu = f" (MFU {flops / (world_size * peak):.1%})" if peak else ""
         print(f"iter {iter_num}: loss {lossf:.4f}, {mode.step_size} {factor * cfg[mode.step_size]:.2e}, "
-              f"{dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s{mfu}, "
-              f"max|dW| {max_dw:.2e}")
-        log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, tok_per_s=tokens_per_iter / dt,
+              f"{dt * 1000:.1f} ms/iter, {tok_per_s:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s{mfu}, max|dW| {max_dw:.2e}")
+        log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, tok_per_s=tok_per_s,
                    flops_per_s=flops, max_dW=max_dw, max_norm_V=norm_v, max_norm_U=norm_u, grad_norm=grad_norm.item(),
                    skipped=skipped, lr=[g['lr'] for opt in optimizers for g in opt.param_groups])  # every group's
     iter_num += 1
