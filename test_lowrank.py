@@ -470,6 +470,20 @@ def test_load_dense_is_the_truncated_svd_balanced_or_orthonormal(mode):
     assert kept == pytest.approx(1.0)
 
 
+def fit_one_batch(model, optimizers, steps=30):
+    """The losses of `steps` optimizer steps on one fixed random batch (vocab 20, block 16): a recipe's mode trains."""
+    x, y = torch.randint(20, (4, 16)), torch.randint(20, (4, 16))
+    losses = []
+    for _ in range(steps):
+        _, loss = model(x, y)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
 def test_readme_recipe(monkeypatch):
     """README's "Try your own idea" code, run as written: the layer class and its registry line give a mode whose
     GPT trains (the loss of a fixed batch falls) with a gain that learns, and README's own test of it passes."""
@@ -488,15 +502,7 @@ def test_readme_recipe(monkeypatch):
     assert len(gated) == 6  # q, k, v, o, up, down
     cfg = dict(learning_rate=1e-2, weight_decay=0.1, beta1=0.9, beta2=0.99)
     optimizers = lowrank.MODES['gated'].optimizers(model, cfg)
-    x, y = torch.randint(20, (4, 16)), torch.randint(20, (4, 16))
-    losses = []
-    for _ in range(30):
-        _, loss = model(x, y)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad()
-        losses.append(loss.item())
+    losses = fit_one_batch(model, optimizers)
     assert losses[-1] < losses[0] - 0.5
     assert all(not torch.equal(m.g, torch.ones_like(m.g)) for m in gated)  # the gain is a trained parameter
     test_namespace = {'torch': torch, 'lowrank': types.SimpleNamespace(**namespace)}
@@ -528,15 +534,7 @@ def test_readme_optimizer_recipe(monkeypatch):
                ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, spectron_ortho=True, spectron_renorm=True)
     optimizers = mode.optimizers(model, cfg)
     assert type(optimizers[0]) is variant
-    x, y = torch.randint(20, (4, 16)), torch.randint(20, (4, 16))
-    losses = []
-    for _ in range(30):
-        _, loss = model(x, y)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad()
-        losses.append(loss.item())
+    losses = fit_one_batch(model, optimizers)
     assert losses[-1] < losses[0] - 0.5
     assert len(calls) == 30 * 6  # one call per layer (q, k, v, o, up, down) per step: the variant's rule is used
     test_namespace = {'torch': torch, 'lowrank': types.SimpleNamespace(**namespace)}
