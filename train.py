@@ -1,7 +1,7 @@
 """
 Train a GPT whose linear layers are dense, or low-rank from step 0 (see lowrank.py for the modes).
 
-    python train.py --mode=spectron --rank=64          # the default run: about 7 minutes on 2 CPU cores
+    python train.py --mode=spectron --rank=64          # the default run: about 4 minutes on 2 CPU cores
     python train.py config/shakespeare_char_gpu.py     # a config file, then --key=value overrides
     python train.py --init_from=resume --out_dir=out   # continue from out/ckpt.pt
     python train.py --init_from=svd --svd_from=out-dense --mode=spectron  # factorize a dense run's weights (SVD)
