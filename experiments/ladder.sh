@@ -22,6 +22,7 @@ for log in assets/ladder/logs/*.log.jsonl; do  # committed runs: grid runs are n
   case $name in grid_*) restore_run "$log" "runs/ladder/grid/${name#grid_}";; *) restore_run "$log" "runs/ladder/$name";; esac
 done
 python prepare_data.py --input=data/shakespeare_complete > /dev/null
+python experiments/ladder.py plan > assets/ladder/plan.md  # sizes, params, steps, epochs, estimated hours
 for stage in grid long branch; do
   case " $stages " in *" $stage "*)
     for mode in $modes; do python experiments/ladder.py runs --stage=$stage --modes=$mode; done | train_all;;
