@@ -41,11 +41,13 @@ N_LAYER, N_HEAD = 4, 4  # depth fixed at every width: the repo's default shape
 BLOCK_SIZE, BATCH_SIZE = 64, 16  # 1,024 tokens per step at every size
 RANK = 0.25  # nfw and spectron: rank d/4 in every layer (a fraction of each layer's smaller side)
 WIDTHS = {  # per mode, ≥ 1.5 decades of parameters; at a width the factorized modes have ~0.375× the weights, so
-    'dense': (48, 64, 96, 128, 192, 256, 384),  # they go a step wider (and, being cheaper per token, their smallest
-    'muon': (48, 64, 96, 128, 192, 256, 384),  # at 48 would see > 4 epochs at the top budget)
-    'spectron': (64, 96, 128, 192, 256, 384, 576),
-    'nfw': (64, 96, 128, 192, 256, 384, 576),
+    'dense': (24, 32, 48, 64, 96, 128, 192, 256, 384),  # they go a step wider; the narrowest of each were added
+    'muon': (32, 48, 64, 96, 128, 192, 256, 384),  # after the first analysis put the low budgets' minima at the
+    'spectron': (48, 64, 96, 128, 192, 256, 384, 576),  # narrowest width run (dense: at every budget)
+    'nfw': (48, 64, 96, 128, 192, 256, 384, 576),
 }
+GRID_WIDTHS = {'dense': (48, 384), 'muon': (48, 384), 'spectron': (64, 576), 'nfw': (64, 576)}  # the step-size check's
+MAX_EPOCHS = 4  # a width's long run stops at the highest budget it reaches within this many epochs
 OPTIONAL = ('nfw',)  # run if the budget allows (the plan prints the total with and without)
 BUDGETS = tuple(1e12 * 10 ** (k / 4) for k in range(5))  # training FLOPs: 1e12 … 1e13, a decade in 5 steps
 COOLDOWN = 0.2  # each branch cools down over this fraction of its budget's steps
@@ -119,12 +121,13 @@ def plan_rows(measured):
         for d in widths:
             params, fpt = shape(mode, d)
             steps = [steps_for(b, fpt) for b in BUDGETS]
-            run = [s >= MIN_STEPS for s in steps]
-            evals = 2 * EVAL_ITERS / 3 * (steps[-1] / EVAL_INTERVAL + sum(run))
-            total = steps[-1] + sum(COOLDOWN * s for s, r in zip(steps[:-1], run) if r) + evals
+            run = [MIN_STEPS <= s and s * BLOCK_SIZE * BATCH_SIZE <= MAX_EPOCHS * TRAIN_TOKENS for s in steps]
+            top = max(s for s, r in zip(steps, run) if r)  # the long run's length: the highest budget it serves
+            evals = 2 * EVAL_ITERS / 3 * (top / EVAL_INTERVAL + sum(run))
+            total = top + sum(COOLDOWN * s for s, r in zip(steps, run) if r and s < top) + evals
             ms = ms_per_step(mode, fpt, measured)
             rows.append(dict(mode=mode, d=d, rank=max(1, round(RANK * d)) if mode in ('nfw', 'spectron') else '-',
-                             params=params, fpt=fpt, steps=steps, run=run, tokens=steps[-1] * BLOCK_SIZE * BATCH_SIZE,
+                             params=params, fpt=fpt, steps=steps, run=run, tokens=top * BLOCK_SIZE * BATCH_SIZE,
                              ms=ms, measured=(mode, d) in MEASURED_MS, hours=total * ms / 3.6e6))
     return rows
 
@@ -183,7 +186,8 @@ def run_lines(stage, modes):
         widths = WIDTHS[mode]
         for d in widths:
             _, fpt = shape(mode, d)
-            steps = [s for s in (steps_for(b, fpt) for b in BUDGETS) if s >= MIN_STEPS]
+            steps = [s for s in (steps_for(b, fpt) for b in BUDGETS)
+                     if MIN_STEPS <= s and s * BLOCK_SIZE * BATCH_SIZE <= MAX_EPOCHS * TRAIN_TOKENS]
             flags = (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
                      f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
                      f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
@@ -199,7 +203,7 @@ def run_lines(stage, modes):
             elif stage == 'branch':
                 lines += [f"runs/ladder/{mode}_d{d}_T{s} {flags} --max_iters={s} --init_from=branch "
                           f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
-            elif stage == 'grid' and d in (widths[0], widths[-1]):
+            elif stage == 'grid' and d in GRID_WIDTHS[mode]:
                 base = {'learning_rate': 1e-3, 'muon_lr': 0.01,  # the defaults at every width; η's rule: √(256/d)
                         'spectron_lr': 0.02 * math.sqrt(256 / d)}[step_key(mode)]
                 lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g} {flags} --max_iters={top} --{step_key(mode)}={x * base:.6g}"
@@ -298,12 +302,21 @@ def frontier_loss(fit, C):
 
 
 def isoflop_fit(N, L):
-    """(N_opt, L at N_opt) of the quadratic in log10 N through (N, L); None if it has no minimum"""
+    """(N_opt, L at N_opt) of the quadratic in log10 N through the best size and up to two on each side of it (the
+    curve is not a parabola far from its minimum); None if it has no minimum. A vertex outside the sizes is not
+    measured, only extrapolated: it is held within half a decade of them (the tables call it an edge)."""
+    order = np.argsort(N)
+    N, L = np.asarray(N, float)[order], np.asarray(L, float)[order]
+    k = int(np.argmin(L))
+    N, L = N[max(0, k - 2):k + 3], L[max(0, k - 2):k + 3]
+    if len(np.unique(N)) < 3:  # a bootstrap draw that repeats sizes: no parabola to fit
+        return None
     a, b, c = np.polyfit(np.log10(N), L, 2)
     if a <= 0:
         return None
-    x = -b / (2 * a)
-    return float(10 ** x), float(c - b * b / (4 * a))
+    lo, hi = np.log10(min(N)) - 0.5, np.log10(max(N)) + 0.5
+    x = float(np.clip(-b / (2 * a), lo, hi))
+    return float(10 ** x), float(np.polyval((a, b, c), x))
 
 
 def slope(C, Y):
