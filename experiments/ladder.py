@@ -46,7 +46,7 @@ WIDTHS = {  # per mode, ≥ 1.5 decades of parameters; at a width the factorized
     'spectron': (48, 64, 96, 128, 192, 256, 384, 576),  # narrowest width run (dense: at every budget)
     'nfw': (48, 64, 96, 128, 192, 256, 384, 576),
 }
-GRID_WIDTHS = {'dense': (48, 384), 'muon': (48, 384), 'spectron': (64, 576), 'nfw': (64, 576)}  # the step-size check's
+GRID_WIDTHS = {'dense': (24, 48, 384), 'muon': (32, 48, 384), 'spectron': (48, 64, 576), 'nfw': (48, 64, 576)}  # checked
 MAX_EPOCHS = 4  # a width's long run stops at the highest budget it reaches within this many epochs
 OPTIONAL = ('nfw',)  # run if the budget allows (the plan prints the total with and without)
 BUDGETS = tuple(1e12 * 10 ** (k / 4) for k in range(5))  # training FLOPs: 1e12 … 1e13, a decade in 5 steps
