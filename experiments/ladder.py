@@ -70,7 +70,11 @@ BUDGET_TOL = 1.15  # runs within this factor of training FLOPs belong to the sam
 def gpt(mode, d):
     from model import GPT, GPTConfig
     return GPT(GPTConfig(block_size=BLOCK_SIZE, vocab_size=VOCAB, n_layer=N_LAYER, n_head=N_HEAD, n_embd=d,
-                         mode=mode, rank=RANK if lowrank.MODES[mode].layer is not lowrank.DenseLinear else d))
+                         mode=mode, rank=RANK if factorized(mode) else d))
+
+
+def factorized(mode):
+    return lowrank.MODES[mode].layer is not lowrank.DenseLinear
 
 
 def shape(mode, d):
@@ -96,7 +100,7 @@ def measure():
     bench.run(dict(c, steps=1), 64, 'dense', 64)  # untimed: loads kernels and thread pools
     out = {}
     for mode, d in MEASURED_MS:
-        out[mode, d] = bench.run(c, d, mode, max(1, round(RANK * d)) if mode in ('nfw', 'spectron') else d)['ms']
+        out[mode, d] = bench.run(c, d, mode, max(1, round(RANK * d)) if factorized(mode) else d)['ms']
         print(f"measured {mode} d={d}: {out[mode, d]:.1f} ms/step", flush=True)
     return out
 
@@ -126,7 +130,7 @@ def plan_rows(measured):
             evals = 2 * EVAL_ITERS / 3 * (top / EVAL_INTERVAL + sum(run))
             total = top + sum(COOLDOWN * s for s, r in zip(steps, run) if r and s < top) + evals
             ms = ms_per_step(mode, fpt, measured)
-            rows.append(dict(mode=mode, d=d, rank=max(1, round(RANK * d)) if mode in ('nfw', 'spectron') else '-',
+            rows.append(dict(mode=mode, d=d, rank=max(1, round(RANK * d)) if factorized(mode) else '-',
                              params=params, fpt=fpt, steps=steps, run=run, tokens=top * BLOCK_SIZE * BATCH_SIZE,
                              ms=ms, measured=(mode, d) in MEASURED_MS, hours=total * ms / 3.6e6))
     return rows
@@ -192,7 +196,7 @@ def run_lines(stage, modes):
                      f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
                      f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
                      f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --seed=1337")
-            if lowrank.MODES[mode].layer is not lowrank.DenseLinear:
+            if factorized(mode):
                 flags += f" --rank={RANK}"
             top = steps[-1]
             starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # configurator.decay_start's rule
@@ -246,7 +250,7 @@ def read_point(path):
         die(f"{log} has no config or no eval record")
     last = evals[-1]
     rank = config['rank']
-    if config['mode'] in ('dense', 'muon'):
+    if not factorized(config['mode']):  # the registry, not the name: a full-rank W
         rank = config['n_embd']
     elif isinstance(rank, float):
         rank = max(1, round(rank * config['n_embd']))
