@@ -14,7 +14,6 @@ ms / this ms; ideal: dense FLOPs / this FLOPs; eff: speedup / ideal; gen: model.
 import csv as csvlib
 import ctypes
 import gc
-import os
 import statistics
 import sys
 import time
@@ -61,25 +60,27 @@ DEFAULTS = {k: v for k, v in globals().items()
 
 
 def validate(c):
+    """c, checked and completed before any work: bad input is one line and exit status 2"""
     def split(key, kind):
         try:
             return [kind(s) for s in c[key].split(',') if s.strip()]
         except ValueError:
             die(f"{key}: cannot read {c[key]!r} as comma-separated {kind.__name__}s")
     c['modes'], c['widths'], c['ranks'] = split('modes', str.strip), split('widths', int), split('ranks', float)
-    checks = [(m in lowrank.MODES, f"unknown mode {m!r} in --modes; known: {', '.join(lowrank.MODES)}")
-              for m in c['modes']]
+    checks = [(c[k] >= 1, f"{k} must be >= 1, got {c[k]}")  # first: n_head divides the widths below
+              for k in ('n_layer', 'n_head', 'block_size', 'batch_size', 'vocab_size', 'steps')]
+    checks += [(m in lowrank.MODES, f"unknown mode {m!r} in --modes; known: {', '.join(lowrank.MODES)}")
+               for m in c['modes']]
     checks += [(0 < f <= 1, f"rank fraction {f} is outside (0, 1]") for f in c['ranks']]
-    checks += [(d >= 1 and d % c['n_head'] == 0, f"width {d} is not a positive multiple of n_head={c['n_head']}")
-               for d in c['widths']]
-    checks += [(c[k] >= 1, f"{k} must be >= 1, got {c[k]}")
-               for k in ('n_layer', 'n_head', 'block_size', 'batch_size', 'vocab_size', 'steps')]
+    checks += [(d >= 1 and c['n_head'] >= 1 and d % c['n_head'] == 0,
+                f"width {d} is not a positive multiple of n_head={c['n_head']}") for d in c['widths']]
     checks += [(c[k] >= 0, f"{k} must be >= 0, got {c[k]}") for k in ('warmup', 'sample_tokens', 'threads')]
     checks += [(c['device'] in ('cpu', 'cuda'), f"device must be cpu or cuda, got {c['device']!r}"),
                (c['device'] != 'cuda' or torch.cuda.is_available(), "device=cuda but no CUDA GPU is available"),
                (c['dtype'] in ('auto', 'float32', 'bfloat16'), f"dtype {c['dtype']!r}: not auto, float32, bfloat16"),
-               (not c['csv'] or os.path.isdir(os.path.dirname(os.path.abspath(c['csv']))), f"no folder for {c['csv']}"),
-               (c['widths'], "widths is empty")]
+               (c['widths'], "widths is empty"),
+               (c['ranks'] or all(lowrank.MODES[m].layer is lowrank.DenseLinear for m in c['modes']),
+                "ranks is empty: the factorized modes in --modes would not run")]
     for ok, msg in checks:
         if not ok:
             die(msg)
@@ -88,7 +89,33 @@ def validate(c):
         c['dtype'] = 'bfloat16' if c['device'] == 'cuda' else 'float32'
     if c['quick']:
         c.update(warmup=1, steps=3, sample_tokens=min(c['sample_tokens'], 20))
+    c['opt_cfg'] = dict(OPT_CFG, device_type=c['device'],
+                        rank_warmup=max(OPT_CFG['rank_warmup'], c['warmup'] + c['steps'] + 2))  # never truncate here
+    try:  # every row's model and optimizers, built on the meta device (no memory, no time): what a mode refuses
+        for d in c['widths']:  # (TSVD: a rank below its min_rank) stops here, not after the rows before it
+            for mode_name, rank in plan(c, d):
+                config = gpt_config(c, d, mode_name, rank)
+                with torch.device('meta'):
+                    lowrank.MODES[config.mode].optimizers(GPT(config), c['opt_cfg'])
+    except ValueError as e:
+        die(f"d={d} {mode_name} rank {rank}: {e}")
+    try:  # opened now (to append: a run that fails keeps the old file): a path that cannot be written is refused
+        c['csv_file'] = open(c['csv'], 'a', newline='') if c['csv'] else None  # before the benchmark, not after
+    except OSError as e:
+        die(f"cannot write csv={c['csv']}: {e.strerror}")
     return c
+
+
+def plan(c, d):
+    """(mode, rank) of each row at width d: dense (the baseline) first, plain, the modes of full W, then every rank"""
+    full_w = [m for m in c['modes'] if lowrank.MODES[m].layer is lowrank.DenseLinear]  # muon: no rank to vary
+    rows = [('dense', d)] + [('plain', d)] * c['plain'] + [(m, d) for m in full_w]
+    return rows + [(m, max(1, round(f * d))) for f in c['ranks'] for m in c['modes'] if m not in full_w]
+
+
+def gpt_config(c, d, mode_name, rank):
+    return GPTConfig(block_size=c['block_size'], vocab_size=c['vocab_size'], n_layer=c['n_layer'],
+                     n_head=c['n_head'], n_embd=d, mode='dense' if mode_name == 'plain' else mode_name, rank=rank)
 
 
 def device_name(c):
@@ -182,8 +209,7 @@ def run(c, d, mode_name, rank):
     """Build one GPT, time its steps and sampling; returns the measurements."""
     peak_mb = memory_meter(c)
     torch.manual_seed(c['seed'])
-    config = GPTConfig(block_size=c['block_size'], vocab_size=c['vocab_size'], n_layer=c['n_layer'],
-                       n_head=c['n_head'], n_embd=d, mode='dense' if mode_name == 'plain' else mode_name, rank=rank)
+    config = gpt_config(c, d, mode_name, rank)
     raw = GPT(config)
     flops, params = raw.flops_per_token(), raw.num_params()  # before the swap: bare nn.Linears have no factors()
     raw = plain_linears(raw) if mode_name == 'plain' else raw
@@ -220,11 +246,8 @@ def bench(c):
     run(dict(c, warmup=1, steps=1, sample_tokens=min(c['sample_tokens'], 5), profile=False, compile=False),
         d, 'dense', d)
     for d in c['widths']:
-        full_w = [m for m in c['modes'] if lowrank.MODES[m].layer is lowrank.DenseLinear]  # muon: no rank to vary
-        plan = [('dense', d)] + [('plain', d)] * c['plain'] + [(m, d) for m in full_w]
-        plan += [(m, max(1, round(f * d))) for f in c['ranks'] for m in c['modes'] if m not in full_w]
         dense, nfw = None, {}  # nfw: rank -> ms of factorized layers under plain AdamW
-        for mode_name, rank in plan:
+        for mode_name, rank in plan(c, d):
             r = run(c, d, mode_name, rank)
             layer, optimizers = lowrank.MODES['dense' if mode_name == 'plain' else mode_name][:2]
             plain_adamw = optimizers is lowrank.adamw_only  # 'vs nfw': another optimizer of NFW's factors, against it
@@ -262,19 +285,18 @@ def format_row(row):
 
 
 def main():
-    c = validate({**DEFAULTS, **parse_args(DEFAULTS, sys.argv[1:])})
+    c = validate({**DEFAULTS, **parse_args(DEFAULTS, sys.argv[1:], source=__file__)})
     if c['threads']:
         torch.set_num_threads(c['threads'])
     c['device_name'] = device_name(c)
-    c['opt_cfg'] = dict(OPT_CFG, device_type=c['device'],
-                        rank_warmup=max(OPT_CFG['rank_warmup'], c['warmup'] + c['steps'] + 2))  # never truncate here
     print(f"device: {c['device_name']} | torch {torch.__version__} | {c['dtype']}{', compiled' if c['compile'] else ''}"
           f" | n_layer {c['n_layer']}, n_head {c['n_head']}, block {c['block_size']}, batch {c['batch_size']}"
           f" | {c['warmup']} warm-up + {c['steps']} timed steps")
     print(' '.join(h.rjust(w) for _, h, w, _ in COLUMNS))
     rows = bench(c)
-    if c['csv']:
-        with open(c['csv'], 'w', newline='') as f:
+    if c['csv_file']:
+        with c['csv_file'] as f:
+            f.truncate(0)
             out = csvlib.writer(f)
             out.writerow(['device', 'dtype', 'compile'] + [k for k, *_ in COLUMNS])
             for row in rows:  # compile: whether the row really ran compiled

@@ -8,6 +8,7 @@ Read it top to bottom; each method is one section.
               factors' spectral norms so that ‖ΔW‖₂ ≲ η every step (Janson et al. 2026, Alg. 1).
     tsvd      W = U diag(s) Vᵀ with U, V orthonormal at every step; each layer's rank shrinks to what holds
               a fraction τ of its spectral energy (Kamali et al. 2026; our reconstruction, see §4).
+    cola      y = SiLU(x U) Vᵀ: the factors with a nonlinearity between them, trained with AdamW (Liu et al. 2025, §5).
 
 Every layer exposes factors() -> (A, B) with W = A Bᵀ (B is None for a dense W), which is all the spectra
 code (model.py) needs. The mode registry at the bottom is what train.py reads; a new mode is a new entry there.
@@ -154,7 +155,8 @@ class Spectron(torch.optim.Optimizer):
     """Spectron for factor pairs: pairs = [(U₀, V₀), (U₁, V₁), ...], each one layer's factors (W = V Uᵀ, U: in×r,
     V: out×r). lr is η, the bound on the spectral norm of each step of W (the LR schedule scales it). ortho and renorm
     switch off the paper's two ingredients for its ablation (each alone trained worse, neither diverged): NS(M) becomes
-    M/‖M‖₂, and ρ becomes η. A variant with another step-size rule overrides step_sizes (README, "An optimizer idea").
+    M/‖M‖₂, and ρ becomes η. A variant with another step-size rule overrides step_sizes, which sees each pair's factors
+    as well as their σ (README, "An optimizer idea").
     A factor whose .grad is None is skipped, as torch's optimizers skip it; its pair partner still steps, at the
     pair's ρ (σ of both factors bound ΔW = ΔV Uᵀ + V ΔUᵀ whichever of them moves)."""
 
@@ -179,8 +181,9 @@ class Spectron(torch.optim.Optimizer):
             group.setdefault('ortho', True)
             group.setdefault('renorm', True)
 
-    def step_sizes(self, eta, sigma_U, sigma_V):
-        """(ρ_U, ρ_V), the step of each factor of a pair, from the bound η and their spectral norms (Eq. 16):
+    def step_sizes(self, eta, U, V, sigma_U, sigma_V):
+        """(ρ_U, ρ_V), the step of each factor of a pair (U, V: the factors before the step, for a rule on them, e.g.
+        their Frobenius norms), from the bound η and their spectral norms σ (power iteration, 0-d tensors; Eq. 16):
             ρ = η / (σ_U + σ_V + 1)  for both, so that  ‖ΔW‖₂ ≤ ρ σ_U + ρ σ_V + ρ² ≤ η  (for ρ ≤ 1)."""
         rho = eta / (sigma_U + sigma_V + 1)
         return rho, rho
@@ -223,7 +226,8 @@ class Spectron(torch.optim.Optimizer):
                     self.state[p]['power_vec'] = v[j]
             # 5. each factor steps by its ρ (step_sizes); without renorm, ρ = η
             for U, V in pairs:
-                rhos = self.step_sizes(group['lr'], sigma[U], sigma[V]) if group['renorm'] else (group['lr'],) * 2
+                eta = group['lr']
+                rhos = self.step_sizes(eta, U, V, sigma[U], sigma[V]) if group['renorm'] else (eta, eta)
                 for p, rho in zip((U, V), rhos):
                     if p.grad is not None:
                         if group['weight_decay']:
@@ -372,17 +376,62 @@ def match_shapes(model, state_dict):
             truncate(module, state_dict[f'{name}.s'].shape[0])
 
 # -----------------------------------------------------------------------------
-# 5. Optimizers and the mode registry
+# 5. CoLA: the two factors with a nonlinearity between them (Liu et al. 2025, "CoLA: Compute-Efficient Pre-Training
+# of LLMs via Low-Rank Activation"). Each layer becomes a small autoencoder through rank r, so its activations are
+# low-rank by construction, at NFW's parameters and FLOPs. Trained by AdamW, like NFW.
+
+
+class CoLALinear(nn.Module):
+    """y = σ(x U) Vᵀ + b with σ = SiLU, U: in×r, V: out×r. Not a linear map, so not a FactorizedLinear: it would
+    inherit what it cannot honour (Spectron's bound on ‖ΔW‖₂, the SVD split of a dense W in load_svd_).
+    Init: NFW's balanced split, with twice NFW's product: std(U)·std(V)·√r = 2·init_std. Why: for pre-activations
+    h = x U near 0, SiLU(h) = h·sigmoid(h) = h/2 + h²/4 + O(h⁴) (SiLU'(0) = ½), so with NFW's init y ≈ ½ x U Vᵀ would
+    start at half a dense layer's output (a quarter of its variance); doubling the product restores it. Exact for
+    small inputs (as the o and down projections' are at init; test_compare.py measures it). With unit-variance inputs
+    (LayerNorm's: q, k, v, up) h has std √in·std(U) (1.1 for q, k, v and 1.6 for up at n_embd 256, rank 64), where
+    SiLU's gain is ≈0.6 rather than ½ (and its mean is not 0): those layers start 20-30% above a dense layer's scale.
+    factors() -> (V, U), as NFW's: the spectra, max|dW| and every metric read them, so what they report for a cola
+    run is the spectrum of the product V Uᵀ of its factors (and ‖Δ(V Uᵀ)‖₂), which is not a matrix this layer
+    applies: σ sits in between."""
+
+    def __init__(self, in_features, out_features, rank, bias, init_std):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        r = resolve_rank(rank, in_features, out_features)
+        product_std = 2 * init_std / math.sqrt(r)  # 2 = 1 / SiLU'(0)
+        std_u = math.sqrt(product_std * math.sqrt(out_features / in_features))
+        std_v = math.sqrt(product_std * math.sqrt(in_features / out_features))
+        self.U = nn.Parameter(torch.randn(in_features, r) * std_u)
+        self.V = nn.Parameter(torch.randn(out_features, r) * std_v)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @property
+    def rank(self):
+        return self.U.shape[1]
+
+    def forward(self, x):
+        return F.linear(F.silu(x @ self.U), self.V, self.bias)
+
+    def factors(self):
+        return self.V, self.U
+
+    def load_svd_(self, P, s, Q):
+        raise ValueError("init_from=svd cannot start mode cola: its layer y = SiLU(x U) Vᵀ is not a linear map, so "
+                         "no SVD of a dense W gives its factors")
+
+
+# -----------------------------------------------------------------------------
+# 6. Optimizers and the mode registry
 
 
 def adamw(params, cfg, no_decay=()):
-    """AdamW with nanoGPT's split: matrices decay, vectors (biases, norms) and `no_decay` do not."""
+    """AdamW with nanoGPT's split: matrices decay, vectors (biases, norms) and `no_decay` do not. Fused on a GPU."""
     no_decay = {id(p) for p in no_decay}
     decay = [p for p in params if p.dim() >= 2 and id(p) not in no_decay]
     other = [p for p in params if p.dim() < 2 or id(p) in no_decay]
     groups = [dict(params=decay, weight_decay=cfg['weight_decay']), dict(params=other, weight_decay=0.0)]
     return torch.optim.AdamW([g for g in groups if g['params']], lr=cfg['learning_rate'],
-                             betas=(cfg['beta1'], cfg['beta2']), fused=cfg.get('device_type') == 'cuda')
+                             betas=(cfg['beta1'], cfg['beta2']), fused=params[0].is_cuda)
 
 
 def adamw_only(model, cfg):
@@ -413,35 +462,63 @@ def muon_and_adamw(model, cfg):
 
 
 def tsvd_adamw(model, cfg):
-    """AdamW on U, s, V; no weight decay on them (U, V are orthonormal anyway, s is a vector)."""
-    tsvd = [p for m in model.modules() if isinstance(m, TSVDLinear) for p in (m.U, m.V)]
-    return [adamw(list(model.parameters()), cfg, no_decay=tsvd)]
+    """AdamW on U, s, V; no weight decay on them (U, V are orthonormal anyway, s is a vector). It also checks
+    tsvd_after_step's settings, so that a bad one stops the run before it starts."""
+    layers = [m for m in model.modules() if isinstance(m, TSVDLinear)]
+    if not 0 < cfg['energy'] <= 1:
+        raise ValueError(f"energy (τ) must be in (0, 1], got {cfg['energy']}")
+    if not 1 <= cfg['min_rank'] <= min(m.rank for m in layers):
+        raise ValueError(f"min_rank={cfg['min_rank']} must be in 1..rank={min(m.rank for m in layers)}")
+    if cfg['rank_interval'] < 1:
+        raise ValueError(f"rank_interval must be >= 1, got {cfg['rank_interval']}")
+    return [adamw(list(model.parameters()), cfg, no_decay=[p for m in layers for p in (m.U, m.V)])]
 
 
 # The one list of modes: every other file asks a mode what it needs through these fields, never by its name.
 #   layer: the class every non-embedding linear is built from
 #   optimizers(model, cfg) -> list of optimizers, stepped together
 #   after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (None: nothing to do)
-#   defaults: the config values the mode trains with unless they are given (train.py --help lists them); each
-#     learning_rate is the mode's AdamW peak LR tuned at the default config by experiments/tune.sh
+#   defaults: the config values the mode trains with unless they are given (train.py applies them, --help lists them);
+#     each learning_rate is the mode's AdamW peak LR tuned at the default config (RESULTS.md, "How modes are compared"),
+#     but cola's: its tuned LR is not known (NFW's until experiments/compare.py has tuned it)
 #   step_size: the config key of the step size that trains its block weights (logs, figures and tables call it so;
 #     in spectron and muon modes AdamW's learning_rate trains only the embeddings, head, norms and biases)
 #   bounded: its optimizer promises ‖ΔW‖₂ ≤ step size every step (the stability figure draws that line)
 #   color: its colour in every figure (None: one from matplotlib's cycle, fixed by its place in MODES)
-Mode = namedtuple('Mode', 'layer optimizers after_step defaults step_size bounded color',
-                  defaults=(None, {}, 'learning_rate', False, None))
+#   keys: the config keys its layer and optimizers read beyond AdamW's (train.py refuses a flag the mode would ignore)
+Mode = namedtuple('Mode', 'layer optimizers after_step defaults step_size bounded color keys',
+                  defaults=(None, {}, 'learning_rate', False, None, ()))
+SPECTRON_KEYS = ('rank', 'spectron_lr', 'spectron_beta', 'ns_steps', 'spectron_power_iters', 'spectron_wd',
+                 'spectron_ortho', 'spectron_renorm')
 MODES = {
     'dense': Mode(DenseLinear, adamw_only, None, dict(learning_rate=1e-3), color='black'),
-    'muon': Mode(DenseLinear, muon_and_adamw, None, dict(learning_rate=1e-3), 'muon_lr', color='tab:purple'),
-    'nfw': Mode(FactorizedLinear, adamw_only, None, dict(learning_rate=2e-3), color='tab:blue'),
+    'muon': Mode(DenseLinear, muon_and_adamw, None, dict(learning_rate=1e-3), 'muon_lr', color='tab:purple',
+                 keys=('muon_lr', 'muon_beta', 'ns_steps')),
+    'nfw': Mode(FactorizedLinear, adamw_only, None, dict(learning_rate=2e-3), color='tab:blue', keys=('rank',)),
     'spectron': Mode(FactorizedLinear, spectron_and_adamw, None, dict(learning_rate=1e-3), 'spectron_lr', bounded=True,
-                     color='tab:orange'),
+                     color='tab:orange', keys=SPECTRON_KEYS),
     'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, dict(learning_rate=3e-3, rank=0.5, energy=0.99),
-                 color='tab:green'),
+                 color='tab:green', keys=('rank', 'energy', 'rank_warmup', 'rank_interval', 'min_rank')),
+    'cola': Mode(CoLALinear, adamw_only, None, dict(learning_rate=2e-3), color='tab:red', keys=('rank',)),
 }
+
+
+def get_mode(name):
+    """MODES[name], or a ValueError that names the modes there are."""
+    if name not in MODES:
+        close = [m for m in MODES if m.startswith(name[:4])]
+        raise ValueError(f"unknown mode {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; known modes: "
+                         f"{', '.join(MODES)}")
+    return MODES[name]
+
+
+def modes_help():
+    """--help's list of modes: each one's step-size key and the defaults it sets."""
+    return '\n'.join(["modes (--mode=NAME): its step-size key, the defaults it sets unless given, its own keys"] +
+                     [f"  {name}: {m.step_size}; {' '.join(f'{k}={v:g}' for k, v in m.defaults.items())}; "
+                      f"{', '.join(m.keys) or '-'}" for name, m in MODES.items()])
 
 
 def make_linear(mode, in_features, out_features, rank, bias=False, init_std=0.02):
     """The one call model.py makes for every non-embedding linear layer."""
     return MODES[mode].layer(in_features, out_features, rank, bias, init_std)
-

@@ -9,6 +9,7 @@ forming W: svdvals_of_product (spectra.npz) and update_norm (max|dW|). init_from
 layer that has a load_svd_ hook from the SVD of a dense model's weight.
 """
 import math
+import os
 from dataclasses import dataclass, fields
 
 import torch
@@ -74,10 +75,26 @@ class GPTConfig:
         return cls(vocab_size=vocab_size, **{f.name: cfg[f.name] for f in fields(cls) if f.name != 'vocab_size'})
 
 
+def load_checkpoint(path):
+    """A train.py checkpoint (model, optimizers, config, meta, iter_num, ...), or a ValueError saying in one line why
+    path is none: callers turn it into their one-line error."""
+    if not os.path.isfile(path):
+        raise ValueError(f"no checkpoint at {path}")
+    try:  # a foreign or damaged file fails anywhere from the unpickling to the config
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        lowrank.MODES[ckpt['config']['mode']], ckpt['meta']['vocab_size'], ckpt['iter_num']
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): "
+                         f"{type(e).__name__}") from None
+    return ckpt
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, linear):
         super().__init__()
         d = config.n_embd
+        if d % config.n_head:
+            raise ValueError(f"n_embd={d} is not divisible by n_head={config.n_head}")
         self.q, self.k, self.v = linear(d, d), linear(d, d), linear(d, d)
         self.o = linear(d, d, residual=True)
         self.n_head = config.n_head
@@ -149,6 +166,14 @@ class GPT(nn.Module):
         logits = self.lm_head(x)
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
+    @classmethod
+    def from_checkpoint(cls, ckpt, **changes):
+        """The model a checkpoint holds, its TSVD layers shrunk to their saved ranks; changes: e.g. dropout=0.0."""
+        model = cls(GPTConfig.from_run_config({**ckpt['config'], **changes}, ckpt['meta']['vocab_size']))
+        lowrank.match_shapes(model, ckpt['model'])
+        model.load_state_dict(ckpt['model'])
+        return model
+
     def linear_layers(self):
         """(name, layer) for every low-rank-able matrix: 'blocks.{i}.attn.{q,k,v,o}', 'blocks.{i}.mlp.{up,down}'."""
         return [(name, m) for name, m in self.named_modules() if hasattr(m, 'factors')]
@@ -157,14 +182,6 @@ class GPT(nn.Module):
         """A copy of every layer's factors, for the exact ‖ΔW‖₂ of the coming step (update_norm)."""
         return [tuple(None if t is None else t.detach().clone() for t in m.factors())
                 for _, m in self.linear_layers()]
-
-    @torch.no_grad()
-    def max_factor_norms(self):
-        """Largest ‖A‖₂ and ‖B‖₂ over factorized layers (W = A Bᵀ; for nfw/spectron A = V, B = U); dense: None."""
-        pairs = [m.factors() for _, m in self.linear_layers()]
-        if pairs[0][1] is None:
-            return None, None
-        return tuple(max(svdvals_of_product(p[i])[0].item() for p in pairs) for i in (0, 1))
 
     @torch.no_grad()
     def load_dense(self, state_dict):

@@ -17,9 +17,12 @@ and exit 2).
 PNGs go to --out (default: the first run dir) and each path is printed. A figure
 that cannot be made prints one "skip <figure>: <what is missing>" line instead.
 """
+import io
 import os
 import sys
+import gzip
 import json
+import tempfile
 import zipfile
 
 import numpy as np
@@ -30,6 +33,7 @@ if "--show=True" not in sys.argv:
 import matplotlib.pyplot as plt
 from matplotlib.colors import to_hex
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, ScalarFormatter
+from PIL import Image, PngImagePlugin  # matplotlib's own PNG writer
 
 import lowrank  # the mode registry: each mode's colour, step-size key and bound
 from configurator import parse_args
@@ -89,26 +93,48 @@ def powerlaw_alpha(s):
 # -----------------------------------------------------------------------------
 # loading
 
+def log_file(path):
+    """the log a path names: a run dir's log.jsonl, or the path itself (a log file)"""
+    return os.path.join(path, "log.jsonl") if os.path.isdir(path) else path
+
+def run_name(path):
+    """a run's name: its dir's, or its log's file name less .log.jsonl (or .log.jsonl.gz, as committed in assets/)"""
+    return os.path.basename(os.path.normpath(path)).removesuffix(".gz").removesuffix(".log.jsonl")
+
+def read_log(path):
+    """every record of a run's log, in order: a run dir's log.jsonl, or a log file, gzipped if its name ends in .gz
+    (the logs committed under assets/). The one reader of logs. A line that does not parse (a killed run's last)
+    is skipped; a gzip file cut short is a ValueError."""
+    path = log_file(path)
+    records = []
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rt", errors="replace") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict):
+                    records.append(rec)
+    except EOFError as e:
+        raise ValueError(f"{path} is cut short ({e})") from None
+    return records
+
 def load_log(run_dir):
-    """(config dict, train records, eval records) from run_dir/log.jsonl, or None if
-    there is no such file. Unparsable lines (a killed run's last line) are skipped."""
-    path = os.path.join(run_dir, "log.jsonl")
+    """(config dict, train records, eval records) from run_dir/log.jsonl (read_log), or None if
+    there is no such file."""
+    path = log_file(run_dir)
     if not os.path.isfile(path):
         return None
     config, train, evals = {}, [], []
-    with open(path, errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            kind = rec.get("kind") if isinstance(rec, dict) else None
-            if kind == "config":
-                config = rec
-            elif kind == "train":
-                train.append(rec)
-            elif kind == "eval":
-                evals.append(rec)
+    for rec in read_log(path):
+        kind = rec.get("kind")
+        if kind == "config":
+            config = rec
+        elif kind == "train":
+            train.append(rec)
+        elif kind == "eval":
+            evals.append(rec)
     return config, train, evals
 
 def load_spectra(run_dir):
@@ -517,29 +543,68 @@ CLI_DEFAULTS = dict(out=out, figures=figures, show=show)
 
 # -----------------------------------------------------------------------------
 
+def save_png(fig, path, dpi=110):
+    """every figure's writer: matplotlib's PNG re-encoded (compact_png), the same pixels and text"""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    compact_png(buf, path)
+
+def compact_png(src, path):
+    """a PNG (a file or file object) written to path without its alpha channel when every pixel is opaque (as in
+    matplotlib's, 12% of a figure's bytes) and at zlib's hardest: the same pixels and text chunks, and the same
+    pixels always give the same bytes (the committed figures were re-encoded so)"""
+    with Image.open(src) as im:
+        im.load()
+        info = PngImagePlugin.PngInfo()
+        for key, value in im.info.items():
+            if isinstance(value, str):
+                info.add_text(key, value)
+        opaque = im.mode == "RGBA" and im.getextrema()[3] == (255, 255)
+        (im.convert("RGB") if opaque else im).save(path, format="png", optimize=True, pnginfo=info,
+                                                   dpi=im.info.get("dpi", (72, 72)))
+
 def emit(result, out_dir, fname, show):
     """save a figure and print its path, or print the one-line reason it is skipped"""
     if isinstance(result, str):
         print(f"skip {fname[:-4]}: {result}")
         return
     path = os.path.join(out_dir, fname)
-    result.savefig(path, dpi=110)  # layout is already tight: no second draw
+    save_png(result, path)  # layout is already tight: no second draw
     print(path)
     if not show:
         plt.close(result)
+
+def unwritable(path, folder=False):
+    """Why path cannot be written, or None: a folder (made here if missing) or a file in an existing folder (not
+    left behind). The tools check their outputs with it before any work, so that a bad one costs nothing."""
+    try:
+        if folder:
+            os.makedirs(path, exist_ok=True)
+            tempfile.TemporaryFile(dir=path).close()
+        else:
+            existed = os.path.exists(path)
+            open(path, "a").close()
+            if not existed:
+                os.remove(path)
+    except FileExistsError:
+        return f"{path} is a file, not a folder"
+    except OSError as e:
+        return f"cannot write {path}: {e.strerror}"
+    return None
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     run_dirs = [a for a in argv if not a.startswith("-")]
     args = dict(CLI_DEFAULTS, **parse_args(CLI_DEFAULTS, [a for a in argv if a.startswith("-")], source=__file__,
-                                          usage="RUN_DIR [RUN_DIR ...] [--key=value ...]",
-                                          notes=f"figures: {', '.join(FIGURES)}; on request: {', '.join(ON_REQUEST)}"))
+                                          notes=f"(here: python plot_spectra.py RUN_DIR [RUN_DIR ...] [--key=value "
+                                                f"...])\nfigures: {', '.join(FIGURES)}; on request: "
+                                                f"{', '.join(ON_REQUEST)}"))
     if not run_dirs:
         print("error: no RUN_DIR given (python plot_spectra.py RUN_DIR [RUN_DIR ...] [--key=value ...])",
               file=sys.stderr)
         return 2
     wanted = [f.strip() for f in args["figures"].split(",") if f.strip()]
-    for f in wanted:
+    for f in wanted or [""]:  # --figures= names none
         if f not in FIGURES + ON_REQUEST:
             print(f"error: unknown figure {f!r}; known: {', '.join(FIGURES + ON_REQUEST)}", file=sys.stderr)
             return 2
@@ -552,8 +617,17 @@ def main(argv=None):
     if all(log is None and spec is None for _, _, log, spec in runs):
         print(f"error: no log.jsonl or spectra.npz in {' '.join(run_dirs)}", file=sys.stderr)
         return 2
+    for d, _, log, spec in runs:  # a file there that holds nothing: the run is not what the figures would say
+        bad = ("log.jsonl" if log is not None and not any(log) else
+               "spectra.npz" if spec is None and os.path.isfile(os.path.join(d, "spectra.npz")) else None)
+        if bad:
+            print(f"error: {os.path.join(d, bad)} holds no readable record (empty, or not a {bad})", file=sys.stderr)
+            return 2
     out = args["out"] or run_dirs[0]
-    os.makedirs(out, exist_ok=True)
+    why = unwritable(out, folder=True)
+    if why:
+        print(f"error: --out: {why}", file=sys.stderr)
+        return 2
 
     # per-run spectra figures, suffixed with the run name when there are several runs
     for d, name, _, spec in runs:

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from outdir import atomic_save
+import configurator
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 DEFAULT_INPUT = os.path.join(DATA, 'tinyshakespeare.txt')
@@ -30,6 +30,24 @@ TOKENIZERS = ('char', 'gpt2')
 VAL_FRACTION = 0.1  # a file corpus: the last this fraction of its tokens is val
 VAL_FILES = 'val_files'  # a folder corpus: this file in it names the held-out works, one file name a line
 SEPARATOR = '\n\n'  # between the works of a folder corpus: its files end without a newline, so a blank line
+
+
+def atomic_write(path, write):
+    """write(file) into a temporary file, then rename it over path: whoever reads path (another process, a run after
+    a crash or a full disk) finds the old file or the new one, never half of one, and no temporary file is left."""
+    tmp = f'{path}.{os.getpid()}.tmp'
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk's error names no file: name the one that could not be written
+        e.filename = e.filename or path
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class DataError(ValueError):
@@ -166,12 +184,12 @@ def prepare(input_file=DEFAULT_INPUT, tokenizer='char', min_tokens=2):
     out = data_dir_for(input_file, tokenizer)
     os.makedirs(out, exist_ok=True)
     # each file whole or not at all, so that a process (or machine) reading them never finds half of one
-    atomic_save(train, os.path.join(out, 'train.bin'), np.ndarray.tofile)
-    atomic_save(val, os.path.join(out, 'val.bin'), np.ndarray.tofile)
+    atomic_write(os.path.join(out, 'train.bin'), train.tofile)
+    atomic_write(os.path.join(out, 'val.bin'), val.tofile)
     meta.update(input_file=os.path.abspath(input_file), input_sha256=sha256_of(input_file),
                 train_tokens=len(train), val_tokens=len(val))
     # written last: its presence means "complete"
-    atomic_save(meta, os.path.join(out, 'meta.json'), lambda m, f: f.write(json.dumps(m).encode()))
+    atomic_write(os.path.join(out, 'meta.json'), lambda f: f.write(json.dumps(meta).encode()))
     return out
 
 
@@ -195,23 +213,10 @@ def ensure_prepared(input_file, tokenizer, min_tokens):
     return prepare(input_file, tokenizer, min_tokens)
 
 
-def main(argv):
-    args = dict(input=DEFAULT_INPUT, tokenizer='char')
-    for arg in argv:
-        key, _, value = arg.removeprefix('--').partition('=')
-        if not arg.startswith('--') or key not in args or not value:
-            raise DataError(f"bad argument {arg!r}; usage: prepare_data.py [--input=FILE_OR_FOLDER] "
-                            f"[--tokenizer={'|'.join(TOKENIZERS)}]")
-        args[key] = value
-    out = prepare(args['input'], args['tokenizer'])
-    meta = load_meta(out)
+if __name__ == '__main__':
+    configurator.catch_setup_errors()  # a bad argument or corpus (a DataError), or an unwritable folder: one line, exit 2
+    args = dict(input=DEFAULT_INPUT, tokenizer='char')  # --input=FILE_OR_FOLDER --tokenizer=char|gpt2
+    args.update(configurator.parse_args(args, sys.argv[1:]))
+    meta = load_meta(out := prepare(args['input'], args['tokenizer']))
     print(f"{out}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
           f"vocab {meta['vocab_size']:,} ({meta['tokenizer']})")
-
-
-if __name__ == '__main__':
-    try:
-        main(sys.argv[1:])
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)

@@ -1,28 +1,22 @@
 """bench.py end to end on a tiny GPT (a few seconds on CPU): its CSV, and its one-line errors."""
 import csv
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
+import bench as bench_module
 import lowrank
+from conftest import assert_refused, in_process, run
+from model import peak_flops
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ['--n_layer=1', '--n_head=2', '--widths=64', '--ranks=0.25', '--block_size=16', '--batch_size=4',
         '--warmup=1', '--steps=2', '--sample_tokens=3', '--threads=1']
 
 
-def bench(*args):
-    return subprocess.run([sys.executable, os.path.join(HERE, 'bench.py'), *args], capture_output=True, text=True,
-                          cwd=HERE, timeout=120)
-
-
 def test_csv_has_a_row_per_mode_and_factorized_flops_below_dense(tmp_path):
     path = tmp_path / 'bench.csv'
-    out = bench(*TINY, f'--csv={path}')
-    assert out.returncode == 0, out.stderr
+    run('bench.py', *TINY, f'--csv={path}')
     with open(path) as f:
         rows = {row['mode']: row for row in csv.DictReader(f)}
     assert set(rows) == {'plain', *lowrank.MODES}
@@ -40,26 +34,23 @@ def test_csv_has_a_row_per_mode_and_factorized_flops_below_dense(tmp_path):
     assert rows['spectron']['vs_nfw_pct'] != '' and rows['nfw']['vs_nfw_pct'] == ''
 
 
-def test_bad_flag_exits_2_with_one_line_and_no_traceback():
-    out = bench('--no_such_key=1')
-    assert out.returncode == 2 and out.stdout == ''
-    assert out.stderr.startswith('error: ') and out.stderr.count('\n') == 1 and 'Traceback' not in out.stderr
+BAD = [  # (arguments after TINY's, a key word of the one-line error), each refused before any row is timed
+    (['--no_such_key=1'], 'no_such_key'), (['--modes=nfw,bogus'], 'bogus'), (['--ranks=0.25,1.5'], 'rank'),
+    (['--ranks=0'], 'rank'), (['--steps=many'], 'steps'), (['--compile=1'], 'compile'), (['notaflag'], 'notaflag'),
+    (['--n_head=0'], 'n_head'),  # not a ZeroDivisionError in the width check
+    (['--ranks='], 'ranks'),  # no rank: the factorized modes would silently not run
+    (['--modes=tsvd', '--widths=32', '--ranks=0.0625'], 'min_rank'),  # rank 2 < TSVD's min_rank 4: a shape it refuses
+    (['--csv=/proc/bench.csv'], 'csv'),  # unwritable: refused before the benchmark, not after it
+    (['--csv=/proc'], 'csv'),  # a folder where the CSV file goes
+    *([(['--device=cuda'], 'cuda')] if not torch.cuda.is_available() else []),
+]
 
 
-BAD = [['--modes=nfw,bogus'], ['--ranks=0.25,1.5'], ['--ranks=0'], ['--steps=many'], ['--compile=1'], ['notaflag']]
-if not torch.cuda.is_available():
-    BAD.append(['--device=cuda'])
-
-
-@pytest.mark.parametrize('args', BAD, ids=lambda a: a[0])
-def test_bad_input_exits_2_with_one_line(args, monkeypatch, capsys):
-    import bench as bench_module  # in-process: the same die() path as above, without a torch import per case
-    monkeypatch.setattr(sys, 'argv', ['bench.py', *args])
-    with pytest.raises(SystemExit) as exit_info:
-        bench_module.main()
-    assert exit_info.value.code == 2
-    out = capsys.readouterr()
-    assert out.out == '' and out.err.startswith('error: ') and out.err.count('\n') == 1, out.err
+@pytest.mark.parametrize('args,word', BAD, ids=[' '.join(a) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line(args, word):
+    code, out, err = in_process('bench.py', *TINY, *args)
+    assert_refused(code, err, word)
+    assert out == ''  # nothing ran
 
 
 @pytest.mark.parametrize('reset', [True, False], ids=['reset per row', 'no reset'])
@@ -67,7 +58,6 @@ def test_compiled_rows_stay_compiled_past_dynamos_recompile_limit(reset, tmp_pat
     """Every (mode, rank) model recompiles the shared GPT.forward; past dynamo's recompile limit it would run eager.
     bench.py resets dynamo per row, and reports a row that ran eager (shown by taking the reset away). In-process,
     with dynamo's eager backend (tracing only: no C++ compiler) and the limit lowered from 8 to 2."""
-    import bench as bench_module
     real_compile = torch.compile
     monkeypatch.setattr(torch, 'compile', lambda model: real_compile(model, backend='eager'))
     if not reset:
@@ -93,6 +83,5 @@ def test_compiled_rows_stay_compiled_past_dynamos_recompile_limit(reset, tmp_pat
     ('NVIDIA A100-SXM4-80GB', 'float32', 19.5e12), ('Tesla V100-SXM2-16GB', 'bfloat16', None)])
 def test_peak_flops_by_gpu_name_and_dtype(name, dtype, peak, monkeypatch):
     """MFU's denominator: the datasheet peak of the GPU (PCIe and NVL parts are not the SXM ones) in the dtype used."""
-    from model import peak_flops
     monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: name)
     assert peak_flops('cuda:0', dtype) == peak and peak_flops('cpu', dtype) is None

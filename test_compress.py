@@ -3,31 +3,24 @@ what it chooses, what a truncated W is, and its bad inputs. Run with: python -m 
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(REPO, 'experiments'))
-import compress  # noqa: E402
-import lowrank  # noqa: E402
+import compress
+import lowrank
+from conftest import assert_refused, in_process, run
 
 
 @pytest.fixture(scope='module')
-def ckpt_dir(tmp_path_factory):
+def ckpt_dir(tmp_path_factory, corpus):
     """A dense run of 4 steps on the first 40k characters of TinyShakespeare: 12 matrices, 32x32 and 32x128."""
-    root = tmp_path_factory.mktemp('compress')
-    with open(os.path.join(REPO, 'data', 'tinyshakespeare.txt')) as f:
-        (root / 'tiny.txt').write_text(f.read()[:40000])
-    args = ['--mode=dense', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8',
-            '--eval_iters=2', '--max_iters=4', '--eval_interval=4', '--spectra_interval=0', '--device=cpu',
-            f'--input_file={root / "tiny.txt"}', f'--out_dir={root / "dense"}']
-    subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), *args], check=True, capture_output=True,
-                   env=dict(os.environ, OMP_NUM_THREADS='1'))
-    return root / 'dense'
+    out_dir = tmp_path_factory.mktemp('compress') / 'dense'
+    run('train.py', '--mode=dense', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8',
+        '--eval_iters=2', '--max_iters=4', '--eval_interval=4', '--spectra_interval=0', '--device=cpu',
+        f'--input_file={corpus}', f'--out_dir={out_dir}')
+    return out_dir
 
 
 def with_weights(src, dst, **weights):
@@ -112,41 +105,49 @@ def test_spectral_and_last_n_choose_differently_when_they_should(ckpt_dir, tmp_p
     capsys.readouterr()
 
 
-BAD = [  # (arguments after the checkpoint dir, what the one-line error says)
-    (['--budgets=0'], 'a budget is a number of matrices >= 1, got 0'),
-    (['--budgets=1,13'], 'budget 13: the model has only 12 matrices'),
-    (['--budgets=two'], "cannot read 'two'"),
-    (['--budget=1'], "did you mean 'budgets'"),
-    (['--rank=1.0'], 'saves no parameters on a 32x32 matrix'),
-    (['--rank=64'], 'does not fit'),
-    (['--rank=1.5'], 'fractional rank'),
-    (['--eval_iters=-1'], 'eval_iters must be >= 0'),
-    (['--csv=/nonexistent/dir/c.csv'], 'no folder for csv'),
+BAD = [  # (arguments after the checkpoint dir ({tmp}: a fresh folder), a key word of the one-line error)
+    (['--budgets=0'], 'budget'), (['--budgets=1,13'], 'budget 13'), (['--budgets=two'], 'two'),
+    (['--budget=1'], 'budgets'), (['--rank=1.0'], 'saves no parameters'), (['--rank=64'], 'does not fit'),
+    (['--rank=1.5'], 'rank'), (['--eval_iters=-1'], 'eval_iters'), (['--csv=/nonexistent/dir/c.csv'], 'csv'),
+    (['--csv=/proc/c.csv'], 'csv'),  # outputs that cannot be written: refused before the work, not after it
+    (['--csv={tmp}'], 'csv'),  # a folder where the CSV file goes
+    (['--png=/proc/c.png'], 'png'),
+    (['--png={tmp}/figure.png'], 'png'),  # a folder where the PNG file goes
+    (['--png={tmp}/c.txt'], 'png'),  # matplotlib cannot write a .txt figure
 ]
 
 
-@pytest.mark.parametrize('args,message', BAD, ids=[' '.join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_and_exit_2(ckpt_dir, capsys, args, message):
-    refused(capsys, message, str(ckpt_dir), *args)
+@pytest.mark.parametrize('args,word', BAD, ids=[' '.join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(ckpt_dir, tmp_path, args, word):
+    (tmp_path / 'figure.png').mkdir()
+    code, out, err = in_process('experiments/compress.py', ckpt_dir, *(a.format(tmp=tmp_path) for a in args))
+    assert_refused(code, err, word)
+    assert out == '' and sorted(os.listdir(tmp_path)) == ['figure.png']  # nothing ran, nothing written
 
 
-def test_bad_checkpoints_are_one_line_and_exit_2(ckpt_dir, tmp_path, capsys):
-    refused(capsys, 'no checkpoint at', str(tmp_path / 'nope'))
-    refused(capsys, 'usage: python experiments/compress.py CKPT_DIR', '--budgets=1')
-    ckpt = torch.load(ckpt_dir / 'ckpt.pt', weights_only=True)
-    ckpt['config']['mode'] = 'nfw'
-    os.makedirs(tmp_path / 'nfw')
-    torch.save(ckpt, tmp_path / 'nfw' / 'ckpt.pt')
-    refused(capsys, 'is from a mode=nfw run; compress.py truncates the W of a dense (or muon) one',
-            str(tmp_path / 'nfw'))
-    os.makedirs(tmp_path / 'junk')
-    (tmp_path / 'junk' / 'ckpt.pt').write_bytes(b'not a checkpoint')
-    refused(capsys, 'is not a readable nanoLowRank checkpoint', str(tmp_path / 'junk'))
+def bad_checkpoint(ckpt_dir, root, kind):
+    """a checkpoint dir (or path) that compress.py must refuse: its name is the kind of damage"""
+    path = root / kind
+    if kind == 'missing':
+        return path
+    path.mkdir()
+    if kind == 'nfw':  # a checkpoint of a mode without a dense W
+        ckpt = torch.load(ckpt_dir / 'ckpt.pt', weights_only=True)
+        ckpt['config']['mode'] = 'nfw'
+        torch.save(ckpt, path / 'ckpt.pt')
+    else:
+        (path / 'ckpt.pt').write_bytes(b'not a checkpoint')
+    return path
 
 
-def refused(capsys, message, *argv):
-    with pytest.raises(SystemExit) as exit_:
-        compress.main(list(argv))
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and message in err, err
-    assert len(err.strip().splitlines()) == 1 and 'Traceback' not in err
+CHECKPOINTS = [('missing', 'ckpt.pt'), ('nfw', 'mode=nfw'), ('junk', 'junk')]  # (kind, a key word of the error)
+
+
+@pytest.mark.parametrize('kind,word', CHECKPOINTS, ids=[k for k, _ in CHECKPOINTS])
+def test_bad_checkpoints_are_one_line_and_exit_2(ckpt_dir, tmp_path, kind, word):
+    code, out, err = in_process('experiments/compress.py', bad_checkpoint(ckpt_dir, tmp_path, kind), '--budgets=1')
+    assert_refused(code, err, word)
+
+
+def test_no_checkpoint_dir_is_one_line_and_exit_2():
+    assert_refused(*in_process('experiments/compress.py', '--budgets=1')[::2], 'CKPT_DIR')

@@ -3,15 +3,12 @@ and analyze end to end on synthetic log.jsonl files (CPU, no training)."""
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(REPO, 'experiments'))
-import ladder  # noqa: E402
+import ladder
+from conftest import assert_refused, in_process
 
 
 def count_by_hand(mode, d):
@@ -57,6 +54,15 @@ def test_isoflop_quadratic_recovers_n_opt():
     n_opt, loss = ladder.isoflop_fit(N, 1.7 + 0.3 * (np.log10(N) - math.log10(6e5)) ** 2)
     assert n_opt == pytest.approx(6e5, rel=1e-6) and loss == pytest.approx(1.7)
     assert ladder.isoflop_fit(N, 1.7 - 0.3 * (np.log10(N) - 5.8) ** 2) is None  # a maximum is no optimum
+
+
+def test_a_fit_with_e_on_its_bound_is_flagged_degenerate(tmp_path):
+    """A pure power law has no loss floor: E lands on 0, the bound of its search, and ladder.md says so."""
+    C = np.geomspace(1e12, 1e13, 5)
+    power_law, with_floor = 0.5 * (C / ladder.C_REF) ** -0.05, 1.2 + 0.5 * (C / ladder.C_REF) ** -0.3
+    fit = ladder.fit_frontier(C, power_law)
+    assert fit[0] == 0 and 'bound 0' in ladder.at_bound(fit, power_law)
+    assert ladder.at_bound(ladder.fit_frontier(C, with_floor), with_floor) == ''
 
 
 def test_exponent_recovers_known_slope():
@@ -116,16 +122,32 @@ def test_analyze_end_to_end(tmp_path, capsys):
     assert (gap > 0).all()
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, 'experiments', 'ladder.py'), *args],
-                          capture_output=True, text=True, timeout=120)
+BAD = [  # (command line: {tmp} a fresh folder, {run} a finished run in it; a key word of the one-line error)
+    (['analyze', '--out={tmp}'], 'usage'), (['analyze', '{tmp}/no_evals', '--out={tmp}'], 'no_evals'),
+    (['analyze', '{tmp}/missing', '--out={tmp}'], 'missing'), (['fit'], 'usage'), (['plan', '--measur=True'], 'measur'),
+    (['plan', '--measure=yes'], 'measure'), (['plan', '--measure=1'], 'measure'),  # were a silent False
+    (['plan', 'extra'], 'extra'),  # was ignored
+    (['analyze', '{run}', '--out=/proc/ladder'], 'out'),  # unwritable: refused before the fits, not after them
+    (['analyze', '{run}', '--out={run}/log.jsonl'], 'out'),  # a file where the output folder goes
+    (['analyze', '{run}', '--out='], 'out'),
+    (['analyze', '{run}', '--out={tmp}/out', '--bench={run}/log.jsonl'], 'gen_tok_s'),  # not a bench.py CSV
+    (['analyze', '{tmp}/foreign', '--out={tmp}/out'], 'foreign'),  # JSON, but not a train.py log
+]
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    no_evals = tmp_path / 'run'
-    no_evals.mkdir()
-    (no_evals / 'log.jsonl').write_text(json.dumps(dict(kind='config', mode='dense')) + '\n')
-    for args in (['analyze', f'--out={tmp_path}'], ['analyze', str(no_evals), f'--out={tmp_path}'],
-                 ['analyze', str(tmp_path / 'missing'), f'--out={tmp_path}'], ['fit'], ['plan', '--measur=True']):
-        p = cli(*args)
-        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and 'Traceback' not in p.stderr, args
+@pytest.mark.parametrize('args,word', BAD, ids=[' '.join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, word):
+    run = write_run(tmp_path, 'dense', 64, ladder.BUDGETS[-1], chinchilla(1.0, 40, 40))
+    for name, records in (('no_evals', [dict(kind='config', mode='dense')]),
+                          ('foreign', [dict(kind='config'), dict(kind='eval', val_loss=2.0)])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+    code, out, err = in_process('experiments/ladder.py', *(a.format(tmp=tmp_path, run=run) for a in args))
+    assert_refused(code, err, word)
+    assert out == '' and not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('flag', ['--help', '-h'])
+def test_help_lists_the_commands_and_keys(flag):
+    code, out, err = in_process('experiments/ladder.py', flag)
+    assert code == 0 and err == '' and 'analyze' in out and 'resamples = ' in out

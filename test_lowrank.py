@@ -1,11 +1,15 @@
 """The math of lowrank.py, and the spectra's in model.py, checked exactly against torch.linalg on random layers
 (CPU, a few seconds)."""
 import math
+import os
+import re
+import types
 
 import pytest
 import torch
 
 import lowrank
+from conftest import REPO
 from lowrank import DenseLinear, FactorizedLinear, Muon, Spectron, TSVDLinear
 from model import GPT, GPTConfig, svdvals_of_product, update_norm
 
@@ -74,12 +78,16 @@ def test_gradients_reach_both_factors():
     assert layer.V.grad is not None and layer.V.grad.abs().sum() > 0
 
 
-def test_rank_as_int_or_fraction_and_rank_that_does_not_fit():
+def test_rank_as_int_or_fraction():
     assert lowrank.resolve_rank(0.25, 256, 1024) == 64
     assert lowrank.resolve_rank(64, 256, 1024) == 64
-    for bad in (0, 257, 1.5, 0.0):
-        with pytest.raises(ValueError):
-            lowrank.resolve_rank(bad, 256, 1024)
+
+
+@pytest.mark.parametrize('bad,word', [(0, 'fit'), (257, 'fit'), (1.5, 'fraction'), (0.0, 'fraction')],
+                         ids=['count 0', 'count above the smaller side', 'fraction above 1', 'fraction 0'])
+def test_rank_that_does_not_fit_is_refused(bad, word):
+    with pytest.raises(ValueError, match=word):
+        lowrank.resolve_rank(bad, 256, 1024)
 
 
 # --- Spectron ----------------------------------------------------------------------------------
@@ -257,14 +265,27 @@ def test_spectron_checkpoint_from_before_the_switches_loads_as_both_on():
     opt.step()
 
 
-def test_spectron_takes_one_pair_per_layer_and_rejects_anything_else():
-    """The pairing is explicit: a flat list of factors (odd: the last one was silently never stepped; even: paired
-    by position) and pairs that are not two 2-D factors of one rank are refused with a ValueError."""
+NOT_PAIRS = {  # what Spectron refuses, built from U (16×4) and V (24×4), and a key word of its error
+    'flat list, odd (the last factor was never stepped)': (lambda U, V: [U, V, U], 'pairs'),
+    'flat list, even (was paired by position)': (lambda U, V: [U, V], 'pairs'),
+    'one factor': (lambda U, V: [(U,)], 'pairs'),
+    'three factors': (lambda U, V: [(U, V, U)], 'pairs'),
+    'ranks differ': (lambda U, V: [(U, torch.nn.Parameter(torch.randn(24, 3)))], 'rank'),
+    'a factor not 2-D': (lambda U, V: [(U, torch.nn.Parameter(torch.randn(24)))], '2-D'),
+}
+
+
+@pytest.mark.parametrize('make,word', NOT_PAIRS.values(), ids=NOT_PAIRS.keys())
+def test_spectron_rejects_anything_but_one_pair_per_layer(make, word):
+    """The pairing is explicit: a flat list of factors and pairs that are not two 2-D factors of one rank are
+    refused with a ValueError that says what is wrong."""
     U, V = torch.nn.Parameter(torch.randn(16, 4)), torch.nn.Parameter(torch.randn(24, 4))
-    for bad in ([U, V, U], [U, V], [(U,)], [(U, V, U)], [(U, torch.nn.Parameter(torch.randn(24, 3)))],
-                [(U, torch.nn.Parameter(torch.randn(24)))]):
-        with pytest.raises(ValueError):
-            Spectron(bad)
+    with pytest.raises(ValueError, match=word):
+        Spectron(make(U, V))
+
+
+def test_spectron_takes_one_pair_per_layer():
+    U, V = torch.nn.Parameter(torch.randn(16, 4)), torch.nn.Parameter(torch.randn(24, 4))
     opt = Spectron([(U, V)])
     assert [p for g in opt.param_groups for p in g['params']] == [U, V]  # the checkpoint layout: one flat group
 
@@ -299,10 +320,14 @@ def test_spectron_and_muon_skip_factors_without_grad():
     assert torch.equal(weights[1], W1) and 'momentum' not in muon.state[weights[1]]
 
 
-@pytest.mark.parametrize('kwargs', [dict(lr=0.0), dict(lr=-1.0), dict(momentum=1.0), dict(momentum=-0.1),
-                                    dict(ns_steps=0)])
-def test_spectron_rejects_bad_hyperparameters(kwargs):
-    with pytest.raises(ValueError):
+BAD_HYPERPARAMETERS = [(dict(lr=0.0), 'lr'), (dict(lr=-1.0), 'lr'), (dict(momentum=1.0), 'momentum'),
+                       (dict(momentum=-0.1), 'momentum'), (dict(ns_steps=0), 'ns_steps')]  # and a key word of the error
+
+
+@pytest.mark.parametrize('kwargs,word', BAD_HYPERPARAMETERS, ids=[f'{k}={v}' for (kw, _) in BAD_HYPERPARAMETERS
+                                                                  for k, v in kw.items()])
+def test_spectron_rejects_bad_hyperparameters(kwargs, word):
+    with pytest.raises(ValueError, match=word):
         Spectron([(torch.nn.Parameter(torch.randn(4, 2)), torch.nn.Parameter(torch.randn(4, 2)))], **kwargs)
 
 
@@ -348,9 +373,10 @@ def test_muon_step_has_spectral_norm_lr_times_scale_like_spectrons_factor_steps(
             assert 0.7 <= top / (0.05 * max(1, n_out / n_in) ** 0.5) <= 1.25
 
 
-@pytest.mark.parametrize('kwargs', [dict(lr=0.0), dict(lr=-1.0), dict(momentum=1.0), dict(ns_steps=0)])
-def test_muon_rejects_bad_hyperparameters(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize('kwargs,word', BAD_HYPERPARAMETERS, ids=[f'{k}={v}' for (kw, _) in BAD_HYPERPARAMETERS
+                                                                  for k, v in kw.items()])
+def test_muon_rejects_bad_hyperparameters(kwargs, word):
+    with pytest.raises(ValueError, match=word):
         Muon([torch.nn.Parameter(torch.randn(4, 2))], **kwargs)
 
 
@@ -484,14 +510,15 @@ def fit_one_batch(model, optimizers, steps=30):
     return losses
 
 
+def readme():
+    with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+        return f.read()
+
+
 def test_readme_recipe(monkeypatch):
     """README's "Try your own idea" code, run as written: the layer class and its registry line give a mode whose
     GPT trains (the loss of a fixed batch falls) with a gain that learns, and README's own test of it passes."""
-    import os
-    import re
-    import types
-    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
-    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[0]
+    section = readme().split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[0]
     recipe, test = re.findall(r'```python\n(.*?)```', section, re.S)
     namespace = {**vars(lowrank), 'MODES': dict(lowrank.MODES)}  # the registry line must not leak into other tests
     exec(recipe, namespace)
@@ -513,23 +540,19 @@ def test_readme_recipe(monkeypatch):
 def test_readme_optimizer_recipe(monkeypatch):
     """README's "An optimizer idea", run as written: the subclass and its registry line give a mode whose GPT trains
     (the loss of a fixed batch falls) through the subclass' step_sizes, and README's own test of it passes."""
-    import os
-    import re
-    import types
-    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'), encoding='utf-8').read()
-    section = readme.split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[1]
+    section = readme().split('## Try your own idea', 1)[1].split('\n## ', 1)[0].split('\n### An optimizer idea', 1)[1]
     recipe, test = re.findall(r'```python\n(.*?)```', section.split('\n### ', 1)[0], re.S)
     namespace = {**vars(lowrank), 'MODES': dict(lowrank.MODES)}  # the registry line must not leak into other tests
     exec(recipe, namespace)
     monkeypatch.setattr(lowrank, 'MODES', namespace['MODES'])
-    variant = namespace['PerFactorSpectron']
+    variant = namespace['FrobeniusSpectron']
     calls = []
     rule = variant.step_sizes  # a spy that keeps the rule
     monkeypatch.setattr(variant, 'step_sizes', lambda self, *args: calls.append(args) or rule(self, *args))
-    mode = lowrank.MODES['spectron_pf']
+    mode = lowrank.MODES['spectron_fro']
     assert mode.step_size == 'spectron_lr' and mode.bounded
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=1, n_head=2, n_embd=32, mode='spectron_pf', rank=8))
+    model = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=1, n_head=2, n_embd=32, mode='spectron_fro', rank=8))
     cfg = dict(learning_rate=1e-2, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.1, spectron_beta=0.95,
                ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, spectron_ortho=True, spectron_renorm=True)
     optimizers = mode.optimizers(model, cfg)
@@ -537,6 +560,8 @@ def test_readme_optimizer_recipe(monkeypatch):
     losses = fit_one_batch(model, optimizers)
     assert losses[-1] < losses[0] - 0.5
     assert len(calls) == 30 * 6  # one call per layer (q, k, v, o, up, down) per step: the variant's rule is used
+    pairs = {(id(m.U), id(m.V)) for m in model.modules() if isinstance(m, lowrank.FactorizedLinear)}
+    assert all((id(U), id(V)) in pairs and sU.dim() == sV.dim() == 0 for _, U, V, sU, sV in calls)  # the factors
     test_namespace = {'torch': torch, 'lowrank': types.SimpleNamespace(**namespace)}
     exec(test, test_namespace)
-    test_namespace['test_per_factor_spectron_keeps_the_bound_on_dW']()
+    test_namespace['test_frobenius_spectron_keeps_the_bound_on_dW']()

@@ -2,19 +2,23 @@
 Tests for plot_spectra.py: the spectrum metrics, the loaders, and the command line
 on a tiny synthetic pair of runs. Run with: python -m pytest -q test_spectra.py
 """
-import os
-import sys
+import csv
+import gzip
 import json
+import os
+import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
+from PIL import Image
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+import lowrank
 import plot_spectra as ps
+import table
+from conftest import REPO, assert_refused, in_process, records, run
 
-SCRIPT = os.path.join(HERE, "plot_spectra.py")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PROJS = ["q", "k", "v", "o", "up", "down"]
 
@@ -96,11 +100,6 @@ def make_run(root, name, mode, rank, ranks_at_step, spectra=True):
         write_spectra(run_dir, steps, ranks_at_step)
     return run_dir
 
-def run_cli(*args):
-    env = dict(os.environ, MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env,
-                          timeout=120)
-
 # -----------------------------------------------------------------------------
 # loaders
 
@@ -138,8 +137,7 @@ def test_cli_two_runs(tmp_path):
     a = make_run(str(tmp_path), "tsvd_r4", "tsvd", 4, [4, 4, 4, 4], spectra=False)
     b = make_run(str(tmp_path), "tsvd_r8", "tsvd", 8, [8, 6, 5, 3])
     out = str(tmp_path / "plots")
-    res = run_cli(a, b, f"--out={out}")
-    assert res.returncode == 0, res.stdout + res.stderr
+    res = run("plot_spectra.py", a, b, f"--out={out}")
     assert "Traceback" not in res.stderr, res.stderr
     lines = res.stdout.splitlines()
     written = [l for l in lines if l.endswith(".png")]
@@ -159,11 +157,9 @@ def test_cli_two_runs(tmp_path):
     assert len(lines) == len(written) + len(skips)  # nothing else is printed
 
 def test_cli_nonexistent_dir(tmp_path):
-    res = run_cli(str(tmp_path / "nope"))
-    assert res.returncode == 2
-    msg = (res.stdout + res.stderr).strip()
-    assert len(msg.splitlines()) == 1 and "nope" in msg
-    assert "Traceback" not in msg
+    res = run("plot_spectra.py", tmp_path / "nope", check=False)
+    assert_refused(res.returncode, res.stderr, "nope")
+    assert res.stdout == ""
 
 def test_cli_empty_dir(tmp_path, capsys):
     # in-process (no subprocess start-up): same code path as the command line
@@ -190,17 +186,43 @@ def test_cli_takes_the_repos_key_value_style(tmp_path, capsys):
     out = str(tmp_path / "plots")
     assert ps.main([run, f"--out={out}", "--figures=loss_curves,stability", "--show=False"]) == 0
     assert sorted(os.listdir(out)) == ["loss_curves.png", "stability.png"]
-    capsys.readouterr()
-    for bad, message in ((["--out", out], "expected --key=value"), (["--show"], "expected --key=value"),
-                         (["--show=yes"], "show must be bool"), (["--figurs=loss_curves"], "did you mean 'figures'"),
-                         (["--figures=nope"], "unknown figure 'nope'"), ([], "no RUN_DIR")):
-        with pytest.raises(SystemExit) as exit_:
-            sys.exit(ps.main(([run] if bad else []) + bad))
-        err = capsys.readouterr().err
-        assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, (bad, err)
-    with pytest.raises(SystemExit) as exit_:
-        ps.main(["--help"])
-    assert exit_.value.code == 0 and "--show=False" in capsys.readouterr().out
+
+
+def bad_run(root, kind):
+    """a run dir for the command line's refusals: 'good', or damaged as its name says"""
+    run_dir = make_run(str(root), kind, "nfw", 4, [4, 4, 4, 4], spectra=kind == "bad_npz")
+    if kind in ("empty_log", "notjson_log"):  # records none: every figure would be skipped, exit 0
+        with open(os.path.join(run_dir, "log.jsonl"), "w") as f:
+            f.write("" if kind == "empty_log" else "not json\n")
+    if kind == "bad_npz":
+        with open(os.path.join(run_dir, "spectra.npz"), "wb") as f:
+            f.write(b"not an npz")
+    return run_dir
+
+
+PLOT_BAD = [  # (the run: 'good', damaged, or none; the arguments after it ({tmp}, {run}); a key word of the error)
+    ("good", ["--out", "{tmp}/plots"], "--key=value"), ("good", ["--show"], "--key=value"),
+    ("good", ["--show=yes"], "show"), ("good", ["--figurs=loss_curves"], "figures"),
+    ("good", ["--figures=nope"], "nope"), (None, [], "RUN_DIR"),
+    ("good", ["--figures="], "figure"),  # names no figure: it made none, exit 0
+    ("good", ["--out=/proc/plots"], "out"),  # unwritable: refused before any figure (was a traceback)
+    ("good", ["--out={run}/log.jsonl"], "out"),  # a file where the folder goes
+    ("empty_log", [], "log.jsonl"), ("notjson_log", [], "log.jsonl"), ("bad_npz", [], "spectra.npz"),
+]
+
+
+@pytest.mark.parametrize("kind,args,word", PLOT_BAD, ids=[f"{k} {' '.join(a)}" for k, a, _ in PLOT_BAD])
+def test_cli_refuses_bad_input_in_one_line(tmp_path, kind, args, word):
+    run_dir = bad_run(tmp_path, kind) if kind else None
+    code, out, err = in_process("plot_spectra.py", *[run_dir] * bool(run_dir),
+                                *(a.format(tmp=tmp_path, run=run_dir) for a in args))
+    assert_refused(code, err, word)
+    assert not (tmp_path / "plots").exists() and not any(f.endswith(".png") for f in os.listdir(run_dir or tmp_path))
+
+
+def test_cli_help_lists_the_keys_and_the_figures():
+    code, out, err = in_process("plot_spectra.py", "--help")
+    assert code == 0 and err == "" and "show" in out and "lr_sweep" in out
 
 # -----------------------------------------------------------------------------
 # the spectral lifecycle: compression waves, depth profiles, early spectra
@@ -289,8 +311,6 @@ def test_stability_figure_draws_spectrons_bound_eta_times_the_schedule(tmp_path)
 def test_figures_ask_the_registry_for_colour_step_size_and_bound(tmp_path, monkeypatch):
     """A mode added to lowrank.MODES without a colour gets one no other mode has, the same at every call; the
     stability and LR-sweep figures name its step size by its config key and draw the bound it promises."""
-    import lowrank
-    from matplotlib.colors import to_hex
     modes = dict(lowrank.MODES, spectron2=lowrank.MODES["spectron"]._replace(color=None),
                  nfw2=lowrank.MODES["nfw"]._replace(color=None))
     monkeypatch.setattr(lowrank, "MODES", modes)
@@ -328,12 +348,9 @@ def test_lr_sweep_figure_only_what_figures_asks(tmp_path, capsys):
     assert ps.main([*two, f"--out={out}", "--figures=lr_sweep"]) == 0
     assert "skip lr_sweep: no mode with runs at >=3 learning rates" in capsys.readouterr().out
     assert ps.main([*runs, "--figures=lr_sweep,bogus"]) == 2
-    assert "unknown figure 'bogus'" in capsys.readouterr().err
+    assert "bogus" in capsys.readouterr().err
 
 def test_table_merges_seeds_and_writes_csv(tmp_path, capsys):
-    import csv
-    sys.path.insert(0, os.path.join(HERE, "experiments"))
-    import table
     runs = make_lr_runs(str(tmp_path), [0.01, 0.1], seeds=(0, 1))
     table.main([*runs, f"--csv={tmp_path / 'runs.csv'}"])
     with open(tmp_path / "runs.csv") as f:
@@ -347,12 +364,79 @@ def test_table_merges_seeds_and_writes_csv(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + 4  # header, rule, one row per (mode, LR)
     assert "| nfw | 0.1 | 0,1 | 2.1050 ±0.0050 (2) | 0.150 ±0.050 (2) | 0.5 ±0.5 (2) |" in lines
-    for bad, message in [([*runs, "--columns=val,nope"], "unknown column or option ['nope']"),
-                         ([str(tmp_path / "none")], "no log at"), ([], "usage:")]:
-        with pytest.raises(SystemExit) as exit_:
-            table.main(bad)
-        err = capsys.readouterr().err
-        assert exit_.value.code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+
+
+TABLE_BAD = [  # (arguments: {runs} two finished runs, {tmp} a fresh folder; a key word of the one-line error)
+    (["{runs}", "--columns=val,nope"], "nope"), (["{tmp}/none"], "none"), ([], "RUN_DIR"),
+    (["{tmp}/notjson.log.jsonl"], "notjson"),  # not JSON: was a traceback
+    (["{tmp}/foreign.log.jsonl"], "foreign"),  # JSON, but not a train.py log: was a KeyError
+    (["{runs}", "--csv=/proc/runs.csv"], "csv"),  # unwritable: was a traceback, after the work
+    (["{runs}", "--csv={tmp}"], "csv"),  # a folder where the CSV file goes
+    (["{runs}", "--seeds=no"], "seeds"), (["{runs}", "--best=maybe"], "best"),  # were taken as yes
+]
+
+
+@pytest.mark.parametrize("args,word", TABLE_BAD, ids=[" ".join(a) for a, _ in TABLE_BAD])
+def test_table_refuses_bad_input_in_one_line(tmp_path, args, word):
+    runs = make_lr_runs(str(tmp_path / "runs"), [0.01])
+    (tmp_path / "notjson.log.jsonl").write_text("not json\n")
+    (tmp_path / "foreign.log.jsonl").write_text('{"kind": "config"}\n{"kind": "eval", "val_loss": 1.0}\n')
+    argv = [a for arg in args for a in (runs if arg == "{runs}" else [arg.format(tmp=tmp_path)])]
+    code, out, err = in_process("experiments/table.py", *argv)
+    assert_refused(code, err, word)
+    assert out == ""
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_table_help_lists_its_keys(flag):
+    code, out, err = in_process("experiments/table.py", flag)
+    assert code == 0 and err == "" and "seeds" in out and "columns" in out
+
+
+def test_a_gzipped_log_reads_as_the_plain_one(tmp_path):
+    """the logs committed under assets/ are gzipped (NAME.log.jsonl.gz): read_log, table.py and experiments/lib.sh's
+    restore read one as the plain log it was made from; one cut short is refused in one line"""
+    run_dir = make_lr_runs(str(tmp_path / "runs"), [0.01])[0]
+    plain = os.path.join(run_dir, "log.jsonl")
+    with open(plain, "rb") as f:
+        text = f.read()
+    committed = tmp_path / "assets" / f"{os.path.basename(run_dir)}.log.jsonl.gz"
+    committed.parent.mkdir()
+    committed.write_bytes(gzip.compress(text, mtime=0))
+    assert ps.read_log(str(committed)) == ps.read_log(run_dir) == ps.read_log(plain) == list(map(json.loads,
+                                                                                                text.splitlines()))
+    assert ps.run_name(str(committed)) == ps.run_name(plain.removesuffix("/log.jsonl")) == "nfw_lr0.01_seed0"
+    table = run("experiments/table.py", run_dir, "--columns=run,mode,lr,val,max_dw,spikes,ms,minutes").stdout
+    assert table == run("experiments/table.py", committed, "--columns=run,mode,lr,val,max_dw,spikes,ms,minutes").stdout
+    assert "| nfw_lr0.01_seed0 | nfw | 0.01 | 2.0100 | 0.010 | 0 / 3 | 1 | 1.0 |" in table
+    restored = tmp_path / "restored"  # a committed log becomes a finished run, as the experiment scripts do it
+    subprocess.run(["bash", "-c", f"source {REPO}/experiments/lib.sh && restore_runs {committed.parent} {restored}"],
+                   check=True)
+    assert (restored / "nfw_lr0.01_seed0" / "log.jsonl").read_bytes() == text
+    assert records(restored / "nfw_lr0.01_seed0", "eval") == [r for r in ps.read_log(str(committed))
+                                                              if r["kind"] == "eval"]
+    committed.write_bytes(gzip.compress(text, mtime=0)[:-40])
+    with pytest.raises(ValueError, match="cut short"):
+        ps.read_log(str(committed))
+    p = run("experiments/table.py", committed, check=False)
+    assert_refused(p.returncode, p.stderr, "cut short")
+
+
+def test_figures_are_matplotlibs_pixels_without_the_alpha_channel(tmp_path):
+    """save_png, every figure's writer: matplotlib's pixels and text, RGB when all are opaque, smaller; the same
+    bytes as compact_png's re-encoding of matplotlib's own PNG (what the committed figures went through)"""
+    fig, ax = ps.plt.subplots()
+    ax.plot([1, 2, 3], [3, 1, 2], label="σ")
+    ax.legend()
+    fig.savefig(tmp_path / "matplotlib.png", dpi=110)
+    ps.save_png(fig, tmp_path / "ours.png")
+    ps.plt.close(fig)
+    ps.compact_png(tmp_path / "matplotlib.png", tmp_path / "reencoded.png")
+    ours, theirs = Image.open(tmp_path / "ours.png"), Image.open(tmp_path / "matplotlib.png")
+    assert ours.mode == "RGB" and theirs.mode == "RGBA" and ours.info == theirs.info  # Software, dpi
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs.convert("RGB")))
+    assert (tmp_path / "ours.png").read_bytes() == (tmp_path / "reencoded.png").read_bytes()
+    assert (tmp_path / "ours.png").stat().st_size < (tmp_path / "matplotlib.png").stat().st_size
 
 
 def test_chosen_step_is_the_best_seed_mean_among_the_values_with_most_seeds():
@@ -362,8 +446,6 @@ def test_chosen_step_is_the_best_seed_mean_among_the_values_with_most_seeds():
     assert ps.chosen_step({0.01: [3.0], 0.03: [2.5], 0.1: [2.7]}) == 0.03  # one seed everywhere: the best run
 
 def test_table_seeds_ignore_other_modes_knobs_and_keys_older_logs_lack(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(HERE, "experiments"))
-    import table
     runs = make_lr_runs(str(tmp_path), [0.01], seeds=(0, 1))
     nfw_seed1 = next(r for r in runs if "nfw" in r and r.endswith("seed1"))
     with open(os.path.join(nfw_seed1, "log.jsonl")) as f:
@@ -381,8 +463,6 @@ def test_table_seeds_ignore_other_modes_knobs_and_keys_older_logs_lack(tmp_path,
     assert "| nfw | 0.01 | 0 |" in out and "| nfw | 0.01 | 1 |" in out
 
 def test_table_seeds_keep_apart_runs_of_a_mode_whose_knob_older_logs_lack(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(HERE, "experiments"))
-    import table
     runs = make_lr_runs(str(tmp_path / "old"), [0.01])  # older code: no muon_lr in these logs
     for lr in (0.005, 0.01):  # two muon runs that differ only in muon_lr
         d = str(tmp_path / f"muon_lr{lr}")
@@ -398,12 +478,9 @@ def test_table_seeds_keep_apart_runs_of_a_mode_whose_knob_older_logs_lack(tmp_pa
     assert "| muon | 0.005 | 0 |" in out and "| muon | 0.01 | 0 |" in out
 
 def test_table_seeds_keep_wsd_runs_apart_from_cosine_runs_of_older_logs(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(HERE, "experiments"))
-    import shutil
-    import table
     runs = make_lr_runs(str(tmp_path), [0.01], seeds=(0, 1))  # older code: no lr_schedule in their configs
-    for run in [r for r in runs if "nfw" in r]:
-        wsd = shutil.copytree(run, run.replace("nfw_", "nfw_wsd_"))
+    for src in [r for r in runs if "nfw" in r]:
+        wsd = shutil.copytree(src, src.replace("nfw_", "nfw_wsd_"))
         with open(os.path.join(wsd, "log.jsonl")) as f:
             rows = [json.loads(l) for l in f]
         rows[0].update(lr_schedule="wsd", decay_frac=0.2, decay_shape="sqrt")
@@ -432,9 +509,6 @@ def rewrite_evals(run_dir, vals, trains, **config):
         f.write("\n".join(map(json.dumps, rows)) + "\n")
 
 def test_table_best_reports_the_eval_with_the_lowest_val_loss(tmp_path, capsys):
-    import csv
-    sys.path.insert(0, os.path.join(HERE, "experiments"))
-    import table
     run = str(tmp_path / "p32_nfw_r4")
     os.makedirs(run)
     write_log(run, "nfw", 4, [0, 10, 20, 30], [4] * 4, truncate=False)
@@ -487,17 +561,28 @@ def test_rank_sweep_best_one_curve_per_training_prefix_starred_at_its_lowest(tmp
     ps.plt.close(final)
 
 
-@pytest.mark.parametrize("script", ["frontier.py", "eta_transfer.py"])
-def test_experiment_figures_refuse_runs_without_logs(tmp_path, script):
-    """experiments/frontier.py and eta_transfer.py: a path with no run, or a run with no eval yet, is one line and
-    exit 2 before any figure is drawn"""
-    empty = tmp_path / "empty_run"
-    empty.mkdir()
-    (empty / "log.jsonl").write_text(json.dumps({"kind": "config", "mode": "nfw"}) + "\n")
-    for bad in (str(tmp_path / "missing"), str(empty)):
-        p = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments",
-                                                         script), bad, f"--out={tmp_path / 'out'}"],
-                           capture_output=True, text=True, timeout=120)
-        assert p.returncode == 2, p.stderr
-        assert p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
-        assert not (tmp_path / "out").exists()
+FIGURES_BAD = [  # (script; arguments: {run} a finished run, {tmp} a fresh folder; a key word of the one-line error)
+    *[(script, [f"{{tmp}}/{name}", "--out={tmp}/out"], name) for script in ("frontier.py", "eta_transfer.py")
+      for name in ("missing", "no_evals", "foreign")],  # foreign: JSON, but not a train.py log (was a KeyError)
+    ("frontier.py", ["{tmp}/notjson.log.jsonl", "--out={tmp}/out"], "notjson"),  # was a JSONDecodeError
+    ("frontier.py", ["{tmp}/no_log", "--out={tmp}/out"], "no_log"),  # a folder without a log: was a traceback
+    *[(script, ["{run}", out], "out") for script in ("frontier.py", "eta_transfer.py")
+      for out in ("--out=/proc/out", "--out={run}/log.jsonl")],  # unwritable, a file: were tracebacks after the work
+    ("frontier.py", ["{run}"], "--out"), ("eta_transfer.py", ["{run}"], "--out"),  # argparse's error: was 2-3 lines
+]
+
+
+@pytest.mark.parametrize("script,args,word", FIGURES_BAD, ids=[f"{s} {' '.join(a)}" for s, a, _ in FIGURES_BAD])
+def test_experiment_figures_refuse_bad_input_in_one_line(tmp_path, script, args, word):
+    """experiments/frontier.py and eta_transfer.py: a path with no run, a run with no eval yet, a file that is no
+    train.py log, an output folder that cannot be written: one line and exit 2 before any figure is drawn"""
+    run_dir = make_lr_runs(str(tmp_path / "runs"), [0.01])[0]
+    for name, lines in (("no_evals", [{"kind": "config", "mode": "nfw"}]),
+                        ("foreign", [{"kind": "config"}, {"kind": "eval", "val_loss": 1.0}]), ("no_log", [])):
+        (tmp_path / name).mkdir()
+        if lines:
+            (tmp_path / name / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (tmp_path / "notjson.log.jsonl").write_text("not json\n")
+    code, out, err = in_process(f"experiments/{script}", *(a.format(tmp=tmp_path, run=run_dir) for a in args))
+    assert_refused(code, err, word)
+    assert out == "" and not (tmp_path / "out").exists()

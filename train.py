@@ -1,27 +1,25 @@
 """
-Train a GPT whose linear layers are dense, or low-rank from step 0 (see lowrank.py for the modes).
+Train a GPT whose linear layers are dense, or low-rank from step 0 (lowrank.py: the modes). --help lists every key.
 
-    python train.py --mode=spectron --rank=64          # the default run: about 4 minutes on 2 CPU cores
-    python train.py config/shakespeare_char_gpu.py     # a config file, then --key=value overrides
-    python train.py --init_from=resume --out_dir=out   # continue from out/ckpt.pt
+    OMP_NUM_THREADS=1 python train.py --mode=spectron --rank=64  # the default run: about 4 minutes on one CPU core
+    python train.py config/shakespeare_char_gpu.py --mode=dense  # a config file, then --key=value overrides
+    python train.py --init_from=resume --out_dir=out  # continue out/ckpt.pt: the same run (to a max_iters you may raise)
     python train.py --init_from=svd --svd_from=out-dense --mode=spectron  # factorize a dense run's weights (SVD)
     python train.py --lr_schedule=wsd --max_iters=8000 --save_at=1600,3200 --out_dir=long  # then cooldown branches:
     python train.py --init_from=branch --branch_from=long/ckpt_1600.pt --max_iters=2000 --out_dir=wsd2000
     torchrun --standalone --nproc_per_node=4 train.py  # DDP over 4 GPUs (or CPU processes, with gloo)
 
-Writes out_dir/ckpt.pt (atomically, at every eval), out_dir/log.jsonl (every log and eval record) and
-out_dir/spectra.npz (singular values of every weight matrix every spectra_interval steps, and at the last one), and
-locks out_dir while it runs (outdir.py: no second run into it, no fresh run over a checkpoint without
---overwrite=True). --help lists every key with its meaning, and the modes with their step sizes.
-
-Exit status: 0 done (also when stopped by Ctrl-C/SIGTERM after a checkpoint, or resumed at max_iters already: raise
-it to go on); 2 bad input, one line before any work; 1 a failure while running, one line: a file that cannot be
-written (a full disk: the last good checkpoint stays, no temporary file is left) or, with skip_nonfinite=False, a
-non-finite gradient.
+One thread per run (OMP_NUM_THREADS=1) is fastest on a CPU unless its cores are idle. Writes out_dir/ckpt.pt (every
+eval), log.jsonl and spectra.npz, each whole or not at all. Exit status: 0 done, or stopped by Ctrl-C/SIGTERM after a
+checkpoint; 2 bad input (one line, before any work); 1 a file that cannot be written (a full disk: the last good
+checkpoint stays) or, with skip_nonfinite=False, a non-finite gradient.
 """
+import fcntl
+import glob
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -33,14 +31,14 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import configurator
 import lowrank
-import outdir
-from configurator import decay_start, die, modes_help, parse_args, short_run_warnings, steps_to_save, train_config
-from model import GPT, GPTConfig, peak_flops, svdvals_of_product, update_norm
-from prepare_data import DataError, ensure_prepared, load_meta
+from configurator import die, parse_args
+from model import GPT, GPTConfig, load_checkpoint, peak_flops, svdvals_of_product, update_norm
+from prepare_data import atomic_write, ensure_prepared, load_meta
 
 # -----------------------------------------------------------------------------
-# default config: a spectron GPT at rank 64 (d/4) on TinyShakespeare characters, a few minutes on 2 CPU cores
+# default config: a spectron GPT at rank 64 (d/4) on TinyShakespeare characters, a few minutes on 1 CPU core
 # I/O
 out_dir = 'out'  # where ckpt.pt, log.jsonl and spectra.npz go
 eval_interval = 250  # evaluate, log and checkpoint every this many steps
@@ -52,8 +50,7 @@ init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), 'svd' (factorize
 svd_from = ''  # init_from=svd: the out_dir of a dense (or muon) run, whose model shape and corpus this run takes
 branch_from = ''  # init_from=branch: a wsd run's stable-phase checkpoint (ckpt_<step>.pt), continued to max_iters
 save_at = ''  # wsd: also keep the checkpoints at these steps ('1600,3200'), as ckpt_<step>.pt: branch points
-overwrite = False  # a fresh run (scratch or svd) may replace a checkpoint already in out_dir (otherwise it refuses)
-keep_last = 0  # also keep this many previous checkpoints, as ckpt.1.pt (newest) ... ckpt.N.pt
+overwrite = False  # a fresh run (scratch or svd) may replace the checkpoints already in out_dir
 # data
 input_file = 'data/tinyshakespeare.txt'  # UTF-8 text, or a folder (data/shakespeare_complete); see prepare_data.py
 tokenizer = 'char'  # 'char' or 'gpt2'
@@ -70,7 +67,7 @@ n_embd = 256  # width d of the residual stream
 dropout = 0.0  # dropout probability (0: none)
 bias = False  # biases in the linear layers and norms
 # AdamW (all parameters in dense/nfw/tsvd; embeddings, head, norms and biases in spectron and muon)
-learning_rate = 1e-3  # AdamW's peak LR; unless set, the mode's own tuned one (lowrank.MODES, listed below)
+learning_rate = 1e-3  # AdamW's peak LR; unless given, the mode's own (below the config)
 max_iters = 2000  # optimizer steps of the whole run (the cosine's end unless lr_decay_iters)
 weight_decay = 0.1  # AdamW's decoupled weight decay (on matrices, not on norms or biases)
 beta1 = 0.9  # AdamW's β₁
@@ -80,20 +77,20 @@ grad_clip = 1.0  # clip the global gradient norm to this (0: don't clip)
 decay_lr = True  # False: the peak step size throughout, no warmup
 lr_schedule = 'cosine'  # cosine | wsd (warmup-stable-decay: a long run's stable phase serves every shorter budget)
 warmup_iters = 100  # steps of linear warmup up to the peak
-lr_decay_iters = 0  # the cosine reaches min_lr here (0: at max_iters)
-min_lr = 1e-4  # the schedule's floor; unless set: learning_rate / 10 (nanoGPT's rule)
+lr_decay_iters = 0  # cosine: it reaches min_lr here (0: at max_iters)
+min_lr = 1e-4  # the schedule's floor; unless given, learning_rate / 10 (below the config)
 decay_frac = 0.2  # wsd: the decay takes the last round(decay_frac · max_iters) steps
 decay_shape = 'linear'  # wsd: linear | sqrt (1 − √progress, Hägele et al. 2024)
 # Spectron (factor pairs)
-spectron_lr = 0.02  # η: bound on ‖ΔW‖₂ per step (LR peak), tuned at n_embd 256; unless set, ×√(256/n_embd)
+spectron_lr = 0.02  # η: bound on ‖ΔW‖₂ per step (LR peak), tuned at n_embd 256; unless given, ×√(256/n_embd)
 spectron_beta = 0.95  # momentum
-ns_steps = 5  # Newton–Schulz steps
+ns_steps = 5  # Newton–Schulz steps (Muon's too)
 spectron_power_iters = 1  # power-iteration steps per optimizer step (warm-started)
 spectron_wd = 0.0  # decoupled weight decay on the factors
 spectron_ortho = True  # orthogonalise the momentum by Newton–Schulz (False, for the ablation: step along M/‖M‖₂)
 spectron_renorm = True  # scale steps by ρ = η / (σ_U + σ_V + 1) (False, for the ablation: ρ = η)
-# Muon (dense block weights in muon mode; ns_steps above)
-muon_lr = 0.01  # peak LR: ‖ΔW‖₂ ≈ muon_lr · max(1, rows/cols)^½ per step (tuned: experiments/tune.sh)
+# Muon (dense block weights in muon mode)
+muon_lr = 0.01  # peak LR: ‖ΔW‖₂ ≈ muon_lr · max(1, rows/cols)^½ per step
 muon_beta = 0.95  # momentum (Nesterov)
 # TSVD
 energy = 0.99  # τ: each layer keeps the smallest rank holding this fraction of Σ s²
@@ -101,147 +98,195 @@ rank_warmup = 500  # no truncation before this step
 rank_interval = 250  # re-choose ranks every this many steps
 min_rank = 4  # never truncate below this
 # system
-device = 'auto'  # auto | cpu | cuda | cuda:N | mps
+device = 'auto'  # auto (cuda if there is a GPU) | cpu | cuda | cuda:N | mps
 dtype = 'auto'  # auto (bfloat16 on CUDA, float32 elsewhere) | float32 | bfloat16
 compile = False  # torch.compile the model
 seed = 1337  # init, batches and dropout
 skip_nonfinite = True  # skip (and count) a step whose gradients are not finite; False: stop the run
 # -----------------------------------------------------------------------------
-DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
+config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
+configurator.catch_setup_errors()  # from here to the loop, an error is bad input: one line, exit 2
+given = parse_args({k: globals()[k] for k in config_keys}, sys.argv[1:], ('rank',), lowrank.modes_help(), __file__)
+globals().update(given)
+flags = {arg[2:].partition('=')[0] for arg in sys.argv[1:] if arg.startswith('--')}  # not a config file's keys
 
-# -----------------------------------------------------------------------------
-# config (every check in configurator.py), DDP and data
 
-overrides = parse_args(DEFAULTS, sys.argv[1:], int_or_float=('rank',), notes=modes_help(DEFAULTS), source=__file__)
-cfg, checkpoint, dense = train_config(DEFAULTS, overrides)  # what resume/branch continues; what svd factorizes
-ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
-save_steps = steps_to_save(cfg)  # wsd branch points
+def need(ok, msg):
+    if not ok:
+        raise ValueError(msg)
 
+
+# a resume or a branch continues the run its checkpoint holds: each key is that run's unless given, and a flag may
+# differ from it only for these, which decide where the run ends and what it reports (any other would change the run)
+MAY_CHANGE = ('max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'spectra_interval', 'spectra_early',
+              'device', 'dtype', 'compile', 'skip_nonfinite')
+need(init_from in ('scratch', 'resume', 'svd', 'branch'), f"unknown init_from {init_from!r}: scratch|resume|svd|branch")
+for key, needs in (('branch_from', 'branch'), ('svd_from', 'svd')):
+    need((key in given) == (init_from == needs), f"--{key} and --init_from={needs} go together")
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+source = dict(resume=ckpt_path, branch=branch_from, svd=os.path.join(svd_from, 'ckpt.pt')).get(init_from)
+checkpoint = load_checkpoint(source) if source else None
+if checkpoint is not None:  # svd: only the dense model's shape and corpus
+    saved, own = checkpoint['config'], ('out_dir', 'init_from', 'branch_from', 'svd_from', 'overwrite', 'save_at')
+    keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer') if init_from == 'svd' \
+        else [k for k in saved if k in config_keys and k not in own[:5 if init_from == 'resume' else 6]]
+    for k in keys:
+        need(k not in given or given[k] == saved[k] or k in MAY_CHANGE and init_from != 'svd',
+             f"{source} has {k}={saved[k]!r}; cannot {init_from} it with {k}={given.get(k)!r}")
+        globals()[k] = given.get(k, saved[k])
+    need(init_from != 'svd' or lowrank.get_mode(saved['mode']).layer is lowrank.DenseLinear,
+         f"{source} is from a mode={saved['mode']} run; init_from=svd factorizes a dense (or muon) one")
+the_mode = lowrank.get_mode(mode)
+need(init_from != 'svd' or the_mode.layer is not lowrank.DenseLinear, f"init_from=svd with mode={mode}: a dense model "
+     f"has nothing to factorize")
+ignored = sorted(k for k in flags if any(k in m.keys for m in lowrank.MODES.values()) and k not in the_mode.keys)
+need(not ignored, f"mode={mode} does not use {', '.join('--' + k for k in ignored)}: drop it")
+
+# what a fresh run derives from the config (a continuation has its checkpoint's): the values it trains with
+if init_from in ('scratch', 'svd'):
+    for k, v in the_mode.defaults.items():  # the mode's own tuned values (lowrank.MODES; --help lists them)
+        globals()[k] = given.get(k, v)
+    if 'spectron_lr' not in given:  # η was tuned at n_embd 256, and its best moved as ≈1/√n_embd (RESULTS.md)
+        spectron_lr *= math.sqrt(256 / n_embd)
+    if 'min_lr' not in given:
+        min_lr = learning_rate / 10  # nanoGPT's floor
+decay_end = lr_decay_iters or max_iters  # cosine: where the LR reaches min_lr
+decay_start = max_iters - max(1, round(decay_frac * max_iters))  # wsd: max_iters alone moves it, so runs share a start
+need(all(s.strip().isdigit() for s in save_at.split(',') if s.strip()), f"save_at must be steps: 1600,3200, not {save_at!r}")
+save_steps = sorted(int(s) for s in save_at.split(',') if s.strip())  # wsd branch points
+
+for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval', 'eval_iters',
+          'gradient_accumulation_steps'):
+    need(globals()[k] >= 1, f"{k} must be >= 1, got {globals()[k]}")
+for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'spectra_interval', 'spectra_early', 'min_lr',
+          'grad_clip', 'train_tokens'):
+    need(globals()[k] >= 0, f"{k} must be >= 0, got {globals()[k]}")
+need(lr_schedule in ('cosine', 'wsd') and decay_shape in ('linear', 'sqrt') and 0 < decay_frac <= 1,
+     "lr_schedule must be cosine|wsd, decay_shape linear|sqrt, decay_frac in (0, 1]")
+need(lr_schedule == 'cosine' or not lr_decay_iters and (decay_start >= warmup_iters or not decay_lr),
+     "wsd decays over the last decay_frac of max_iters: no lr_decay_iters, and not inside the warmup")
+need(not save_steps or lr_schedule == 'wsd' and 0 < save_steps[0] <= save_steps[-1] <= decay_start,
+     f"save_at keeps branch points in the stable phase of a wsd run (steps 1..{decay_start})")
+if checkpoint is not None and init_from != 'svd':  # a continuation of a wsd run must be the straight run from k on
+    k, saved_start = checkpoint['iter_num'], saved['max_iters'] - max(1, round(decay_frac * saved['max_iters']))
+    need(init_from == 'resume' or lr_schedule == 'wsd' and k <= max_iters, f"{source} (step {k}): a branch "
+         f"continues a wsd run from a step in its stable phase, up to max_iters={max_iters}")
+    need(lr_schedule == 'cosine' or max_iters == saved['max_iters'] or k <= min(saved_start, decay_start),
+         f"{source} is at step {k}, past the stable phase its run shares with max_iters={max_iters}: continue it "
+         f"with max_iters={saved['max_iters']}, or branch from an earlier checkpoint")
+need(init_from in ('resume', 'branch') or overwrite or not glob.glob(os.path.join(out_dir, 'ckpt*.pt')),
+     f"{out_dir} holds checkpoints: continue with --init_from=resume, or replace them with --overwrite=True")
+
+# DDP, device and data
 ddp = int(os.environ.get('RANK', -1)) != -1
 ddp_rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
-if cfg['gradient_accumulation_steps'] % world_size:
-    die(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} is not divisible by "
-        f"the {world_size} DDP processes")
 master = ddp_rank == 0
-out_dir_lock = outdir.claim(cfg['out_dir'], cfg['init_from'] != 'resume', cfg['overwrite']) if master else None
-if checkpoint is not None and checkpoint['iter_num'] >= cfg['max_iters']:  # nothing to train: say how to go on
-    if master:
-        outdir.add_summary(cfg['out_dir'], checkpoint)  # if a kill came between the last checkpoint and the summary
-        n = checkpoint['iter_num']
-        print(f"{ckpt_path} is at step {n}, {'already at' if n == cfg['max_iters'] else 'past'} max_iters="
-              f"{cfg['max_iters']}: nothing to train. To go on, resume with a larger one (--max_iters={2 * n}): the "
-              f"cosine then stretches to the new end, so the LR at step {n} goes back up from its floor")
-    sys.exit(0)
+need(gradient_accumulation_steps % world_size == 0,
+     f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by {world_size} DDP processes")
+micro_steps = gradient_accumulation_steps // world_size  # this process' share of the global batch
+device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
 if ddp:  # process 0 may evaluate and checkpoint while the others wait: more than NCCL's default 10 minutes
-    init_process_group(backend='nccl' if cfg['device'].startswith('cuda') else 'gloo', timeout=timedelta(hours=1))
-    if cfg['device'].startswith('cuda'):
-        cfg['device'] = f"cuda:{os.environ['LOCAL_RANK']}"
-if cfg['device'].startswith('cuda:'):  # the current device is the one RNG state, synchronize and SDPA default to
-    torch.cuda.set_device(cfg['device'])
-micro_steps = cfg['gradient_accumulation_steps'] // world_size  # this process' share of the global batch
-device_type = cfg['device'].split(':')[0]
-cfg['device_type'] = device_type
-autocast = nullcontext() if cfg['dtype'] == 'float32' else torch.amp.autocast(device_type, dtype=torch.bfloat16)
+    init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo', timeout=timedelta(hours=1))
+    device = f"cuda:{os.environ['LOCAL_RANK']}" if device.startswith('cuda') else device
+torch.zeros(1, device=device)  # a device this machine lacks: torch's own one-line error, now
+device_type = torch.device(device).type
+if device.startswith('cuda:'):  # the current device is the one RNG state, synchronize and SDPA default to
+    torch.cuda.set_device(device)
+if dtype == 'auto':  # V100 and T4 emulate bf16 slowly: float32 there
+    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported(False) else 'float32'
+need(dtype in ('float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {dtype!r}")
+need(not compile or device_type != 'cpu' or shutil.which('g++') or shutil.which('clang++'),
+     "compile=True on a CPU needs a C++ compiler (g++ or clang++) on PATH")
+autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, dtype=torch.bfloat16)
 
 local_master = int(os.environ.get('LOCAL_RANK', 0)) == 0  # one process per machine tokenises; the others wait
 if ddp and not local_master:
     torch.distributed.barrier()  # ... here, until the files are whole
-try:
-    data_dir = ensure_prepared(cfg['input_file'], cfg['tokenizer'], min_tokens=cfg['block_size'] + 2)
-except DataError as e:
-    die(str(e))
+data_dir = ensure_prepared(input_file, tokenizer, min_tokens=block_size + 2)
 if ddp and local_master:
     torch.distributed.barrier()
 meta = load_meta(data_dir)
+need(checkpoint is None or checkpoint['meta'].get('input_sha256', meta['input_sha256']) == meta['input_sha256'],
+     f"{input_file} has changed since {source} was trained on it")
 data = {s: np.memmap(os.path.join(data_dir, f'{s}.bin'), dtype=np.uint16, mode='r') for s in ('train', 'val')}
-if cfg['train_tokens'] > len(data['train']):
-    die(f"train_tokens={cfg['train_tokens']:,} is larger than the training split of {cfg['input_file']} "
-        f"({len(data['train']):,} tokens)")
-if cfg['train_tokens']:  # get_batch never reads a split's last token: with N + 1, any window in the first N may come
-    data['train'] = data['train'][:cfg['train_tokens'] + 1]
+need(not train_tokens or block_size < train_tokens <= len(data['train']), f"train_tokens={train_tokens:,} must hold a "
+     f"window (block_size + 1 tokens) and fit the training split ({len(data['train']):,} tokens)")
+if train_tokens:  # get_batch never reads a split's last token: with N + 1, any window in the first N may come
+    data['train'] = data['train'][:train_tokens + 1]
 
 
 def get_batch(split, gen, n):
     """n random windows of block_size + 1 tokens; gen decides which, so that runs and resumes repeat exactly."""
-    d, T = data[split], cfg['block_size']
-    ix = torch.randint(len(d) - T - 1, (n,), generator=gen).tolist()
-    x, y = (torch.from_numpy(np.stack([d[i + k:i + k + T] for i in ix]).astype(np.int64)) for k in (0, 1))
+    d = data[split]
+    ix = torch.randint(len(d) - block_size - 1, (n,), generator=gen).tolist()
+    x, y = (torch.from_numpy(np.stack([d[i + k:i + k + block_size] for i in ix]).astype(np.int64)) for k in (0, 1))
     pin = device_type == 'cuda'  # pinned memory: an asynchronous copy to the GPU
-    return tuple((t.pin_memory() if pin else t).to(cfg['device'], non_blocking=pin) for t in (x, y))
+    return tuple((t.pin_memory() if pin else t).to(device, non_blocking=pin) for t in (x, y))
 
 
-# -----------------------------------------------------------------------------
 # model and optimizers
-
-torch.manual_seed(cfg['seed'])  # the same init on every process
-try:
-    raw_model = GPT(GPTConfig.from_run_config(cfg, meta['vocab_size']))
-except ValueError as e:  # a rank that does not fit a layer
-    die(str(e))
+config = {k: globals()[k] for k in config_keys}  # as resolved: what the checkpoint and the log keep
+torch.manual_seed(seed)  # the same init on every process
+raw_model = GPT(GPTConfig.from_run_config(config, meta['vocab_size']))  # a rank that fits no layer stops here
 if ddp_rank:  # the RNG now feeds only dropout, which must differ across processes (0 goes on as a single process)
-    torch.manual_seed(cfg['seed'] + ddp_rank)
-if checkpoint is not None:
+    torch.manual_seed(seed + ddp_rank)
+if init_from == 'svd':
+    kept = raw_model.load_dense(checkpoint['model'])
+    if master:
+        print(f"init from the SVD of {source} ({saved['mode']}, step {checkpoint['iter_num']}): rank {rank} keeps "
+              f"{kept:.2%} of the spectral energy")
+    checkpoint = None  # a fresh run from here on
+elif checkpoint is not None:
     lowrank.match_shapes(raw_model, checkpoint['model'])  # TSVD layers may have been truncated
     raw_model.load_state_dict(checkpoint['model'])
-if dense is not None:
-    kept = raw_model.load_dense(dense['model'])
-    if master:
-        print(f"init from the SVD of {cfg['svd_from']}/ckpt.pt ({dense['config']['mode']}, iter {dense['iter_num']}): "
-              f"rank {cfg['rank']} keeps {kept:.2%} of the spectral energy")
-    dense = None  # free its memory
-raw_model.to(cfg['device'])
-mode = lowrank.MODES[cfg['mode']]
-optimizers = mode.optimizers(raw_model, cfg)
-for opt in optimizers:
-    for group in opt.param_groups:
-        group['base_lr'] = group['lr']  # the schedule sets lr = base_lr × factor for every group
-if checkpoint is not None:
-    for opt, state in zip(optimizers, checkpoint['optimizers']):
-        for saved, group in zip(state['param_groups'], opt.param_groups):  # this device's kernels, not the saver's
-            saved.update({k: group[k] for k in ('fused', 'foreach', 'capturable') if k in group})
-        opt.load_state_dict(state)
+raw_model.to(device)
+optimizers = the_mode.optimizers(raw_model, config)  # a step size out of its range stops here
+for group in (g for opt in optimizers for g in opt.param_groups):
+    group['base_lr'] = group['lr']  # the schedule sets lr = base_lr × factor for every group
+for opt, state in zip(optimizers, checkpoint['optimizers'] if checkpoint else []):
+    for saved_group, group in zip(state['param_groups'], opt.param_groups):  # this device's kernels, not the saver's
+        saved_group.update({k: group[k] for k in ('fused', 'foreach', 'capturable') if k in group})
+    opt.load_state_dict(state)
 
 
 def wrap(raw):
     """The module the training step calls: compiled and/or DDP-wrapped. Rebuilt when parameter shapes change."""
-    if cfg['compile']:  # a fresh cache: each new shape would otherwise recompile until dynamo's limit (8), then eager
+    if compile:  # a fresh cache: each new shape would otherwise recompile until dynamo's limit (8), then eager
         torch._dynamo.reset()
-    m = torch.compile(raw) if cfg['compile'] else raw
-    return DDP(m, device_ids=[int(cfg['device'].split(':')[1])] if device_type == 'cuda' else None) if ddp else m
+    m = torch.compile(raw) if compile else raw
+    return DDP(m, device_ids=[torch.cuda.current_device()] if device_type == 'cuda' else None) if ddp else m
 
 
 model = wrap(raw_model)
-train_gen = torch.Generator().manual_seed(cfg['seed'])  # shared by all processes: each takes its slice
+train_gen = torch.Generator().manual_seed(seed)  # shared by all processes: each takes its slice
 iter_num, best_val_loss, skipped, seconds, spectra_seconds, train_flops = 0, float('inf'), 0, 0.0, 0.0, 0
 if checkpoint is not None:
-    iter_num, best_val_loss, skipped = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint['skipped']
-    train_flops = checkpoint.get('train_flops', 0)
-    seconds, spectra_seconds = checkpoint.get('seconds', 0.0), checkpoint.get('spectra_seconds', 0.0)
+    iter_num, best_val_loss, skipped, train_flops, seconds, spectra_seconds = (checkpoint[k] for k in (
+        'iter_num', 'best_val_loss', 'skipped', 'train_flops', 'seconds', 'spectra_seconds'))
     train_gen.set_state(checkpoint['train_gen'])
-    rng = checkpoint.get('rng') or [dict(cpu=checkpoint['torch_rng'])]  # older checkpoints: process 0's CPU RNG
-    if ddp_rank < len(rng):  # a process the saving run did not have keeps its fresh seed
-        torch.set_rng_state(rng[ddp_rank]['cpu'])
-        if device_type == 'cuda' and rng[ddp_rank].get('cuda') is not None:
-            torch.cuda.set_rng_state(rng[ddp_rank]['cuda'])
-    checkpoint = None  # free its memory
+    if ddp_rank < len(checkpoint['rng']):  # a process the saving run did not have keeps its fresh seed
+        torch.set_rng_state(checkpoint['rng'][ddp_rank]['cpu'])
+        if device_type == 'cuda' and checkpoint['rng'][ddp_rank]['cuda'] is not None:
+            torch.cuda.set_rng_state(checkpoint['rng'][ddp_rank]['cuda'])
+start_iter = iter_num
 
 
 def lr_factor(it):
-    """Linear warmup, then cosine from 1 down to min_lr / learning_rate at lr_decay_iters; or (wsd) 1 until
-    decay_start, then down to the same floor at max_iters: max_iters moves only the decay, so a long run's stable
-    phase is a shorter one's. The floor, not Hägele et al.'s 0, so that wsd and cosine runs differ in shape only."""
-    if not cfg['decay_lr']:
+    """Linear warmup, then cosine from 1 down to min_lr / learning_rate at decay_end; or (wsd) 1 until decay_start,
+    then down to the same floor at max_iters: max_iters moves only the decay, so a long run's stable phase is a
+    shorter one's. The floor, not Hägele et al.'s 0, so that wsd and cosine runs differ in shape only."""
+    if not decay_lr:
         return 1.0
-    if it < cfg['warmup_iters']:
-        return (it + 1) / (cfg['warmup_iters'] + 1)
-    floor = cfg['min_lr'] / cfg['learning_rate']
-    if cfg['lr_schedule'] == 'wsd':  # linear or 1 − √: Hägele et al.'s shapes
-        progress = max(0, it - decay_start(cfg)) / (cfg['max_iters'] - decay_start(cfg))
-        shape = progress if cfg['decay_shape'] == 'linear' else math.sqrt(progress)
+    if it < warmup_iters:
+        return (it + 1) / (warmup_iters + 1)
+    floor = min_lr / learning_rate
+    if lr_schedule == 'wsd':  # linear or 1 − √: Hägele et al.'s shapes
+        progress = max(0, it - decay_start) / (max_iters - decay_start)
+        shape = progress if decay_shape == 'linear' else math.sqrt(progress)
         return 1.0 if progress == 0 else floor + (1 - floor) * (1 - shape)
-    if it > cfg['lr_decay_iters']:
+    if it > decay_end:
         return floor
-    progress = (it - cfg['warmup_iters']) / max(1, cfg['lr_decay_iters'] - cfg['warmup_iters'])
+    progress = (it - warmup_iters) / max(1, decay_end - warmup_iters)
     return floor + 0.5 * (1 + math.cos(math.pi * progress)) * (1 - floor)
 
 
@@ -251,44 +296,40 @@ def estimate_loss():
     raw_model.eval()
     out = {}
     for split in ('train', 'val'):
-        gen = torch.Generator().manual_seed(cfg['seed'] + 1)
-        losses = []
-        for _ in range(cfg['eval_iters']):
-            x, y = get_batch(split, gen, cfg['batch_size'])
-            with autocast:
-                losses.append(raw_model(x, y)[1].item())
-        out[split] = sum(losses) / len(losses)
+        gen = torch.Generator().manual_seed(seed + 1)
+        with autocast:
+            out[split] = sum(raw_model(*get_batch(split, gen, batch_size))[1].item() for _ in range(eval_iters))
+        out[split] /= eval_iters
     raw_model.train()
     return out
 
 
-# -----------------------------------------------------------------------------
-# logging, spectra and checkpoints (process 0 only)
-
-log_path = os.path.join(cfg['out_dir'], 'log.jsonl')
-spectra_path = os.path.join(cfg['out_dir'], 'spectra.npz')
+# out_dir, logs, spectra and checkpoints (process 0 only)
+log_path, spectra_path = os.path.join(out_dir, 'log.jsonl'), os.path.join(out_dir, 'spectra.npz')
 
 
 def log_record(kind, **fields):
-    outdir.append_line(log_path, json.dumps({'kind': kind, **fields}))
+    with open(log_path, 'a') as f:
+        f.write(json.dumps({'kind': kind, **fields}) + '\n')
 
 
-def start_logs():
-    """Fresh logs for a new run; on resume, what was logged before the checkpoint (a branch: its parent's)."""
-    source = os.path.dirname(cfg['branch_from']) if cfg['init_from'] == 'branch' else cfg['out_dir']
-    keep, spectra = outdir.logs_before(source, iter_num) if cfg['init_from'] in ('resume', 'branch') else ([], {})
-    outdir.atomic_save(''.join(keep).encode(), log_path, lambda text, f: f.write(text))
-    log_record('config', **cfg, iter=iter_num)
-    return spectra
+def read_log(folder):
+    """The whole lines of a log.jsonl (a line cut short by a kill has no newline yet)."""
+    path = os.path.join(folder, 'log.jsonl')
+    return [line for line in open(path) if line.endswith('\n')] if os.path.exists(path) else []
 
 
 @torch.no_grad()
 def record_spectra(spectra):
-    """Append every matrix's singular values at this step to spectra, and save them all to spectra.npz."""
+    """Append every matrix's singular values at this step to spectra and save them all, each row NaN-padded to the
+    widest (TSVD layers shrink)."""
     spectra.setdefault('steps', []).append(iter_num)
     for name, layer in raw_model.linear_layers():
         spectra.setdefault(name, []).append(svdvals_of_product(*layer.factors()).cpu().numpy())
-    outdir.save_spectra(spectra, spectra_path)
+    width = max(len(s) for k, rows in spectra.items() if k != 'steps' for s in rows)
+    arrays = {k: np.array(v) if k == 'steps' else np.stack([np.pad(s, (0, width - len(s)), constant_values=np.nan)
+                                                            for s in v]).astype(np.float32) for k, v in spectra.items()}
+    atomic_write(spectra_path, lambda f: np.savez(f, **arrays))
 
 
 def rng_states():
@@ -301,98 +342,126 @@ def rng_states():
 
 
 def save_checkpoint(rng, path=ckpt_path):
-    if path == ckpt_path:
-        outdir.rotate(cfg['out_dir'], cfg['keep_last'])
-    ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=cfg,
+    ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=config,
                 meta=meta, iter_num=iter_num, best_val_loss=best_val_loss, skipped=skipped,
                 train_gen=train_gen.get_state(), rng=rng, seconds=time.time() - run_start,
                 spectra_seconds=spectra_seconds, train_flops=train_flops)
-    outdir.atomic_save(ckpt, path, torch.save)
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
-stop_signals = []  # Ctrl-C or SIGTERM: finish the step in flight, checkpoint, then exit
+def summary():
+    """The last record of a finished run (experiments/lib.sh counts a run with one as done)."""
+    total = time.time() - run_start
+    print(f"done at step {iter_num}: {total:.0f} s" + f" ({total - seconds:.0f} s from step {start_iter})" * (
+        start_iter > 0) + f", of which spectra logging {spectra_seconds:.1f} s ({spectra_seconds / total:.1%})")
+    log_record('summary', iter=iter_num, seconds=total, spectra_seconds=spectra_seconds, skipped=skipped)
+
+
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+params, dense_params = raw_model.num_params(), raw_model.num_params(dense_equivalent=True)
+run_start = time.time() - seconds  # a continued run's time counts from its start (a branch: from its parent's)
+stop_signals = []  # Ctrl-C or SIGTERM from here on (out_dir is written): finish the step, checkpoint, then exit
 for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
+if master:  # out_dir, locked for this run: flock on the folder goes with the process however it ends, kill -9 too
+    os.makedirs(out_dir, exist_ok=True)
+    lock = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        need(False, f"out_dir {out_dir} is in use by another train.py run")
+    for stale in glob.glob(f'{out_dir}/*.tmp') + glob.glob(f'{out_dir}/ckpt*.pt') * (init_from in ('scratch', 'svd')):
+        os.remove(stale)  # a killed run's half-written files; with overwrite, the checkpoints of the run replaced
+    if checkpoint is not None and iter_num >= max_iters:  # a continuation with nothing to train: say how to go on
+        if not any(json.loads(line)['kind'] == 'summary' for line in read_log(out_dir)):
+            summary()  # a kill came between the last checkpoint and the summary
+        print(f"{source} is at step {iter_num}, max_iters={max_iters}: nothing to train. To go on, resume with a larger "
+              f"one (--max_iters={2 * iter_num}): the cosine then stretches to the new end, so the LR goes back up")
+        os.close(lock)
+        sys.exit(0)
+    # a continuation keeps what was logged before its step (a branch: its parent's); the rest is redone
+    parent = os.path.dirname(branch_from) if init_from == 'branch' else out_dir
+    lines = [line for line in read_log(parent) if json.loads(line).get('iter', 0) < iter_num] if iter_num else []
+    atomic_write(log_path, lambda f: f.write(''.join(lines).encode()))
+    log_record('config', **config, iter=iter_num)
+    spectra = {}
+    if iter_num and os.path.exists(f'{parent}/spectra.npz'):
+        with np.load(f'{parent}/spectra.npz') as z:
+            spectra = {k: list(z[k][z['steps'] < iter_num]) for k in z.files}
+    print(f"continuing {source} from step {iter_num}\n" * (iter_num > 0) + f"mode {mode}" + f", rank {rank}" * (
+        'rank' in the_mode.keys) + f": {params / 1e6:.3f}M parameters ({dense_params / 1e6:.3f}M dense-equivalent), "
+          f"{raw_model.flops_per_token() / 1e6:.2f} MFLOPs/token, {tokens_per_iter:,} tokens/iter, device {device} "
+          f"({dtype}){f', {world_size} processes' if ddp else ''}")
+    for bad, text in ((params > dense_params, f"rank {rank} at n_embd {n_embd} has more parameters than dense"),
+                      (decay_lr and 0 < max_iters <= warmup_iters, f"max_iters={max_iters} ends inside the warmup"),
+                      (the_mode.after_step and max_iters < max(rank_warmup, rank_interval),
+                       f"max_iters={max_iters} ends before TSVD's first rank choice")):
+        print(f"warning: {text}" * bool(bad), end='\n' * bool(bad))
+checkpoint = None  # free its memory
+configurator.setting_up = False
 
-# -----------------------------------------------------------------------------
 # training loop
-
-tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
-peak = peak_flops(cfg['device'], cfg['dtype'])  # one GPU's, for MFU on known GPUs
-if master:
-    spectra = start_logs()
-    print(f"mode {cfg['mode']}, rank {cfg['rank']}: {raw_model.num_params() / 1e6:.3f}M parameters "
-          f"({raw_model.num_params(dense_equivalent=True) / 1e6:.3f}M dense-equivalent), "
-          f"{raw_model.flops_per_token() / 1e6:.2f} MFLOPs/token, {tokens_per_iter:,} tokens/iter, "
-          f"device {cfg['device']} ({cfg['dtype']}){f', {world_size} processes' if ddp else ''}")
-    for warning in short_run_warnings(cfg):  # stdout: stderr is for errors, one line each
-        print(warning)
-params = list(raw_model.parameters())
-run_start, stop = time.time() - seconds, False  # a resumed run's time counts from its start
+stop = False
 while True:
     factor = lr_factor(iter_num)
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group['lr'] = group['base_lr'] * factor
+    for group in (g for opt in optimizers for g in opt.param_groups):
+        group['lr'] = group['base_lr'] * factor
 
-    final = iter_num == cfg['max_iters']  # spectra, eval and checkpoint at the last step, whatever the intervals
-    if master and (cfg['spectra_interval'] and (iter_num % cfg['spectra_interval'] == 0 or final)
-                   or iter_num < cfg['spectra_early'] and iter_num % 10 == 0):
+    final = iter_num == max_iters  # spectra, eval and checkpoint at the last step, whatever the intervals
+    if master and (spectra_interval and (iter_num % spectra_interval == 0 or final)
+                   or iter_num < spectra_early and iter_num % 10 == 0):
         t_spectra = time.time()
         record_spectra(spectra)
         spectra_seconds += time.time() - t_spectra
-    evaluating = iter_num % cfg['eval_interval'] == 0 or final
+    evaluating = iter_num % eval_interval == 0 or final
     rng = rng_states() if evaluating and iter_num > 0 or iter_num in save_steps else None  # all, for process 0's
-    if master and iter_num in save_steps:  # a branch point (configurator: in the stable phase)
-        save_checkpoint(rng, os.path.join(cfg['out_dir'], f'ckpt_{iter_num}.pt'))
+    if master and iter_num in save_steps:  # a branch point
+        save_checkpoint(rng, os.path.join(out_dir, f'ckpt_{iter_num}.pt'))
     if master and evaluating:
         losses = estimate_loss()
         ranks = {name: m.rank for name, m in raw_model.linear_layers()}
         r = list(ranks.values())
-        shown = f", ranks {min(r)}-{max(r)} (mean {np.mean(r):.1f})" if mode.after_step or len(set(r)) > 1 else ''
-        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{shown}")
+        shown = f", ranks {min(r)}-{max(r)} (mean {np.mean(r):.1f})" if the_mode.after_step or len(set(r)) > 1 else ''
+        bits = f" ({losses['val'] / math.log(2):.3f} bits/char)" if tokenizer == 'char' else ''
+        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bits}{shown}")
         log_record('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], ranks=ranks,
                    params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token(), train_flops=train_flops)
         best_val_loss = min(best_val_loss, losses['val'])
         if iter_num > 0:
             save_checkpoint(rng)
-    if iter_num >= cfg['max_iters']:
+    if iter_num >= max_iters:
         break
 
     # forward, backward: this process' micro-batches of one global batch drawn from the shared generator
     t0 = time.time()  # ms/iter times the training step alone, not evals, spectra or checkpoints
     flops_per_iter = raw_model.flops_per_token() * tokens_per_iter  # now: after_step may shrink TSVD's layers
     train_flops += flops_per_iter  # training FLOPs spent so far (Σ over steps: a shrinking rank is credited)
-    x_all, y_all = get_batch('train', train_gen, cfg['gradient_accumulation_steps'] * cfg['batch_size'])
-    train_loss = torch.zeros((), device=cfg['device'])
+    x_all, y_all = get_batch('train', train_gen, gradient_accumulation_steps * batch_size)
+    train_loss = torch.zeros((), device=device)
     for micro in range(micro_steps):
-        first = (ddp_rank * micro_steps + micro) * cfg['batch_size']
-        rows = slice(first, first + cfg['batch_size'])
+        first = (ddp_rank * micro_steps + micro) * batch_size
         if ddp:  # all-reduce gradients only on the last micro-step
             model.require_backward_grad_sync = micro == micro_steps - 1
         with autocast:
-            loss = model(x_all[rows], y_all[rows])[1] / micro_steps
+            loss = model(x_all[first:first + batch_size], y_all[first:first + batch_size])[1] / micro_steps
         loss.backward()
         train_loss += loss.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg['grad_clip'] or float('inf'))
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip or float('inf'))
 
-    logging = iter_num % cfg['log_interval'] == 0
+    logging = iter_num % log_interval == 0
     if not torch.isfinite(grad_norm):  # never write a non-finite update into the weights
         bad = next(n for n, p in raw_model.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
-        if not cfg['skip_nonfinite']:
-            print(f"stopping at step {iter_num}: non-finite gradient, first in {bad}; " +
-                  (f"the last good checkpoint is {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint yet"),
-                  file=sys.stderr)
-            sys.exit(1)
+        if not skip_nonfinite:
+            die(f"stopping at step {iter_num}: non-finite gradient, first in {bad}; the last good checkpoint is "
+                f"{ckpt_path if os.path.exists(ckpt_path) else 'none yet'}", 1)
         skipped += 1
         print(f"step {iter_num}: non-finite gradient (first in {bad}), step skipped ({skipped} so far)")
     else:
         before = raw_model.snapshot_factors() if logging and master else None
         for opt in optimizers:
             opt.step()
-        if mode.after_step and mode.after_step(raw_model, optimizers, iter_num + 1, cfg):
+        if the_mode.after_step and the_mode.after_step(raw_model, optimizers, iter_num + 1, config):
             model = wrap(raw_model)  # new parameter tensors: DDP and compile must see them
-            params = list(raw_model.parameters())
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
 
@@ -405,34 +474,30 @@ while True:
         lossf = train_loss.item()
         max_dw = max(update_norm(b, m.factors()) for b, (_, m) in zip(before, raw_model.linear_layers())) \
             if before else float('nan')
-        norm_v, norm_u = raw_model.max_factor_norms()
-        flops, tok_per_s = flops_per_iter / dt, tokens_per_iter / dt  # every process' tokens
-        mfu = f" (MFU {flops / (world_size * peak):.1%})" if peak else ""
-        print(f"iter {iter_num}: loss {lossf:.4f}, {mode.step_size} {factor * cfg[mode.step_size]:.2e}, "
-              f"{dt * 1000:.1f} ms/iter, {tok_per_s:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s{mfu}, max|dW| {max_dw:.2e}")
-        log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, tok_per_s=tok_per_s,
-                   flops_per_s=flops, max_dW=max_dw, max_norm_V=norm_v, max_norm_U=norm_u, grad_norm=grad_norm.item(),
-                   skipped=skipped, lr=[g['lr'] for opt in optimizers for g in opt.param_groups])  # every group's
+        mfu = f" (MFU {flops_per_iter / dt / (world_size * peak):.1%})" if (peak := peak_flops(device, dtype)) else ""
+        print(f"iter {iter_num}: loss {lossf:.4f}, {the_mode.step_size} {factor * config[the_mode.step_size]:.2e}, "
+              f"{dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, {flops_per_iter / dt / 1e9:.1f} GFLOP/s"
+              f"{mfu}, max|dW| {max_dw:.2e}")
+        log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, max_dW=max_dw,
+                   grad_norm=grad_norm.item(), skipped=skipped, lr=[g['lr'] for o in optimizers for g in o.param_groups])
     iter_num += 1
     stop = bool(stop_signals)
     if ddp:  # torchrun signals its processes one by one: stop together, or one waits forever in an all-reduce
-        stop_flag = torch.tensor(float(stop), device=cfg['device'])
+        stop_flag = torch.tensor(float(stop), device=device)
         torch.distributed.all_reduce(stop_flag, op=torch.distributed.ReduceOp.MAX)
         stop = stop_flag.item() > 0
     if stop:
         rng = rng_states()
         if master:
             save_checkpoint(rng)
-            print(f"stopped by a signal ({stop_signals[0] if stop_signals else 'to another process'}) after step "
-                  f"{iter_num}; checkpoint saved. Resume with: "
-                  f"python train.py {' '.join(sys.argv[1:])} --init_from=resume")
+            print(f"stopped by a signal after step {iter_num}; checkpoint saved. Resume with: "
+                  f"python train.py --out_dir={out_dir} --init_from=resume")
         break
 
-if master and not stop:  # what a finished run cost, spectra logging included (measured, not assumed)
-    total = time.time() - run_start
-    print(f"done at step {iter_num}: {total:.0f} s, of which spectra logging {spectra_seconds:.1f} s "
-          f"({100 * spectra_seconds / total:.1f}%)")
-    log_record('summary', iter=iter_num, seconds=total, spectra_seconds=spectra_seconds, skipped=skipped)
+if master and not stop:
+    summary()
+if master:
+    os.close(lock)  # (the process' end would too; a test that runs train.py in-process goes on)
 if ddp:
     torch.distributed.barrier()  # process 0 may still be evaluating and checkpointing: leave together
     destroy_process_group()

@@ -26,8 +26,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 import lowrank  # noqa: E402
-from configurator import die, parse_args, read_checkpoint  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
+from configurator import die, parse_args  # noqa: E402
+from model import GPT, load_checkpoint  # noqa: E402
+from plot_spectra import save_png, unwritable  # noqa: E402
 from prepare_data import DataError, ensure_prepared  # noqa: E402
 
 budgets = '1,2,3,6,12'  # comma-separated budgets: how many matrices each rule truncates
@@ -44,13 +45,14 @@ USAGE = "usage: python experiments/compress.py CKPT_DIR [--key=value ...] (--hel
 def load(ckpt_dir):
     """(model in eval mode, the run's config, its step) from a dense (or muon: a dense W too) checkpoint"""
     path = os.path.join(ckpt_dir, 'ckpt.pt')
-    ckpt, layer = read_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError as e:
+        die(str(e))
     c = ckpt['config']
-    if layer is not lowrank.DenseLinear:
+    if lowrank.MODES[c['mode']].layer is not lowrank.DenseLinear:
         die(f"{path} is from a mode={c['mode']} run; compress.py truncates the W of a dense (or muon) one")
-    model = GPT(GPTConfig.from_run_config(dict(c, dropout=0.0), ckpt['meta']['vocab_size']))
-    model.load_state_dict(ckpt['model'])
-    return model.eval(), c, ckpt['iter_num']
+    return GPT.from_checkpoint(ckpt, dropout=0.0).eval(), c, ckpt['iter_num']
 
 
 def val_batches(c, n):
@@ -99,7 +101,7 @@ def choose(shapes, lost, budget):
 def parse(argv):
     """(checkpoint dir, config) from the command line; bad input is one line and exit 2"""
     dirs, rest = [a for a in argv if not a.startswith('-')], [a for a in argv if a.startswith('-')]
-    cfg = {**DEFAULTS, **parse_args(DEFAULTS, rest, int_or_float=('rank',), notes=USAGE)}
+    cfg = {**DEFAULTS, **parse_args(DEFAULTS, rest, int_or_float=('rank',), notes=USAGE, source=__file__)}
     if len(dirs) != 1:
         die(f"{USAGE}; got {len(dirs)} directories")
     try:
@@ -113,9 +115,11 @@ def parse(argv):
         die(f"eval_iters must be >= 0, got {cfg['eval_iters']}")
     if cfg['device'] not in ('cpu', 'cuda') or cfg['device'] == 'cuda' and not torch.cuda.is_available():
         die(f"device must be cpu or cuda (with a CUDA GPU), got {cfg['device']!r}")
-    for k in ('csv', 'png'):
-        if cfg[k] and not os.path.isdir(os.path.dirname(os.path.abspath(cfg[k]))):
-            die(f"no folder for {k}={cfg[k]}")
+    if cfg['png'] and not cfg['png'].endswith('.png'):  # matplotlib would pick the format from the name
+        die(f"png={cfg['png']} does not end in .png")
+    for k in ('csv', 'png'):  # checked now, not after the work
+        if cfg[k] and unwritable(cfg[k]):
+            die(f"{k}: {unwritable(cfg[k])}")
     return dirs[0], cfg
 
 
@@ -131,7 +135,7 @@ def plot(rows, title, path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path)
     plt.close(fig)
 
 

@@ -203,4 +203,4 @@ rstar $sweep $python_runs | tee "$assets/rstar.txt"
 python plot_spectra.py $sweep --out="$assets" --figures=rank_sweep_best
 python plot_spectra.py $(grid shakespeare "$chosen" 1337 | dirs) $(grid shakespeare "$chosen" 1 | dirs) $python_runs \
   --out="$assets/python" --figures=rank_sweep_best
-for run in $every; do cp "$run/log.jsonl" "$assets/$(basename "$run").log.jsonl"; done
+for run in $every; do save_log "$run" "$assets/$(basename "$run").log.jsonl.gz"; done

@@ -31,4 +31,4 @@ dense=runs/tune/dense_lr0.001_seed1337  # the reference: dense's 2000 steps at i
 python plot_spectra.py $dense $runs --out=assets/equal_compute --figures=loss_curves
 python experiments/table.py $dense $runs --csv=assets/equal_compute/runs.csv \
   --columns=run,mode,n_embd,lr,iters,val,train,params,mflops,tflops,mean_rank,minutes
-for run in $runs; do cp "$run/log.jsonl" "assets/equal_compute/$(basename "$run").log.jsonl"; done
+for run in $runs; do save_log "$run" "assets/equal_compute/$(basename "$run").log.jsonl.gz"; done

@@ -19,21 +19,25 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 import lowrank  # noqa: E402
-from plot_spectra import load_log, mode_of, run_lr  # noqa: E402
-from table import die  # noqa: E402
+from plot_spectra import load_log, log_file, mode_of, run_lr, save_png, unwritable  # noqa: E402
+from table import die, read  # noqa: E402
+
+
+def point(run_dir):
+    """((mode, n_embd, rank), step size, final val loss) of one run"""
+    log = load_log(run_dir)
+    if log is None or not log[2]:
+        die(f"no eval record in {log_file(run_dir)}")
+    config, _, evals = log
+    return (config['mode'], config['n_embd'], config['rank']), run_lr(config), float(evals[-1]['val_loss'])
 
 
 def curves(run_dirs):
     """{(mode, n_embd, rank): {step size: final val loss}} from the runs' logs (a diverged run counts as inf)"""
     out = {}
-    for d in run_dirs:
-        log = load_log(d)
-        if log is None or not log[2]:
-            die(f"no eval record in {d}/log.jsonl")
-        config, _, evals = log
-        val = evals[-1]['val_loss']
-        out.setdefault((config['mode'], config['n_embd'], config['rank']), {})[run_lr(config)] = \
-            val if np.isfinite(val) else np.inf
+    for d in run_dirs:  # a run dir, or its log (the gzipped copies in assets/)
+        key, lr, val = read(point, d)
+        out.setdefault(key, {})[lr] = val if np.isfinite(val) else np.inf
     return out
 
 
@@ -52,8 +56,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument('run_dirs', nargs='+')
     ap.add_argument('--out', required=True, help='directory for eta_transfer.png')
+    ap.error = die  # bad arguments: one line, exit 2 (argparse's own error prints its usage too)
     args = ap.parse_args()
     data = curves(args.run_dirs)
+    if unwritable(args.out, folder=True):
+        die(f"--out: {unwritable(args.out, folder=True)}")
     order = list(lowrank.MODES)  # modes that promise a bound first (Spectron left of NFW), then the registry's order
     modes = sorted({k[0] for k in data}, key=lambda m: (not mode_of(m).bounded, order.index(m) if m in order else 99))
     fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False)
@@ -82,7 +89,7 @@ def main():
         ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(args.out, exist_ok=True)
-    fig.savefig(os.path.join(args.out, 'eta_transfer.png'), dpi=110)
+    save_png(fig, os.path.join(args.out, 'eta_transfer.png'))
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ NFW_GRID="0.001 0.002 0.005 0.01"  # the default config's best is 0.002; n_embd 
 mkdir -p assets/eta_transfer runs/eta_transfer
 restore_runs assets/eta_transfer runs/eta_transfer
 for eta in 0.02 0.05 0.1 0.2; do  # the ablation's "both" runs are this grid's n_embd 128, rank 32 Spectron runs
-  restore_run assets/spectron_ablation/both_lr${eta}_seed1337.log.jsonl runs/eta_transfer/d128_r32_spectron_lr$eta
+  restore_run assets/spectron_ablation/both_lr${eta}_seed1337.log.jsonl.gz runs/eta_transfer/d128_r32_spectron_lr$eta
 done
 python prepare_data.py > /dev/null
 for d in 256 128; do  # the slow width first, so that the two processes finish together
@@ -31,4 +31,4 @@ done | train_all
 finished=$(grep -l '"kind": "summary"' runs/eta_transfer/*/log.jsonl | xargs -n 1 dirname)
 python experiments/table.py $finished --csv=assets/eta_transfer/runs.csv > /dev/null
 python experiments/eta_transfer.py $finished --out=assets/eta_transfer | tee assets/eta_transfer/best.md
-for run in $finished; do cp "$run/log.jsonl" "assets/eta_transfer/$(basename "$run").log.jsonl"; done
+for run in $finished; do save_log "$run" "assets/eta_transfer/$(basename "$run").log.jsonl.gz"; done

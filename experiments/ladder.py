@@ -7,6 +7,8 @@ The compute ladder (issue 24, parts 3–4): model sizes × modes × training-FLO
     python experiments/ladder.py grid                     # the step-size check's table, from runs/ladder
     python experiments/ladder.py analyze runs/ladder/* --out=assets/ladder [--bench=bench.csv] [--resamples=1000]
 
+Keys in configurator's --key=value style (--help lists them); bad input is one line and exit status 2.
+
 The plan: depth fixed (n_layer 4, n_head 4), width varied; block 64 × batch 16 = 1,024 tokens per step at every size
 (the config every step size in this repo was tuned at). With a WSD schedule each (mode, size) has one long run to
 the top budget; every lower budget is a branch from its stable phase that cools down over the last 20 % of that
@@ -21,7 +23,6 @@ gap.png (each mode − dense at equal FLOPs), ladder.md (the fits, exponents, ga
 and points.csv (every point). Intervals are 90 % bootstrap intervals over the points.
 """
 import csv
-import json
 import math
 import os
 import sys
@@ -31,7 +32,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lowrank  # noqa: E402
-from table import die  # noqa: E402
+from configurator import parse_args  # noqa: E402
+from plot_spectra import log_file, read_log, run_name, save_png, unwritable  # noqa: E402
+from table import die, read  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # the plan, as data
@@ -65,6 +68,18 @@ MEASURED_MS = {  # ms/step, 1 thread, nice, while other work shared the 2 cores:
 PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
 C_REF = 1e13  # the frontier's A is the reducible loss at this many FLOPs: L = E + A·(C / C_REF)^−α
 BUDGET_TOL = 1.15  # runs within this factor of training FLOPs belong to the same budget
+
+# the command line's keys, each for the commands named
+measure = False  # plan: re-time the measured shapes first (1 thread, 20 steps)
+stage = ''  # runs: long | branch | grid
+modes = ','.join(m for m in WIDTHS if m not in OPTIONAL)  # runs, grid: comma-separated modes of WIDTHS
+out = ''  # analyze: the folder for the figures, ladder.md and points.csv
+bench = ''  # analyze: a bench.py --csv file whose sampling tokens/s (gen_tok_s) the inference table shows
+resamples = 1000  # analyze: bootstrap resamples of the 90% intervals
+KEYS = dict(measure=measure, stage=stage, modes=modes, out=out, bench=bench, resamples=resamples)
+COMMANDS = {'plan': {'measure'}, 'runs': {'stage', 'modes'}, 'grid': {'modes'}, 'analyze': {'out', 'bench', 'resamples'}}
+USAGE = ("usage: ladder.py plan [--measure=True] | runs --stage=long|branch|grid [--modes=a,b] | grid [--modes=a,b]"
+         " | analyze RUN_DIR|LOG.jsonl ... --out=DIR [--bench=CSV] [--resamples=N]")
 
 
 def gpt(mode, d):
@@ -138,7 +153,7 @@ def plan_rows(measured):
 
 def plan(opts):
     measured = {}
-    for (mode, d), ms in (measure() if opts.get('measure') == 'True' else MEASURED_MS).items():
+    for (mode, d), ms in (measure() if opts['measure'] else MEASURED_MS).items():
         measured.setdefault(mode, []).append((shape(mode, d)[1], ms))
     rows = plan_rows(measured)
     print(f"ladder: n_layer {N_LAYER}, n_head {N_HEAD}, block {BLOCK_SIZE} × batch {BATCH_SIZE} = "
@@ -195,11 +210,11 @@ def run_lines(stage, modes):
             flags = (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
                      f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
                      f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
-                     f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --seed=1337")
+                     f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --log_interval=100 --seed=1337")
             if factorized(mode):
                 flags += f" --rank={RANK}"
             top = steps[-1]
-            starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # configurator.decay_start's rule
+            starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
             long_dir = f"runs/ladder/{mode}_d{d}_T{top}"
             if stage == 'long':
                 lines.append(f"{long_dir} {flags} --max_iters={top}"
@@ -236,12 +251,11 @@ def grid_table(modes):
 
 def read_point(path):
     """one point from a run's last eval: mode, width, params (both embeddings included), training FLOPs, val loss"""
-    log = os.path.join(path, 'log.jsonl') if os.path.isdir(path) else path
+    log = log_file(path)
     if not os.path.isfile(log):
         die(f"no run at {path}")
     try:
-        with open(log) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_log(log)
     except (OSError, ValueError) as e:
         die(f"{log} is not a readable log.jsonl: {type(e).__name__}")
     config = next((r for r in rows if r.get('kind') == 'config'), None)
@@ -254,7 +268,7 @@ def read_point(path):
         rank = config['n_embd']
     elif isinstance(rank, float):
         rank = max(1, round(rank * config['n_embd']))
-    return dict(run=os.path.basename(os.path.normpath(path)).replace('.log.jsonl', ''), mode=config['mode'],
+    return dict(run=run_name(path), mode=config['mode'],
                 n_embd=config['n_embd'], n_layer=config['n_layer'], rank=rank, iter=last['iter'],
                 params=last['params'] + config['block_size'] * config['n_embd'],  # num_params() leaves out wpe
                 flops_per_token=last['flops_per_token'], train_flops=last['train_flops'],
@@ -323,6 +337,13 @@ def isoflop_fit(N, L):
     return float(10 ** x), float(np.polyval((a, b, c), x))
 
 
+def at_bound(fit, L):
+    """why a frontier fit is degenerate, or '': fit_frontier searches E in [0, min L) only, and an E on either end
+    means the points fix no loss floor: E, A and α then trade off along a ridge, and none of them alone means much"""
+    E, top = fit[0], float(np.min(L)) * (1 - 1e-4)
+    return 'E at its bound 0' if E <= 0 else 'E at its bound, the lowest loss' if E >= top * (1 - 1e-12) else ''
+
+
 def slope(C, Y):
     """exponent of Y ∝ C^slope (least squares in log-log)"""
     return float(np.polyfit(np.log(C), np.log(Y), 1)[0])
@@ -340,10 +361,11 @@ def mode_fits(points, budgets, resamples, rng):
     sizes = sorted({(p['params'], p['flops_per_token']) for p in points})  # FLOPs/token of N: quadratic in log-log
     fpt_of = np.poly1d(np.polyfit(np.log([n for n, _ in sizes]), np.log([f for _, f in sizes]),
                                   min(2, len(sizes) - 1))) if len(sizes) > 1 else None
-    out = dict(C=C, L=L, N=N, fit=None, boot=[], opt={}, boot_exp=[])
+    out = dict(C=C, L=L, N=N, fit=None, boot=[], opt={}, boot_exp=[], degenerate='', held=set())
     env = envelope(C, L)
     if len(np.unique(C[env])) >= 3:
         out['fit'] = fit_frontier(C[env], L[env])
+        out['degenerate'] = at_bound(out['fit'], L[env])
         for _ in range(resamples):  # resample the points, then take the envelope again
             i = rng.integers(len(C), size=len(C))
             e = i[envelope(C[i], L[i])]
@@ -364,8 +386,10 @@ def mode_fits(points, budgets, resamples, rng):
 
     out['opt'] = optima(lambda g: g)
     for b, (n_opt, _) in out['opt'].items():
-        out['opt'][b] = (n_opt, out['opt'][b][1], b / math.exp(fpt_of(math.log(n_opt))),
-                         N[groups[b]].min() <= n_opt <= N[groups[b]].max())
+        lo, hi = N[groups[b]].min(), N[groups[b]].max()
+        out['opt'][b] = (n_opt, out['opt'][b][1], b / math.exp(fpt_of(math.log(n_opt))), lo <= n_opt <= hi)
+        if not lo * 10 ** -0.5 * 1.001 < n_opt < hi * 10 ** 0.5 / 1.001:  # isoflop_fit's limit: no minimum near
+            out['held'].add(b)
     if len(out['opt']) >= 3:
         bs = sorted(out['opt'])
         out['exp'] = (slope(bs, [out['opt'][b][0] for b in bs]), slope(bs, [out['opt'][b][2] for b in bs]))
@@ -395,7 +419,8 @@ def gap_curves(fits, grid):
         change = ends[:, 1] - ends[:, 0] if len(ends) else np.array([])
         out[mode] = dict(gap=frontier_loss(f['fit'], grid) - frontier_loss(dense['fit'], grid), measured=(lo, hi),
                          band=np.percentile(gaps, [5, 95], axis=0) if len(gaps) else None,
-                         change=interval(change))
+                         change=interval(change), degenerate=', '.join(  # a gap from a degenerate fit says so
+                             f"{m}'s fit degenerate" for m, x in ((mode, f), ('dense', dense)) if x['degenerate']))
     return out
 
 
@@ -415,18 +440,34 @@ def fmt_fit(value, iv, spec='.3f'):
     return f"{value:{spec}} [{iv[0]:{spec}}, {iv[1]:{spec}}]"
 
 
+def width_shades(points, colors):
+    """{(mode, n_embd): colour}: the mode's colour, paler the narrower the width (the narrowest 70 % white)"""
+    from matplotlib.colors import to_rgb
+    out = {}
+    for mode, c in colors.items():
+        widths = sorted({p['n_embd'] for p in points if p['mode'] == mode})
+        for k, d in enumerate(widths):
+            white = 0.7 * (1 - k / max(1, len(widths) - 1))
+            out[mode, d] = tuple((1 - white) * np.array(to_rgb(c)) + white)
+    return out
+
+
 def figure_frontier(points, fits, colors, out):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    shade = width_shades(points, colors)
     for mode, f in fits.items():
-        ax.plot(f['C'], f['L'], 'o', color=colors[mode], alpha=0.45, ms=5)
+        mine = [p for p in points if p['mode'] == mode]
+        ax.scatter([p['train_flops'] for p in mine], [p['val_loss'] for p in mine], s=22, zorder=3,
+                   c=[shade[mode, p['n_embd']] for p in mine], edgecolors=colors[mode], linewidths=0.3)
         if f['fit']:
             grid = np.geomspace(f['C'].min(), f['C'].max(), 100)
             E, A, alpha = f['fit']
             ax.plot(grid, frontier_loss(f['fit'], grid), '-', color=colors[mode], lw=2,
-                    label=f"{mode}: E={E:.2f}, α={alpha:.2f}")
+                    label=f"{mode}: E={E:.2f}, α={alpha:.2f}"
+                          + (f"\n  degenerate: {f['degenerate']}" if f['degenerate'] else ''))
             if f['boot']:
                 band = np.percentile([frontier_loss(b, grid) for b in f['boot']], [5, 95], axis=0)
                 ax.fill_between(grid, *band, color=colors[mode], alpha=0.15, lw=0)
@@ -435,11 +476,11 @@ def figure_frontier(points, fits, colors, out):
     ax.set_xscale('log')
     ax.set_xlabel('training FLOPs (train_flops as logged)')
     ax.set_ylabel('final val loss (nats/char)')
-    ax.set_title('Val loss against training compute: dots = runs, lines = fitted frontier E + A·C^−α (band: 90%)',
-                 fontsize=10)
+    ax.set_title('Val loss against training compute: dots = runs (paler = narrower), lines = fitted frontier '
+                 'E + A·C^−α (band: 90%)', fontsize=9)
     ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8, title='mode (fit)')
     fig.tight_layout()
-    fig.savefig(os.path.join(out, 'loss_vs_flops.png'), dpi=110)
+    save_png(fig, os.path.join(out, 'loss_vs_flops.png'))
     plt.close(fig)
 
 
@@ -448,11 +489,14 @@ def figure_isoflop(points, budgets, fits, colors, out):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     modes = list(fits)
-    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4 * (len(modes) + 1), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4 * (len(modes) + 1) + 2.5, 4.6), squeeze=False)
     axes = axes[0]
     shades = plt.cm.viridis(np.linspace(0, 0.85, len(budgets)))
     for ax, mode in zip(axes, modes):
         f = fits[mode]
+        for n, d in sorted({(p['params'], p['n_embd']) for p in points if p['mode'] == mode}):  # each size's width
+            ax.text(n, 1.01, str(d), transform=ax.get_xaxis_transform(), ha='center', va='bottom', fontsize=7)
+        ax.text(0, 1.01, 'n_embd ', transform=ax.transAxes, ha='right', va='bottom', fontsize=7)
         for shade, b in zip(shades, sorted(budgets)):
             at = [p for p in budgets[b] if p['mode'] == mode]
             if not at:
@@ -464,13 +508,20 @@ def figure_isoflop(points, budgets, fits, colors, out):
                 coef = np.polyfit(np.log10(n), [p['val_loss'] for p in at], 2)
                 xs = np.linspace(np.log10(n.min()), np.log10(n.max()), 50)
                 ax.plot(10 ** xs, np.polyval(coef, xs), '-', color=shade, lw=1.2)
-                ax.plot(f['opt'][b][0], f['opt'][b][1], '*', color=shade, ms=13, mec='black', mew=0.6)
+                inside = f['opt'][b][3]  # a vertex outside the sizes run is extrapolated: a hollow star
+                ax.plot(f['opt'][b][0], f['opt'][b][1], '*', color=shade, ms=13, mec='black' if inside else shade,
+                        mew=0.6 if inside else 1.3, mfc=shade if inside else 'none')
+                if b in f['held']:  # isoflop_fit's limit, not a minimum
+                    ax.annotate('held at ½ decade', (f['opt'][b][0], f['opt'][b][1]), xytext=(-6, -14),
+                                textcoords='offset points', fontsize=7, color=shade)
         ax.set_xscale('log')
         ax.set_xlabel('parameters N (embeddings included)')
         ax.set_ylabel('final val loss (nats/char)')
-        ax.set_title(f"{mode}: isoFLOP curves (★ = N_opt)", fontsize=10, color=colors[mode])
+        ax.set_title(f"{mode}: isoFLOP curves (★ = N_opt)", fontsize=10, color=colors[mode], pad=14)
     handles = [plt.Line2D([], [], marker='o', color=s, label=f"budget C = {b:.2g} FLOPs")
                for s, b in zip(shades, sorted(budgets))]
+    handles.append(plt.Line2D([], [], marker='*', ls='', ms=11, color='gray', mfc='none', mew=1.3,
+                              label='hollow: N_opt outside the sizes run (extrapolated)'))
     fig.legend(handles=handles, loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
     ax = axes[-1]
     for mode in modes:
@@ -482,15 +533,20 @@ def figure_isoflop(points, budgets, fits, colors, out):
         for k, (ls, what) in enumerate((('-', 'N_opt'), ('--', 'D_opt'))):
             ys = [f['opt'][b][0 if k == 0 else 2] for b in bs]
             label = f"{mode} {what}" + (f" ∝ C^{exps[k]:.2f}" if exps else '')
-            ax.plot(bs, ys, ls, marker='os'[k], color=colors[mode], label=label)
+            ax.plot(bs, ys, ls, marker='os'[k], color=colors[mode], label=label, markevery=[
+                i for i, b in enumerate(bs) if f['opt'][b][3]])
+            ax.plot([b for b in bs if not f['opt'][b][3]], [y for b, y in zip(bs, ys) if not f['opt'][b][3]],
+                    'os'[k], color=colors[mode], mfc='white')  # extrapolated vertices: hollow
     ax.set_xscale('log')
     ax.set_yscale('log')
     ax.set_xlabel('training FLOPs C')
     ax.set_ylabel('N_opt (params) — solid;  D_opt (tokens) — dashed')
-    ax.set_title(f"N_opt(C), D_opt(C); paper: C^{PAPER[0]}, C^{PAPER[1]}", fontsize=10)
-    ax.legend(fontsize=7, loc='upper left')
+    ax.set_title(f"N_opt(C), D_opt(C); paper: C^{PAPER[0]}, C^{PAPER[1]}\n(hollow: extrapolated vertex)",
+                 fontsize=10, pad=14)
+    if ax.get_legend_handles_labels()[0]:  # beside the panel, off the lines
+        ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(os.path.join(out, 'isoflop.png'), dpi=110)
+    save_png(fig, os.path.join(out, 'isoflop.png'))
     plt.close(fig)
 
 
@@ -507,7 +563,8 @@ def figure_gap(gaps, colors, grid, out):
     for mode, g in gaps.items():
         lo, hi = g['measured']
         inside = (grid >= lo * 0.999) & (grid <= hi * 1.001)
-        ax.plot(grid[inside], g['gap'][inside], '-', color=colors[mode], lw=2, label=f"{mode} − dense")
+        ax.plot(grid[inside], g['gap'][inside], '-', color=colors[mode], lw=2,
+                label=f"{mode} − dense" + (f"\n  ({g['degenerate']}: E at a bound)" if g['degenerate'] else ''))
         for part in (grid <= lo * 1.001, grid >= hi * 0.999):
             if part.sum() > 1:
                 ax.plot(grid[part], g['gap'][part], '--', color=colors[mode], lw=1.5)
@@ -521,17 +578,18 @@ def figure_gap(gaps, colors, grid, out):
                  fontsize=10)
     ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, 'gap.png'), dpi=110)
+    save_png(fig, os.path.join(out, 'gap.png'))
     plt.close(fig)
 
 
 def read_bench(path):
     """{(mode, width, rank): sampling tokens/s} from a bench.py --csv file"""
-    if not os.path.isfile(path):
-        die(f"no bench CSV at {path}")
     with open(path) as f:
-        return {(r['mode'], int(r['width']), int(r['rank'])): float(r['gen_tok_s'])
-                for r in csv.DictReader(f) if r.get('gen_tok_s')}
+        speeds = {(r['mode'], int(r['width']), int(r['rank'])): float(r['gen_tok_s'])
+                  for r in csv.DictReader(f) if r.get('gen_tok_s')}
+    if not speeds:  # a table without them would only show '-'
+        die(f"no sampling speeds (gen_tok_s) in {path}: not a bench.py --csv file of a run with --sample_tokens > 0")
+    return speeds
 
 
 def tables(points, budgets, fits, gaps, gen, out):
@@ -544,16 +602,22 @@ def tables(points, budgets, fits, gaps, gen, out):
         fit = [fmt_fit(f['fit'][k], interval(boot[:, k])) for k in range(3)] if f['fit'] else ['-'] * 3
         exps = np.array(f['boot_exp']) if f['boot_exp'] else np.empty((0, 2))
         ab = [fmt_fit(f['exp'][k], interval(exps[:, k])) for k in range(2)] if f.get('exp') else ['-'] * 2
-        lines.append(f"| {mode} | " + ' | '.join(fit + ab) + ' |')
+        flag = f" (degenerate fit: {f['degenerate']})" if f['degenerate'] else ''
+        lines.append(f"| {mode}{flag} | " + ' | '.join(fit + ab) + ' |')
     lines.append(f"| paper | | | | {PAPER[0]} | {PAPER[1]} |\n| Chinchilla | | | | ≈ 0.5 | ≈ 0.5 |\n")
+    if any(f['degenerate'] for f in fits.values()):
+        lines.append('A degenerate fit has E on a bound of its search, [0, the lowest loss): the points fix no loss '
+                     'floor, so E, A and α trade off along a ridge and none of them alone means much (its curve still '
+                     'follows the points; the isoFLOP exponents a and b do not use it).\n')
     lines += ['D_opt = C / (training FLOPs per token of an N_opt model: model.flops_per_token of the sizes run, '
               'quadratic in log-log), the repo\'s own count, not C / 6N.\n',
               '| mode | budget C | N_opt | D_opt (tokens) | loss at N_opt | inside the sizes run |', '|---' * 6 + '|']
     for mode, f in fits.items():
         for b in sorted(f['opt']):
             n, loss, d, inside = f['opt'][b]
+            edge = 'NO (edge; held half a decade past the sizes run)' if b in f['held'] else 'NO (edge)'
             lines.append(f"| {mode} | {b:.3g} | {n / 1e6:.3f}M | {d / 1e6:.2f}M | {loss:.4f} | "
-                         f"{'yes' if inside else 'NO (edge)'} |")
+                         f"{'yes' if inside else edge} |")
     if gaps:
         lines += ['', '| gap at equal FLOPs | ' + ' | '.join(f"C = {b:.2g}" for b in sorted(budgets))
                   + ' | lowest → highest budget |', '|---|' + '---|' * (len(budgets) + 1)]
@@ -563,7 +627,8 @@ def tables(points, budgets, fits, gaps, gen, out):
             for b in sorted(budgets):
                 boot = [frontier_loss(x, b) - frontier_loss(y, b) for x, y in zip(f['boot'], d['boot'])]
                 cells.append(fmt_fit(frontier_loss(f['fit'], b) - frontier_loss(d['fit'], b), interval(boot), '+.3f'))
-            lines.append(f"| {mode} − dense | " + ' | '.join(cells) + f" | {trend(g['change'])} (Δ|gap| "
+            flag = f" ({g['degenerate']})" if g['degenerate'] else ''
+            lines.append(f"| {mode} − dense{flag} | " + ' | '.join(cells) + f" | {trend(g['change'])} (Δ|gap| "
                          f"[{g['change'][0]:+.3f}, {g['change'][1]:+.3f}]) |")
     top = max(budgets)
     lines += ['', f"Inference at equal quality: the loss of each mode's best run at the top budget (C = {top:.2g}); "
@@ -600,13 +665,15 @@ def tables(points, budgets, fits, gaps, gen, out):
 def analyze(paths, opts):
     if not paths:
         die("usage: ladder.py analyze RUN_DIR|LOG.jsonl ... --out=DIR [--bench=CSV] [--resamples=N]")
-    if 'out' not in opts:
+    if not opts['out']:
         die("analyze needs --out=DIR")
-    resamples = opts.get('resamples', '1000')
-    if not resamples.isdigit() or int(resamples) < 1:
+    resamples = opts['resamples']
+    if resamples < 1:
         die(f"--resamples must be a positive integer, got {resamples!r}")
-    points = [read_point(p) for p in paths]
-    gen = read_bench(opts['bench']) if opts.get('bench') else {}
+    points = [read(read_point, p) for p in paths]
+    gen = read(read_bench, opts['bench'], what='bench.py CSV') if opts['bench'] else {}
+    if unwritable(opts['out'], folder=True):
+        die(f"--out: {unwritable(opts['out'], folder=True)}")
     budgets = group_budgets(points)
     rng = np.random.default_rng(0)
     modes = [m for m in lowrank.MODES if any(p['mode'] == m for p in points)]
@@ -614,7 +681,6 @@ def analyze(paths, opts):
     fits = {m: mode_fits([p for p in points if p['mode'] == m], budgets, int(resamples), rng) for m in modes}
     grid = np.geomspace(min(budgets), max(budgets) * 10, 120)
     gaps = gap_curves(fits, grid)
-    os.makedirs(opts['out'], exist_ok=True)
     figure_frontier(points, fits, colors, opts['out'])
     figure_isoflop(points, budgets, fits, colors, opts['out'])
     figure_gap(gaps, colors, grid, opts['out'])
@@ -624,20 +690,21 @@ def analyze(paths, opts):
 
 
 def main(argv):
-    opts = dict(a.removeprefix('--').partition('=')[::2] for a in argv if a.startswith('--'))
-    args = [a for a in argv if not a.startswith('--')]
-    known = {'plan': {'measure'}, 'analyze': {'out', 'bench', 'resamples'}, 'runs': {'stage', 'modes'}, 'grid': {'modes'}}
-    if not args or args[0] not in known:
-        die("usage: ladder.py plan [--measure=True] | runs --stage=long|branch|grid [--modes=a,b] | grid [--modes=a,b]"
-            " | analyze RUN ... --out=DIR [--bench=CSV] [--resamples=N]")
-    unknown = set(opts) - known[args[0]]
+    args = [a for a in argv if not a.startswith('-')]
+    opts = parse_args(KEYS, [a for a in argv if a.startswith('-')], notes=USAGE, source=__file__)
+    if not args or args[0] not in COMMANDS:
+        die(USAGE)
+    unknown = set(opts) - COMMANDS[args[0]]
     if unknown:
         die(f"unknown option(s) for {args[0]}: {', '.join(sorted(unknown))}")
-    modes = opts.get('modes', ','.join(m for m in WIDTHS if m not in OPTIONAL)).split(',')
+    if args[0] != 'analyze' and args[1:]:
+        die(f"{args[0]} takes no runs, got {args[1]!r}")
+    opts = {**KEYS, **opts}
+    modes = opts['modes'].split(',')
     if not set(modes) <= set(WIDTHS):
         die(f"--modes must be from {', '.join(WIDTHS)}")
     if args[0] == 'runs':
-        if opts.get('stage') not in ('long', 'branch', 'grid'):
+        if opts['stage'] not in ('long', 'branch', 'grid'):
             die("runs needs --stage=long|branch|grid")
         print('\n'.join(run_lines(opts['stage'], modes)))
     elif args[0] == 'grid':

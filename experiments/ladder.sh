@@ -16,9 +16,9 @@ source experiments/lib.sh
 modes=${MODES:-dense muon spectron}
 stages=${STAGES:-grid long branch analyze}
 mkdir -p assets/ladder/logs runs/ladder/grid
-for log in assets/ladder/logs/*.log.jsonl; do  # committed runs: grid runs are named grid_*
+for log in assets/ladder/logs/*.log.jsonl.gz; do  # committed runs: grid runs are named grid_*
   [ -e "$log" ] || continue
-  name=$(basename "$log" .log.jsonl)
+  name=$(basename "$log" .log.jsonl.gz)
   case $name in grid_*) restore_run "$log" "runs/ladder/grid/${name#grid_}";; *) restore_run "$log" "runs/ladder/$name";; esac
 done
 python prepare_data.py --input=data/shakespeare_complete > /dev/null
@@ -29,8 +29,8 @@ for stage in grid long branch; do
   esac
 done
 finished() { grep -l '"kind": "summary"' "$@" 2>/dev/null | xargs -r -n 1 dirname; }
-for run in $(finished runs/ladder/*/log.jsonl); do cp "$run/log.jsonl" "assets/ladder/logs/$(basename "$run").log.jsonl"; done
-for run in $(finished runs/ladder/grid/*/log.jsonl); do cp "$run/log.jsonl" "assets/ladder/logs/grid_$(basename "$run").log.jsonl"; done
+for run in $(finished runs/ladder/*/log.jsonl); do save_log "$run" "assets/ladder/logs/$(basename "$run").log.jsonl.gz"; done
+for run in $(finished runs/ladder/grid/*/log.jsonl); do save_log "$run" "assets/ladder/logs/grid_$(basename "$run").log.jsonl.gz"; done
 case " $stages " in *" analyze "*)
   python experiments/ladder.py grid --modes=${modes// /,} > assets/ladder/grid.md
   cat assets/ladder/grid.md

@@ -15,15 +15,21 @@ train_one() {
   fi
 }
 export -f train_one
-restore_run() {  # restore_run LOG RUN: a committed log becomes the finished run RUN (unless RUN has finished itself)
-  grep -qs '"kind": "summary"' "$2/log.jsonl" || { mkdir -p "$2"; cp "$1" "$2/log.jsonl"; }
+restore_run() {  # restore_run LOG RUN: a committed log becomes the finished run RUN (unless RUN has finished itself);
+  # the logs under assets/ are gzipped (gzip -dcf also passes a plain one through)
+  grep -qs '"kind": "summary"' "$2/log.jsonl" ||
+    { mkdir -p "$2" && gzip -dcf "$1" > "$2/log.jsonl.part" && mv "$2/log.jsonl.part" "$2/log.jsonl"; }
 }
-restore_runs() {  # restore_runs ASSETS RUNS: each committed ASSETS/NAME.log.jsonl becomes the finished run RUNS/NAME
-  local log
-  for log in "$1"/*.log.jsonl; do
-    [ -e "$log" ] && restore_run "$log" "$2/$(basename "$log" .log.jsonl)"
+restore_runs() {  # restore_runs ASSETS RUNS: each committed ASSETS/NAME.log.jsonl.gz becomes the finished run RUNS/NAME
+  local log name
+  for log in "$1"/*.log.jsonl.gz "$1"/*.log.jsonl; do
+    name=$(basename "$log" .gz)
+    [ -e "$log" ] && restore_run "$log" "$2/${name%.log.jsonl}"
   done
   return 0
+}
+save_log() {  # save_log RUN LOG: RUN's log.jsonl becomes the committed LOG (NAME.log.jsonl.gz), gzipped
+  gzip -9nc "$1/log.jsonl" > "$2"
 }
 train_all() { sed 's/[[:space:]]*$//' | grep -v '^$' | xargs -P "${JOBS:-$(nproc)}" -L 1 bash -c 'train_one "$@"' _; }
 # python_corpus: the second corpus of the rank sweeps, which every machine has offline: Python's own standard library

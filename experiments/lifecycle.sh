@@ -41,4 +41,4 @@ echo "wrote assets/lifecycle/spectra.csv"
 # 200 val batches (the run's own eval used 20): the rules' differences may be small
 python experiments/compress.py runs/lifecycle/dense --budgets=1,2,3,6,12,18 --eval_iters=200 \
   --csv=assets/lifecycle/compress.csv --png=assets/lifecycle/compress.png | tee assets/lifecycle/compress.md
-for run in $runs; do cp "$run/log.jsonl" "assets/lifecycle/$(basename "$run").log.jsonl"; done
+for run in $runs; do save_log "$run" "assets/lifecycle/$(basename "$run").log.jsonl.gz"; done

@@ -15,4 +15,4 @@ mkdir -p assets/lr_sweep
 python plot_spectra.py runs/lr_sweep/* --out=assets/lr_sweep --figures=lr_sweep
 python experiments/table.py runs/lr_sweep/* --csv=assets/lr_sweep/runs.csv --seeds \
   --columns=run,mode,lr,seed,val,gap,max_dw,max_dw_over_eta,spikes
-for run in runs/lr_sweep/*; do cp $run/log.jsonl assets/lr_sweep/$(basename $run).log.jsonl; done
+for run in runs/lr_sweep/*; do save_log $run assets/lr_sweep/$(basename $run).log.jsonl.gz; done

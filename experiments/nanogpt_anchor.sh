@@ -8,4 +8,4 @@ python train.py config/shakespeare_char_cpu.py --mode=dense --out_dir=runs/ancho
 python train.py config/shakespeare_char_cpu.py --mode=dense --out_dir=runs/anchor/dense_seed2 --spectra_interval=0 --seed=2 "$@"
 rm -rf runs/anchor/dense_eval200 && cp -r runs/anchor/dense runs/anchor/dense_eval200
 python train.py config/shakespeare_char_cpu.py --mode=dense --out_dir=runs/anchor/dense_eval200 --init_from=resume --eval_iters=200
-for run in dense dense_seed2 dense_eval200; do cp runs/anchor/$run/log.jsonl assets/anchor/$run.log.jsonl; done
+for run in dense dense_seed2 dense_eval200; do gzip -9nc runs/anchor/$run/log.jsonl > assets/anchor/$run.log.jsonl.gz; done

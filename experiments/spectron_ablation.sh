@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Spectron paper's ablation (../shared/METHODS.md §2: neither ingredient diverged at 6.95, renorm only 3.18,
+# The Spectron paper's ablation (METHODS.md §2: neither ingredient diverged at 6.95, renorm only 3.18,
 # ortho only 3.04, both 3.00): Spectron with its orthogonalisation (NS) and its renormalisation (ρ = η/(σ_U+σ_V+1))
 # each on or off, at n_embd 128, 4 layers, rank 32 (d/4), 1000 steps. Each variant at its own best η, by the tuning
 # protocol (METHODS.md §7): a grid of 5 values over more than a decade with seed 1337, then seed 1 at the best.
@@ -60,4 +60,4 @@ echo; echo "**each variant at its chosen η**" | tee -a assets/spectron_ablation
 python experiments/table.py $chosen --seeds --columns=run,lr,seed,val,gap,max_dw_over_eta,spikes \
   | tee -a assets/spectron_ablation/tables.md
 python plot_spectra.py $(echo "$chosen" | grep _seed1337) --out=assets/spectron_ablation --figures=loss_curves,stability
-for run in $finished; do cp "$run/log.jsonl" "assets/spectron_ablation/$(basename "$run").log.jsonl"; done
+for run in $finished; do save_log "$run" "assets/spectron_ablation/$(basename "$run").log.jsonl.gz"; done

@@ -9,4 +9,4 @@ for lr in 0.01 0.03; do python train.py --mode=nfw --learning_rate=$lr $common -
 for eta in 0.3 1.0; do python train.py --mode=spectron --spectron_lr=$eta $common --out_dir=runs/stability/spectron_eta$eta "$@"; done
 mkdir -p assets/stability
 python plot_spectra.py runs/stability/* --out=assets/stability
-for d in runs/stability/*; do cp $d/log.jsonl assets/stability/$(basename $d).log.jsonl; done
+for d in runs/stability/*; do gzip -9nc $d/log.jsonl > assets/stability/$(basename $d).log.jsonl.gz; done

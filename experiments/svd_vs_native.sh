@@ -74,4 +74,4 @@ for a, b, b_small, c in zip(rest[0::4], rest[1::4], rest[2::4], rest[3::4]):
     print(f"| {cc['rank']} | {cc['mode']} | {ec['params'] / 1e6:.2f}M | {ea['val_loss']:.4f} | {eb['val_loss']:.4f} "
           f"({eb['iter']} steps, {step}) | {ec['val_loss']:.4f} ({ec['iter']} steps) | {ec['val_loss'] - eb['val_loss']:+.4f} |")
 PY
-for run in $runs; do cp "$run/log.jsonl" "$assets/$(basename "$run").log.jsonl"; done
+for run in $runs; do save_log "$run" "$assets/$(basename "$run").log.jsonl.gz"; done

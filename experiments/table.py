@@ -1,7 +1,8 @@
 """
-A markdown table of finished runs, from their log.jsonl files (run dirs, or *.log.jsonl copies under assets/):
+A markdown table of finished runs, from their log.jsonl files (run dirs, or the gzipped *.log.jsonl.gz copies under
+assets/; plot_spectra.read_log reads both):
 
-    python experiments/table.py assets/tune/*.log.jsonl                           # one row per run
+    python experiments/table.py assets/tune/*.log.jsonl.gz                        # one row per run
     python experiments/table.py runs/lr_sweep/* --seeds --columns=mode,lr,val,max_dw,spikes   # mean over seeds
     python experiments/table.py runs/rank_sweep/* --csv=assets/rank_sweep/runs.csv          # also every column as CSV
     python experiments/table.py runs/data_limited/p32_* --best --columns=tokens,mode,rank,val,gap,iter_best,iters
@@ -9,8 +10,9 @@ A markdown table of finished runs, from their log.jsonl files (run dirs, or *.lo
 --seeds merges runs whose configs differ only in seed and out_dir: numbers become "mean ±half-range (n)".
 --best takes val, train and gap from the eval with the lowest val loss (early stopping; iter_best is its step,
 which equals iters when the run ended before passing its minimum) instead of the last eval.
+Keys in configurator's --key=value style (--help lists them; --seeds and --best alone mean =True).
 """
-import csv
+import csv as csvlib
 import json
 import math
 import os
@@ -19,7 +21,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 import lowrank  # noqa: E402
-from plot_spectra import count_spikes, has_layer, mode_of, run_lr  # noqa: E402  (the spike rule lives with the figures)
+from configurator import die, parse_args  # noqa: E402
+from plot_spectra import (count_spikes, has_layer, log_file, mode_of, read_log, run_lr, run_name,  # noqa: E402
+                          unwritable)  # the spike rule and the log reader live with the figures
 
 COLUMNS = {  # key: markdown header
     'run': 'run', 'mode': 'mode', 'corpus': 'corpus', 'tokens': 'train tokens', 'n_embd': 'n_embd', 'rank': 'rank',
@@ -31,11 +35,22 @@ COLUMNS = {  # key: markdown header
 DEFAULT = 'run,mode,rank,val,train,params,mflops,mean_rank,ms,minutes,spectra,max_dw_over_eta'
 NUMERIC = {'val': 4, 'train': 4, 'gap': 4, 'iter_best': 0, 'max_dw': 3, 'max_dw_over_eta': 2, 'spikes': 1,
            'minutes': 1}  # decimals
+USAGE = "(here: python experiments/table.py RUN_DIR|LOG.jsonl ... [--key=value ...])"
+# the command line's keys
+columns = DEFAULT  # the table's columns, comma-separated, of: run, mode, corpus, tokens, n_embd, rank, lr, ... (COLUMNS)
+csv = ''  # also write every column of every run (before --seeds merges them) to this CSV file
+seeds = False  # merge runs whose configs differ only in seed and out_dir: numbers as "mean ±half-range (n)"
+best = False  # val, train and gap at the eval with the lowest val loss (early stopping), not at the last eval
+KEYS = dict(columns=columns, csv=csv, seeds=seeds, best=best)
 
 
-def die(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+def read(fn, path, *args, what='train.py log'):
+    """fn(path, *args), which reads a file: one that cannot be read or is not a `what` (not JSON, a record without
+    the keys fn reads) is one line naming it and exit status 2, not a traceback"""
+    try:
+        return fn(path, *args)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, StopIteration) as e:
+        die(f"{path} is unreadable or not a {what} ({type(e).__name__}: {e})")
 
 
 def train_flops(config, first, last):
@@ -48,9 +63,8 @@ def train_flops(config, first, last):
 
 def summarize(path, best=False):
     """one row of numbers from a run's log; best: val, train and gap from the eval with the lowest val loss"""
-    log = os.path.join(path, 'log.jsonl') if os.path.isdir(path) else path
-    with open(log) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    log = log_file(path)
+    rows = read_log(log)
     config = next((r for r in rows if r['kind'] == 'config'), None)
     if config is not None:  # logs of older code ran the cosine: say so, so that --seeds keeps them from wsd runs
         config = {'lr_schedule': 'cosine', **config}
@@ -67,7 +81,7 @@ def summarize(path, best=False):
     eta = run_lr(config) if mode_of(config['mode']).bounded else None  # the bound its optimizer promises
     flops = [first['flops_per_token'] / 1e6, last['flops_per_token'] / 1e6]
     return dict(
-        run=os.path.basename(os.path.normpath(path)).replace('.log.jsonl', ''), mode=config['mode'],
+        run=run_name(path), mode=config['mode'],
         corpus=os.path.basename(config['input_file']), tokens=config.get('train_tokens') or 'all',
         n_embd=config['n_embd'],
         rank='-' if has_layer(config['mode'], lowrank.DenseLinear) else config['rank'], lr=run_lr(config),
@@ -135,29 +149,29 @@ def fmt(row, key):
 
 
 def main(argv):
-    opts = dict(a.removeprefix('--').partition('=')[::2] for a in argv if a.startswith('--'))
-    paths = [a for a in argv if not a.startswith('--')]
-    columns = opts.get('columns', DEFAULT).split(',')
-    unknown = [c for c in columns if c not in COLUMNS] + [o for o in opts
-                                                          if o not in ('columns', 'csv', 'seeds', 'best')]
-    logs = [os.path.join(p, 'log.jsonl') if os.path.isdir(p) else p for p in paths]
+    paths = [a for a in argv if not a.startswith('-')]
+    opts = {**KEYS, **parse_args(KEYS, [a + '=True' if a in ('--seeds', '--best') else a for a in argv
+                                        if a.startswith('-')], notes=USAGE, source=__file__)}
+    columns = opts['columns'].split(',')
+    unknown = [c for c in columns if c not in COLUMNS]
+    logs = [log_file(p) for p in paths]
     missing = [log for log in logs if not os.path.isfile(log)]
-    if unknown or missing or not paths:
-        die(f"unknown column or option {unknown}; columns: {', '.join(COLUMNS)}" if unknown else
-            f"no log at {missing[0]}" if missing else "usage: table.py RUN_DIR|LOG.jsonl ... [--seeds] [--best] "
-                                                      "[--csv=F] [--columns=a,b]")
-    rows = sorted((summarize(p, 'best' in opts) for p in paths), key=lambda r: (
+    why = opts['csv'] and unwritable(opts['csv'])
+    if unknown or missing or not paths or why:
+        die(f"unknown column {unknown}; columns: {', '.join(COLUMNS)}" if unknown else f"no log at {missing[0]}"
+            if missing else f"--csv: {why}" if why else f"no run given {USAGE}")
+    rows = sorted((read(summarize, p, opts['best']) for p in paths), key=lambda r: (
         r['corpus'], float('inf') if r['tokens'] == 'all' else r['tokens'], r['mode'], r['n_embd'],
         -1 if r['rank'] == '-' else r['rank'], r['lr'], r['seed']))
-    if 'csv' in opts:
+    if opts['csv']:
         with open(opts['csv'], 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0])[:-1], extrasaction='ignore')  # not 'config'
+            writer = csvlib.DictWriter(f, fieldnames=list(rows[0])[:-1], extrasaction='ignore')  # not 'config'
             writer.writeheader()
             writer.writerows(rows)
-    if 'seeds' in opts:
+    if opts['seeds']:
         rows = merge_seeds(rows)
     at_best = {'val': 'best val loss', 'train': 'train loss at best val', 'gap': 'val − train at best val'}
-    print('| ' + ' | '.join(at_best.get(c, COLUMNS[c]) if 'best' in opts else COLUMNS[c] for c in columns) + ' |')
+    print('| ' + ' | '.join(at_best.get(c, COLUMNS[c]) if opts['best'] else COLUMNS[c] for c in columns) + ' |')
     print('|' + '---|' * len(columns))
     for r in rows:
         print('| ' + ' | '.join(fmt(r, c) for c in columns) + ' |')

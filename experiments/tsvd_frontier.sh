@@ -13,7 +13,7 @@ source experiments/lib.sh
 mkdir -p assets/tsvd_frontier runs/tsvd_frontier
 restore_runs assets/tsvd_frontier runs/tsvd_frontier
 # the tuning's seed-1337 run at 3e-3 is this grid's r=64 τ=0.99 point
-restore_run assets/tune/tsvd_lr0.003_seed1337.log.jsonl runs/tsvd_frontier/r64_tau0.99
+restore_run assets/tune/tsvd_lr0.003_seed1337.log.jsonl.gz runs/tsvd_frontier/r64_tau0.99
 python prepare_data.py > /dev/null
 for r in 256 128 64; do  # the slowest first
   for tau in 0.9 0.95 0.99; do
@@ -23,10 +23,10 @@ done | train_all
 # TSVD's default since (lowrank.MODES: start rank d/2, τ 0.99, LR 3e-3) is r128_tau0.99; its second seed, as a user runs it
 train_one runs/tsvd_frontier/default_seed1 --mode=tsvd --seed=1 "$@"
 finished=$(grep -l '"kind": "summary"' runs/tsvd_frontier/*/log.jsonl | xargs -n 1 dirname)
-for run in $finished; do cp "$run/log.jsonl" "assets/tsvd_frontier/$(basename "$run").log.jsonl"; done
+for run in $finished; do save_log "$run" "assets/tsvd_frontier/$(basename "$run").log.jsonl.gz"; done
 # the other modes at their best step sizes (frontier.py keeps the best of each grid): the tuning's seed-1337 runs,
 # dense at n_embd 156 (equal parameters), equal_compute.sh's longer and shorter runs, eta_transfer.sh's n_embd 256
 # runs at ranks 32, 64, 128 (1000 steps) and svd_vs_native.sh's native runs at those ranks (2200 steps)
-others=$(ls assets/tune/{dense,muon,nfw,spectron}_lr*_seed1337.log.jsonl assets/equal_compute/*.log.jsonl \
-         assets/eta_transfer/d256_*.log.jsonl assets/svd_vs_native/*_c_native.log.jsonl 2> /dev/null || true)
+others=$(ls assets/tune/{dense,muon,nfw,spectron}_lr*_seed1337.log.jsonl.gz assets/equal_compute/*.log.jsonl.gz \
+         assets/eta_transfer/d256_*.log.jsonl.gz assets/svd_vs_native/*_c_native.log.jsonl.gz 2> /dev/null || true)
 python experiments/frontier.py $finished --others $others --out=assets/tsvd_frontier | tee assets/tsvd_frontier/table.md

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tuning protocol (RESULTS.md, "How modes are compared"; ../shared/METHODS.md §7) at the default config
+# The tuning protocol (RESULTS.md, "How modes are compared"; METHODS.md §7) at the default config
 # (4 layers, n_embd 256, rank 64, 2000 steps): each mode's own step size on a log grid of 5 values spanning a decade,
 # seed 1337; then the best and its two neighbours again with seed 1; the default is the best seed mean.
 # Step sizes: AdamW's peak LR for dense, nfw and tsvd (min_lr = LR/10), η for spectron, Muon's LR for muon (its grid
@@ -39,7 +39,7 @@ fi
 finished=$(grep -l '"kind": "summary"' runs/tune/*/log.jsonl | xargs -n 1 dirname)  # the report: finished runs only
 python plot_spectra.py $finished --out=assets/tune --figures=lr_sweep
 python experiments/table.py $finished --csv=assets/tune/runs.csv --seeds --columns=mode,lr,val,gap,params,mflops,ms,minutes
-for run in $finished; do cp "$run/log.jsonl" "assets/tune/$(basename "$run").log.jsonl"; done
+for run in $finished; do save_log "$run" "assets/tune/$(basename "$run").log.jsonl.gz"; done
 # the default-config comparison: every mode at its chosen step size, both seeds
 chosen=$(python - <<'PY'
 import glob, json, os, sys

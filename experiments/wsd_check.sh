@@ -25,7 +25,7 @@ runs=
 for mode in dense spectron; do
   for seed in 1337 1; do
     if [ "$cosine" = cosine ]; then
-      restore_run "assets/tune/${TUNED[$mode]}_seed$seed.log.jsonl" "$out/${mode}_cosine_seed$seed"
+      restore_run "assets/tune/${TUNED[$mode]}_seed$seed.log.jsonl.gz" "$out/${mode}_cosine_seed$seed"
     fi
     runs="$runs $out/${mode}_wsd_seed$seed $out/${mode}_${cosine}_seed$seed"
   done
@@ -68,6 +68,6 @@ cat "$assets/table.md"
 for run in $runs; do
   case $run in  # the committed cosine logs stay in assets/tune
     *_cosine_seed*) ;;
-    *) cp "$run/log.jsonl" "$assets/$(basename "$run").log.jsonl";;
+    *) save_log "$run" "$assets/$(basename "$run").log.jsonl.gz";;
   esac
 done
