@@ -1,8 +1,7 @@
 """
-Config files and --key=value overrides in nanoGPT's style (python train.py config/x.py --batch_size=32 --rank=0.25)
-for train.py, sample.py, bench.py and the tools, and the one place where their errors become one line.
-Arguments apply in order. A config file is Python that assigns keys; a --key=value value is a Python literal (a string
-may be bare). Every key must be one of the script's and keep its type (an int passes for a float).
+Config files and --key=value overrides in nanoGPT's style (python train.py config/x.py --batch_size=32 --rank=0.25),
+applied in order: a config file is Python that assigns keys, a value a Python literal (a string may be bare); a key
+must be the script's and keep its type. Also the one place where the scripts' errors become one line.
 """
 import ast
 import difflib
@@ -23,9 +22,8 @@ def catch_setup_errors():
 
 
 def one_line_errors(kind, error, traceback):
-    """sys.excepthook: Python calls it with an error nothing caught. During set-up that is bad input: one line, exit 2
-    (Ctrl-C: exit 130). Later, a file that cannot be written (a full disk) is one line and exit 1: the atomic writes
-    have kept the last good file whole. Anything else is a bug, and gets its traceback."""
+    """sys.excepthook, for an error nothing caught: during set-up, bad input (one line, exit 2; Ctrl-C 130); later, a
+    file that cannot be written (a full disk: one line, exit 1, the last good one kept). Else a bug: its traceback."""
     cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
     if setting_up and isinstance(error, (ValueError, RuntimeError, OSError, AssertionError, KeyboardInterrupt)):
         die(f"{cause.strerror}: {cause.filename}" if cause and cause.filename else str(error).strip().split('\n')[0]
@@ -51,17 +49,19 @@ def print_help(defaults, notes, source):
     """notes first (so that `--help | head` shows them), then the script's config lines: key = default  # meaning."""
     print(f"usage: python {os.path.basename(source)} [config_file.py ...] [--key=value ...]\n{notes}".rstrip())
     lines = open(source, encoding='utf-8').read().splitlines()
-    keyed = lambda line: line.split(' = ')[0] in defaults
-    start = next((i for i, line in enumerate(lines) if keyed(line)), len(lines))
-    end = next((i for i in range(start, len(lines)) if not (keyed(lines[i]) or lines[i].startswith('#'))), len(lines))
-    while end > start and not keyed(lines[end - 1]):  # not the comments after its last key
-        end -= 1
-    print('\n'.join(lines[start:end]) or '\n'.join(f"{k} = {v!r}" for k, v in defaults.items()))
+    block = []
+    for line in lines:  # the first run of key lines and comments
+        if line.split(' = ')[0] in defaults or block and line.startswith('#'):
+            block.append(line)
+        elif block:
+            break
+    while block and block[-1].startswith('#'):  # not the comments after its last key
+        block.pop()
+    print('\n'.join(block) or '\n'.join(f"{k} = {v!r}" for k, v in defaults.items()))
 
 
 def parse_args(defaults, argv, int_or_float=(), notes='', source=None):
-    """The overrides that config files and --key=value arguments make to defaults, as a dict. --help prints notes
-    and source's config block (default: the script run) and exits 0."""
+    """The overrides that config files and --key=value arguments make to defaults, as a dict; --help: print_help."""
     overrides = {}
     for arg in argv:
         if arg in ('-h', '--help'):

@@ -214,7 +214,7 @@ def ensure_prepared(input_file, tokenizer, min_tokens):
 
 
 if __name__ == '__main__':
-    configurator.catch_setup_errors()  # a bad argument or corpus (a DataError), or an unwritable folder: one line, exit 2
+    configurator.catch_setup_errors()  # a bad argument or corpus, or a folder it cannot write: one line, exit 2
     args = dict(input=DEFAULT_INPUT, tokenizer='char')  # --input=FILE_OR_FOLDER --tokenizer=char|gpt2
     args.update(configurator.parse_args(args, sys.argv[1:]))
     meta = load_meta(out := prepare(args['input'], args['tokenizer']))

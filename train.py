@@ -3,7 +3,7 @@ Train a GPT whose linear layers are dense, or low-rank from step 0 (lowrank.py: 
 
     OMP_NUM_THREADS=1 python train.py --mode=spectron --rank=64  # the default run: about 4 minutes on one CPU core
     python train.py config/shakespeare_char_gpu.py --mode=dense  # a config file, then --key=value overrides
-    python train.py --init_from=resume --out_dir=out  # continue out/ckpt.pt: the same run (to a max_iters you may raise)
+    python train.py --init_from=resume --out_dir=out  # continue out/ckpt.pt: the same run, to a max_iters you may raise
     python train.py --init_from=svd --svd_from=out-dense --mode=spectron  # factorize a dense run's weights (SVD)
     python train.py --lr_schedule=wsd --max_iters=8000 --save_at=1600,3200 --out_dir=long  # then cooldown branches:
     python train.py --init_from=branch --branch_from=long/ckpt_1600.pt --max_iters=2000 --out_dir=wsd2000
@@ -59,7 +59,7 @@ gradient_accumulation_steps = 1  # micro-steps per optimizer step (divided among
 batch_size = 16  # sequences per micro-step
 block_size = 64  # context length
 # model
-mode = 'spectron'  # dense | muon | nfw | spectron | tsvd (lowrank.MODES)
+mode = 'spectron'  # a key of lowrank.MODES (--help lists them)
 rank = 64  # rank of every factorized layer: an int, or a fraction of the layer's smaller side (0.25)
 n_layer = 4  # transformer blocks
 n_head = 4  # attention heads per block
@@ -127,9 +127,10 @@ ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 source = dict(resume=ckpt_path, branch=branch_from, svd=os.path.join(svd_from, 'ckpt.pt')).get(init_from)
 checkpoint = load_checkpoint(source) if source else None
 if checkpoint is not None:  # svd: only the dense model's shape and corpus
-    saved, own = checkpoint['config'], ('out_dir', 'init_from', 'branch_from', 'svd_from', 'overwrite', 'save_at')
+    saved = checkpoint['config']
+    own = ('out_dir', 'init_from', 'branch_from', 'svd_from', 'overwrite') + ('save_at',) * (init_from == 'branch')
     keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer') if init_from == 'svd' \
-        else [k for k in saved if k in config_keys and k not in own[:5 if init_from == 'resume' else 6]]
+        else [k for k in saved if k in config_keys and k not in own]
     for k in keys:
         need(k not in given or given[k] == saved[k] or k in MAY_CHANGE and init_from != 'svd',
              f"{source} has {k}={saved[k]!r}; cannot {init_from} it with {k}={given.get(k)!r}")
@@ -152,7 +153,7 @@ if init_from in ('scratch', 'svd'):
         min_lr = learning_rate / 10  # nanoGPT's floor
 decay_end = lr_decay_iters or max_iters  # cosine: where the LR reaches min_lr
 decay_start = max_iters - max(1, round(decay_frac * max_iters))  # wsd: max_iters alone moves it, so runs share a start
-need(all(s.strip().isdigit() for s in save_at.split(',') if s.strip()), f"save_at must be steps: 1600,3200, not {save_at!r}")
+need(all(s.strip().isdigit() for s in save_at.split(',') if s.strip()), f"save_at takes steps (1600,3200): {save_at!r}")
 save_steps = sorted(int(s) for s in save_at.split(',') if s.strip())  # wsd branch points
 
 for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval', 'eval_iters',
@@ -358,6 +359,7 @@ def summary():
 
 
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+peak = peak_flops(device, dtype)  # one GPU's, for MFU on known GPUs
 params, dense_params = raw_model.num_params(), raw_model.num_params(dense_equivalent=True)
 run_start = time.time() - seconds  # a continued run's time counts from its start (a branch: from its parent's)
 stop_signals = []  # Ctrl-C or SIGTERM from here on (out_dir is written): finish the step, checkpoint, then exit
@@ -375,8 +377,8 @@ if master:  # out_dir, locked for this run: flock on the folder goes with the pr
     if checkpoint is not None and iter_num >= max_iters:  # a continuation with nothing to train: say how to go on
         if not any(json.loads(line)['kind'] == 'summary' for line in read_log(out_dir)):
             summary()  # a kill came between the last checkpoint and the summary
-        print(f"{source} is at step {iter_num}, max_iters={max_iters}: nothing to train. To go on, resume with a larger "
-              f"one (--max_iters={2 * iter_num}): the cosine then stretches to the new end, so the LR goes back up")
+        print(f"{source} is at step {iter_num}, max_iters={max_iters}: nothing to train. To go on, resume with a "
+              f"larger one (--max_iters={2 * iter_num}): the cosine then stretches to the new end, so the LR goes back up")
         os.close(lock)
         sys.exit(0)
     # a continuation keeps what was logged before its step (a branch: its parent's); the rest is redone
@@ -474,12 +476,12 @@ while True:
         lossf = train_loss.item()
         max_dw = max(update_norm(b, m.factors()) for b, (_, m) in zip(before, raw_model.linear_layers())) \
             if before else float('nan')
-        mfu = f" (MFU {flops_per_iter / dt / (world_size * peak):.1%})" if (peak := peak_flops(device, dtype)) else ""
+        mfu = f" (MFU {flops_per_iter / dt / (world_size * peak):.1%})" if peak else ""
         print(f"iter {iter_num}: loss {lossf:.4f}, {the_mode.step_size} {factor * config[the_mode.step_size]:.2e}, "
               f"{dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, {flops_per_iter / dt / 1e9:.1f} GFLOP/s"
               f"{mfu}, max|dW| {max_dw:.2e}")
-        log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, max_dW=max_dw,
-                   grad_norm=grad_norm.item(), skipped=skipped, lr=[g['lr'] for o in optimizers for g in o.param_groups])
+        log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, max_dW=max_dw, skipped=skipped,
+                   grad_norm=grad_norm.item(), lr=[g['lr'] for opt in optimizers for g in opt.param_groups])
     iter_num += 1
     stop = bool(stop_signals)
     if ddp:  # torchrun signals its processes one by one: stop together, or one waits forever in an all-reduce
