@@ -54,6 +54,13 @@ class DenseLinear(nn.Linear):
 # 2. NFW: W = V Uᵀ from initialization; no dense W ever exists.
 
 
+def balanced_factors(in_features, out_features, r, product_std):
+    """U (in×r) and V (out×r), Gaussian with std(U)·std(V) = product_std, split so that ‖U‖_F ≈ ‖V‖_F."""
+    std_u = math.sqrt(product_std * math.sqrt(out_features / in_features))
+    std_v = math.sqrt(product_std * math.sqrt(in_features / out_features))
+    return nn.Parameter(torch.randn(in_features, r) * std_u), nn.Parameter(torch.randn(out_features, r) * std_v)
+
+
 class FactorizedLinear(nn.Module):
     """y = (x U) Vᵀ + b with U: in×r, V: out×r — two thin matmuls, r (in + out) parameters instead of in·out.
     Init: balanced and variance-matched. An entry of W = V Uᵀ sums r products, so std(W) = √r·std(U)·std(V): with
@@ -64,11 +71,7 @@ class FactorizedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         r = resolve_rank(rank, in_features, out_features)
-        product_std = init_std / math.sqrt(r)
-        std_u = math.sqrt(product_std * math.sqrt(out_features / in_features))
-        std_v = math.sqrt(product_std * math.sqrt(in_features / out_features))
-        self.U = nn.Parameter(torch.randn(in_features, r) * std_u)
-        self.V = nn.Parameter(torch.randn(out_features, r) * std_v)
+        self.U, self.V = balanced_factors(in_features, out_features, r, product_std=init_std / math.sqrt(r))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     @property
@@ -398,11 +401,7 @@ class CoLALinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         r = resolve_rank(rank, in_features, out_features)
-        product_std = 2 * init_std / math.sqrt(r)  # 2 = 1 / SiLU'(0)
-        std_u = math.sqrt(product_std * math.sqrt(out_features / in_features))
-        std_v = math.sqrt(product_std * math.sqrt(in_features / out_features))
-        self.U = nn.Parameter(torch.randn(in_features, r) * std_u)
-        self.V = nn.Parameter(torch.randn(out_features, r) * std_v)
+        self.U, self.V = balanced_factors(in_features, out_features, r, 2 * init_std / math.sqrt(r))  # 2 = 1/SiLU'(0)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     @property

@@ -25,15 +25,14 @@ The axis: what every mode gets the same of.
     params  --budget parameters (default: the reference's), by choosing the --rank (a count) of each mode that has
             one; a mode without (dense, muon) keeps its own count, which the plan and the report say. Equal steps.
 
-Runs go to --out/KEY/, KEY a hash of everything that decides a run's settings (the train.py flags, --axis,
---budget, --reference, the corpus' sha256 and the code: lowrank.py, model.py, train.py, prepare_data.py,
-configurator.py), so runs of another config (or code) are never mistaken for these (each run's logged settings are
-checked too); KEY/config.json says what it holds. What only decides which runs are needed (--modes, --seeds, --grid,
---extend) is not in KEY: more seeds, a wider grid or another mode reuse every run already there. --jobs runs at a
-time, one thread each; a run that has finished is never rerun and one with a checkpoint resumes, so the same command
-after a crash or Ctrl-C finishes only what is missing. The plan (runs, estimated CPU time) is printed first
-(--plan_only=True: only that), then "N of M done, ETA" as runs finish. Then KEY/report.md (the table, each grid, how
-to read them), KEY/step_sizes.png (val loss against step size per mode) and KEY/val_vs_flops.png (the chosen runs'
+Runs go to --out/KEY/, KEY a hash of everything that decides a run's settings (the train.py flags, --axis, --budget,
+--reference and the corpus' sha256), so runs of another config are never mistaken for these (each run's logged
+settings are checked too); KEY/config.json says what it holds. What only decides which runs are needed (--modes,
+--seeds, --grid, --extend) is not in KEY: more seeds, a wider grid or another mode reuse every run already there.
+--jobs runs at a time, one thread each; a run that has finished is never rerun and one with a checkpoint resumes, so
+the same command after a crash or Ctrl-C finishes only what is missing. The plan (runs, estimated CPU time) is printed
+first (--plan_only=True: only that), then "N of M done, ETA" as runs finish. Then KEY/report.md (the table, each grid,
+how to read them), KEY/step_sizes.png (val loss against step size per mode) and KEY/val_vs_flops.png (the chosen runs'
 val loss against training FLOPs): the last comparison's, whose options the report names.
 
 Bad input is one line and exit status 2 (before any run); a run that fails is one line and exit 1; --help lists keys.
@@ -58,7 +57,6 @@ from configurator import die, parse_args  # noqa: E402
 from plot_spectra import chosen_step, mode_color, read_log, save_png, unwritable  # noqa: E402
 
 TRAIN_PY = os.path.join(REPO, 'train.py')
-CODE = ('lowrank.py', 'model.py', 'train.py', 'prepare_data.py', 'configurator.py')  # what the config key covers
 SEEDS = (1337, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # the first runs the grid (tune.sh's order)
 NOT_PASSED = dict(mode='use --modes', seed='use --seeds', out_dir='use --out', **dict.fromkeys(
     ('init_from', 'svd_from', 'branch_from', 'save_at', 'overwrite'), 'each run starts fresh or resumes its own'))
@@ -218,10 +216,10 @@ def make_plan(opts, flags):
 
 def config_key(opts, flags, meta):
     """the hash that names the folder: what decides each run's settings (--axis, --budget, --reference, every
-    train.py flag, the corpus and the code that trains); config.json, the same as text"""
-    code = {f: sha(open(os.path.join(REPO, f), 'rb').read())[:16] for f in CODE}
+    train.py flag and the corpus); config.json, the same as text. Not the code: a later session's edit must not
+    orphan hours of finished runs (each run's logged config is checked against the one it would have)."""
     config = dict(options={k: opts[k] for k in ('axis', 'budget', 'reference')},
-                  train_flags=dict(sorted(flags.items())), corpus_sha256=meta['input_sha256'], code=code)
+                  train_flags=dict(sorted(flags.items())), corpus_sha256=meta['input_sha256'])
     return sha(json.dumps(config, sort_keys=True))[:12], config
 
 
@@ -548,7 +546,7 @@ def main(argv):
     n_seed = 3 * (opts['seeds'] - 1) * len(plan)
     cpu = sum(p['est_s'] * (len(p['grid']) + 3 * (opts['seeds'] - 1)) for p in plan.values())
     print(f"compare: {', '.join(plan)} at {AXES[opts['axis']]} ({info['budget']}), reference {opts['reference']}\n"
-          f"folder {folder} (its key: the axis, budget and reference, the train.py flags, the corpus and the code)")
+          f"folder {folder} (its key: the axis, budget and reference, the train.py flags and the corpus)")
     for m, p in plan.items():
         rank = f", rank {p['rank']}" if p['rank'] is not None else ''
         if opts['axis'] == 'params' and p['rank'] is None and m != opts['reference']:
