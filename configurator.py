@@ -29,7 +29,7 @@ def one_line_errors(kind, error, traceback):
         die(f"{cause.strerror}: {cause.filename}" if cause and cause.filename else str(error).strip().split('\n')[0]
             or f"{kind.__name__} during set-up; nothing was written", 130 if kind is KeyboardInterrupt else 2)
     if cause is not None:
-        die(f"cannot write {cause.filename or 'a file'}: {cause.strerror}; the last good one is kept", 1)
+        die(f"cannot write {cause.filename or 'its output'}: {cause.strerror}; the last good checkpoint is kept", 1)
     sys.__excepthook__(kind, error, traceback)
 
 

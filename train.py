@@ -138,8 +138,8 @@ if checkpoint is not None:  # svd: only the dense model's shape and corpus
     need(init_from != 'svd' or lowrank.get_mode(saved['mode']).layer is lowrank.DenseLinear,
          f"{source} is from a mode={saved['mode']} run; init_from=svd factorizes a dense (or muon) one")
 the_mode = lowrank.get_mode(mode)
-need(init_from != 'svd' or the_mode.layer is not lowrank.DenseLinear, f"init_from=svd with mode={mode}: a dense model "
-     f"has nothing to factorize")
+need(init_from != 'svd' or hasattr(the_mode.layer, 'load_svd_'), f"init_from=svd with mode={mode}: its layers take no "
+     f"SVD (load_svd_)")
 ignored = sorted(k for k in flags if any(k in m.keys for m in lowrank.MODES.values()) and k not in the_mode.keys)
 need(not ignored, f"mode={mode} does not use {', '.join('--' + k for k in ignored)}: drop it")
 
@@ -383,7 +383,8 @@ if master:  # out_dir, locked for this run: flock on the folder goes with the pr
         sys.exit(0)
     # a continuation keeps what was logged before its step (a branch: its parent's); the rest is redone
     parent = os.path.dirname(branch_from) if init_from == 'branch' else out_dir
-    lines = [line for line in read_log(parent) if json.loads(line).get('iter', 0) < iter_num] if iter_num else []
+    lines = [line for line in read_log(parent) if (r := json.loads(line))['iter'] < iter_num or r['kind'] == 'eval'
+             and r['iter'] == iter_num and iter_num % eval_interval] if iter_num else []  # (an eval not redone stays)
     atomic_write(log_path, lambda f: f.write(''.join(lines).encode()))
     log_record('config', **config, iter=iter_num)
     spectra = {}

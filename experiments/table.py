@@ -28,12 +28,12 @@ from plot_spectra import (count_spikes, has_layer, log_file, mode_of, read_log, 
 COLUMNS = {  # key: markdown header
     'run': 'run', 'mode': 'mode', 'corpus': 'corpus', 'tokens': 'train tokens', 'n_embd': 'n_embd', 'rank': 'rank',
     'lr': 'LR / η', 'schedule': 'LR schedule', 'seed': 'seed', 'iters': 'iters', 'iter_best': 'best at iter',
-    'val': 'val loss', 'train': 'train loss', 'gap': 'val − train',
+    'val': 'val loss', 'bpc': 'val bits/char', 'train': 'train loss', 'gap': 'val − train',
     'params': 'params', 'mflops': 'MFLOPs/token', 'mean_rank': 'final mean rank', 'ms': 'median ms/iter',
     'minutes': 'minutes', 'spectra': 'spectra cost', 'max_dw': 'max ‖ΔW‖₂', 'max_dw_over_eta': 'max ‖ΔW‖₂/η',
     'spikes': 'spikes / logged', 'tflops': 'training TFLOPs'}
 DEFAULT = 'run,mode,rank,val,train,params,mflops,mean_rank,ms,minutes,spectra,max_dw_over_eta'
-NUMERIC = {'val': 4, 'train': 4, 'gap': 4, 'iter_best': 0, 'max_dw': 3, 'max_dw_over_eta': 2, 'spikes': 1,
+NUMERIC = {'val': 4, 'bpc': 3, 'train': 4, 'gap': 4, 'iter_best': 0, 'max_dw': 3, 'max_dw_over_eta': 2, 'spikes': 1,
            'minutes': 1}  # decimals
 USAGE = "(here: python experiments/table.py RUN_DIR|LOG.jsonl ... [--key=value ...])"
 # the command line's keys
@@ -88,6 +88,7 @@ def summarize(path, best=False):
         seed=config['seed'], schedule='cosine' if config['lr_schedule'] == 'cosine' else
         f"wsd {config['decay_frac']:g} {config['decay_shape']}",
         iters=last['iter'], iter_best=low['iter'], val=at['val_loss'], train=at['train_loss'],
+        bpc=at['val_loss'] / math.log(2) if config.get('tokenizer', 'char') == 'char' else '-',  # nats → bits
         gap=at['val_loss'] - at['train_loss'],
         params=f"{last['params'] / 1e6:.2f}M",
         mflops=f"{flops[0]:.2f} → {flops[1]:.2f}" if flops[0] != flops[1] else f"{flops[1]:.2f}",
