@@ -47,6 +47,17 @@ def corpus(tmp_path_factory):
     return str(path)
 
 
+def open_fds():
+    """{fd: what it points to} of this process (listing /proc/self/fd opens one more fd, which comes and goes)."""
+    found = {}
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            found[int(fd)] = os.readlink(f'/proc/self/fd/{fd}')
+        except OSError:
+            pass
+    return found
+
+
 def in_process(script, *args):
     """(exit status, stdout, stderr) of a repo script run as __main__ in this process, with args as its command line:
     no interpreter and torch import per run. It ends as a process would: an error nothing caught goes to
@@ -55,7 +66,7 @@ def in_process(script, *args):
     are restored afterwards."""
     argv, hook = sys.argv, sys.excepthook
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    fds, out, err, code = set(os.listdir('/proc/self/fd')), io.StringIO(), io.StringIO(), 0
+    fds, out, err, code = open_fds(), io.StringIO(), io.StringIO(), 0
     sys.argv = [script, *map(str, args)]
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -73,12 +84,9 @@ def in_process(script, *args):
         sys.argv, sys.excepthook = argv, hook
         for s, h in handlers.items():
             signal.signal(s, h)
-        for fd in set(os.listdir('/proc/self/fd')) - fds:
-            try:
-                if os.path.isdir(os.readlink(f'/proc/self/fd/{fd}')):
-                    os.close(int(fd))
-            except OSError:
-                pass
+        for fd, target in open_fds().items():
+            if fds.get(fd) != target and os.path.isdir(target):
+                os.close(fd)
     return code, out.getvalue(), err.getvalue()
 
 

@@ -374,13 +374,14 @@ if master:  # out_dir, locked for this run: flock on the folder goes with the pr
         need(False, f"out_dir {out_dir} is in use by another train.py run")
     for stale in glob.glob(f'{out_dir}/*.tmp') + glob.glob(f'{out_dir}/ckpt*.pt') * (init_from in ('scratch', 'svd')):
         os.remove(stale)  # a killed run's half-written files; with overwrite, the checkpoints of the run replaced
-    if checkpoint is not None and iter_num >= max_iters:  # a continuation with nothing to train: say how to go on
-        if not any(json.loads(line)['kind'] == 'summary' for line in read_log(out_dir)):
-            summary()  # a kill came between the last checkpoint and the summary
+if checkpoint is not None and iter_num >= max_iters:  # a continuation with nothing to train: say how to go on
+    if master and not any(json.loads(line)['kind'] == 'summary' for line in read_log(out_dir)):
+        summary()  # a kill came between the last checkpoint and the summary
+    if master:
         print(f"{source} is at step {iter_num}, max_iters={max_iters}: nothing to train. To go on, resume with a "
-              f"larger one (--max_iters={2 * iter_num}): the cosine then stretches to the new end, so the LR goes back up")
-        os.close(lock)
-        sys.exit(0)
+              f"larger one (--max_iters={2 * iter_num}): the cosine then stretches to the new end, so the LR goes up")
+    sys.exit(0)
+if master:
     # a continuation keeps what was logged before its step (a branch: its parent's); the rest is redone
     parent = os.path.dirname(branch_from) if init_from == 'branch' else out_dir
     lines = [line for line in read_log(parent) if (r := json.loads(line))['iter'] < iter_num or r['kind'] == 'eval'
@@ -399,7 +400,8 @@ if master:  # out_dir, locked for this run: flock on the folder goes with the pr
                       (decay_lr and 0 < max_iters <= warmup_iters, f"max_iters={max_iters} ends inside the warmup"),
                       (the_mode.after_step and max_iters < max(rank_warmup, rank_interval),
                        f"max_iters={max_iters} ends before TSVD's first rank choice")):
-        print(f"warning: {text}" * bool(bad), end='\n' * bool(bad))
+        if bad:
+            print(f"warning: {text}")
 checkpoint = None  # free its memory
 configurator.setting_up = False
 
@@ -499,8 +501,6 @@ while True:
 
 if master and not stop:
     summary()
-if master:
-    os.close(lock)  # (the process' end would too; a test that runs train.py in-process goes on)
 if ddp:
     torch.distributed.barrier()  # process 0 may still be evaluating and checkpointing: leave together
     destroy_process_group()
