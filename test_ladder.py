@@ -109,7 +109,7 @@ def test_analyze_end_to_end(tmp_path, capsys):
     for name in ('loss_vs_flops.png', 'isoflop.png', 'gap.png', 'ladder.md', 'points.csv'):
         assert (out / name).stat().st_size > 0, name
     text = (out / 'ladder.md').read_text()
-    assert 'spectron − dense' in text and '| dense |' in text
+    assert 'spectron − dense' in text and '| dense |' in text and 'Held-out check' in text and 'Approach 3: a' in text
     with open(out / 'points.csv') as f:
         assert len(f.readlines()) == len(paths) + 1
     points = [ladder.read_point(p) for p in paths]
@@ -151,3 +151,27 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, word):
 def test_help_lists_the_commands_and_keys(flag):
     code, out, err = in_process('experiments/ladder.py', flag)
     assert code == 0 and err == '' and 'analyze' in out and 'resamples = ' in out
+
+
+def test_approach_3_recovers_known_exponents():
+    """noise-free points from L(N, D) = E + A/N^α + B/D^β at ladder-like N and D: α, β, a = β/(α+β) come back"""
+    E, A, B, alpha, beta = 1.3, 30.0, 400.0, 0.3, 0.45
+    N, D = (g.ravel() for g in np.meshgrid(np.geomspace(5e4, 5e6, 6), np.geomspace(1e6, 1e8, 6)))
+    p = ladder.fit_parametric(N, D, E + A / N ** alpha + B / D ** beta)
+    assert (p['alpha'], p['beta'], p['E']) == pytest.approx((alpha, beta, E), abs=0.02)
+    assert p['a'] == pytest.approx(beta / (alpha + beta), abs=0.01) and p['degenerate'] == ''
+
+
+def test_held_out_check_flags_a_frontier_that_bends_at_the_top_budget():
+    """on the law the top budget is predicted within its interval; bent below it (as the ladder's spectron is), not"""
+    rng = np.random.default_rng(0)
+    budgets = np.array(ladder.BUDGETS)
+    C = np.repeat(budgets, 4) * np.tile([1.0, 1.02, 1.04, 1.06], len(budgets))  # the on-law point cheapest
+    L = 1.2 + 0.5 * (C / ladder.C_REF) ** -0.3 + np.tile([0.0, 0.02, 0.05, 0.1], len(budgets))
+    law = ladder.held_out_check(C, L, budgets[-1], 50, rng)
+    assert law['within'] and law['law'] and abs(law['error']) < 0.01
+    bent = L - 0.08 * (C > budgets[-2] * ladder.BUDGET_TOL)
+    off = ladder.held_out_check(C, bent, budgets[-1], 50, rng)
+    assert not off['within'] and not off['law'] and off['error'] == pytest.approx(0.08, abs=0.01)
+    fits = dict(degenerate='', held_out=off)
+    assert 'misses its held-out budget' in ladder.not_a_law(fits)

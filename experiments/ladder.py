@@ -20,7 +20,10 @@ analyze takes the last eval of every run (a branch is a run of its own; a long r
 down, so they are not points) and writes to --out: loss_vs_flops.png (every point and each mode's fitted frontier),
 isoflop.png (val loss against parameters at each budget, quadratic fits in log N; N_opt(C) and D_opt(C)),
 gap.png (each mode − dense at equal FLOPs), ladder.md (the fits, exponents, gaps and inference at equal quality)
-and points.csv (every point). Intervals are 90 % bootstrap intervals over the points.
+and points.csv (every point). Intervals are 90 % bootstrap intervals over the points. ladder.md also checks the fits
+(issue 29): each frontier refitted without its top budget and its prediction there against the measured best loss,
+and Approach 3 (Hoffmann et al.'s parametric L(N, D) = E + A/N^α + B/D^β over every point) beside the isoFLOP
+exponents (Approach 2); a fit that is degenerate or misses its held-out budget is called not a law.
 """
 import csv
 import math
@@ -344,6 +347,120 @@ def at_bound(fit, L):
     return 'E at its bound 0' if E <= 0 else 'E at its bound, the lowest loss' if E >= top * (1 - 1e-12) else ''
 
 
+def held_out_check(C, L, top, resamples, rng):
+    """the frontier fit refitted without its top budget (points with C below top / BUDGET_TOL), its prediction at top
+    against the measured best loss there; the interval is the 90% bootstrap of that prediction (resample the lower
+    points, envelope, refit). None with fewer than 3 lower budgets or no point at top."""
+    C, L = np.asarray(C, float), np.asarray(L, float)
+    low, at_top = C < top / BUDGET_TOL, C >= top / BUDGET_TOL
+    Cl, Ll = C[low], L[low]
+    env = envelope(Cl, Ll)
+    if len(np.unique(Cl[env])) < 3 or not at_top.any():
+        return None
+    fit = fit_frontier(Cl[env], Ll[env])
+    pred, measured = float(frontier_loss(fit, top)), float(L[at_top].min())
+    preds = []
+    for _ in range(resamples):
+        i = rng.integers(len(Cl), size=len(Cl))
+        e = i[envelope(Cl[i], Ll[i])]
+        if len(np.unique(Cl[e])) >= 3:
+            preds.append(float(frontier_loss(fit_frontier(Cl[e], Ll[e]), top)))
+    iv = interval(preds)
+    within = iv[0] - 1e-9 <= measured <= iv[1] + 1e-9
+    degenerate = at_bound(fit, Ll[env])
+    return dict(fit=fit, pred=pred, measured=measured, error=pred - measured, interval=iv, within=within, n=len(preds),
+                degenerate=degenerate, law=within and not degenerate)
+
+
+# Approach 3 (Hoffmann et al. 2022): L(N, D) = E + A/N^α + B/D^β over every point of a mode, fitted as they did: a
+# Huber loss (δ = 1e-3) on log L, E, A, B log-parametrised, from a grid of starts; here α, β = 3·sigmoid(u), so a
+# fit is degenerate when an exponent sits on 0 or 3 or E on 0. Compute-optimal: N_opt ∝ C^(β/(α+β)),
+# D_opt ∝ C^(α/(α+β)).
+HUBER_DELTA = 1e-3
+EXP_BOUND = 3.0
+N_REF, D_REF = 1e6, 1e7  # A and B are fitted as the loss terms at these N and D (better conditioned), then rescaled
+CHECK_RESAMPLES = 200  # bootstrap resamples of the held-out check and of Approach 3 (at most --resamples)
+
+
+def _parametric_batch(N, D, L, weights, starts, iters=500):
+    """every row of starts (e, a, b, u_α, u_β) fitted to the points with its row of weights (bootstrap counts), all
+    at once: the rows are independent, so L-BFGS on their summed objective fits each; (params, objective per row)"""
+    import torch
+    x = torch.tensor(np.log(np.asarray(N, float) / N_REF))
+    y = torch.tensor(np.log(np.asarray(D, float) / D_REF))
+    t = torch.tensor(np.log(np.asarray(L, float)))
+    w = torch.tensor(np.asarray(weights, float))
+    theta = torch.tensor(np.asarray(starts, float), requires_grad=True)
+    opt = torch.optim.LBFGS([theta], lr=1, max_iter=iters, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            history_size=20, line_search_fn='strong_wolfe')
+
+    def objective():
+        e, a, b, ua, ub = theta.unbind(1)
+        al, be = EXP_BOUND * torch.sigmoid(ua), EXP_BOUND * torch.sigmoid(ub)
+        pred = torch.logsumexp(torch.stack([e[:, None].expand(-1, len(t)), a[:, None] - al[:, None] * x,
+                                            b[:, None] - be[:, None] * y]), 0)
+        return (w * torch.nn.functional.huber_loss(pred, t.expand_as(pred), reduction='none',
+                                                   delta=HUBER_DELTA)).sum(1)
+
+    def closure():
+        opt.zero_grad()
+        loss = objective().sum()
+        loss.backward()
+        return loss
+
+    with torch.random.fork_rng():
+        opt.step(closure)
+    with torch.no_grad():
+        return theta.detach().numpy().copy(), objective().numpy().copy()
+
+
+def _unpack(th):
+    e, a, b, ua, ub = (float(v) for v in th)
+    al, be = EXP_BOUND / (1 + math.exp(-ua)), EXP_BOUND / (1 + math.exp(-ub))
+    return dict(E=math.exp(e), A=math.exp(a) * N_REF ** al, B=math.exp(b) * D_REF ** be, alpha=al, beta=be,
+                a=be / (al + be), b=al / (al + be))
+
+
+def _starts(L):
+    """the grid of starts: E at ½ or 0.9 of the lowest loss, α and β each 0.2, 0.5 or 1"""
+    L, out = np.asarray(L, float), []
+    for E in (0.5 * L.min(), 0.9 * L.min()):
+        for al in (0.2, 0.5, 1.0):
+            for be in (0.2, 0.5, 1.0):
+                out.append([math.log(E), math.log(0.3 * (L.mean() - E)), math.log(0.5 * (L.mean() - E)),
+                            math.log(al / (EXP_BOUND - al)), math.log(be / (EXP_BOUND - be))])
+    return np.array(out)
+
+
+def parametric_degenerate(p):
+    """why an Approach 3 fit is degenerate, or '': a parameter on a bound of its search"""
+    why = []
+    if p['E'] < 0.01:
+        why.append('E at its bound 0')
+    for k in ('alpha', 'beta'):
+        if not 0.01 < p[k] < EXP_BOUND - 0.01:
+            why.append(f"{'α' if k == 'alpha' else 'β'} at its bound {0 if p[k] <= 0.01 else EXP_BOUND:g}")
+    return ', '.join(why)
+
+
+def fit_parametric(N, D, L, resamples=0, rng=None):
+    """Approach 3 on points (N params, D tokens, L loss): the best of the grid of starts, and (resamples > 0) the
+    bootstrap over points, each resample started from the central fit and two of the grid's starts, the best kept"""
+    N, D, L = (np.asarray(v, float) for v in (N, D, L))
+    starts = _starts(L)
+    th, obj = _parametric_batch(N, D, L, np.ones((len(starts), len(L))), starts)
+    best = th[int(np.argmin(obj))]
+    out = dict(_unpack(best), boot=[])
+    out['degenerate'] = parametric_degenerate(out)
+    if resamples and len(L) >= 6:
+        picks = [best, starts[4], starts[13]]  # the central fit; α = β = 0.5 at either E
+        w = np.stack([np.bincount(rng.integers(len(L), size=len(L)), minlength=len(L)) for _ in range(resamples)])
+        th, obj = _parametric_batch(N, D, L, np.repeat(w, len(picks), 0), np.tile(np.array(picks), (resamples, 1)))
+        k = np.argmin(obj.reshape(resamples, len(picks)), 1)
+        out['boot'] = [_unpack(th[r * len(picks) + k[r]]) for r in range(resamples)]
+    return out
+
+
 def slope(C, Y):
     """exponent of Y ∝ C^slope (least squares in log-log)"""
     return float(np.polyfit(np.log(C), np.log(Y), 1)[0])
@@ -401,6 +518,27 @@ def mode_fits(points, budgets, resamples, rng):
                 out['boot_exp'].append((slope(bs, ns), slope(bs, [b / math.exp(fpt_of(math.log(n))) for b, n in
                                                                   zip(bs, ns)])))
     return out
+
+
+def check_fits(points, budgets, fits, resamples, rng):
+    """the checks of issue 29, into each mode's fits (their own random stream: the fits above are unchanged): the
+    frontier fit held out at the top budget ('held_out') and Approach 3 over every point ('parametric')"""
+    for mode, f in fits.items():
+        mine = [p for p in points if p['mode'] == mode]
+        f['held_out'] = held_out_check(f['C'], f['L'], max(budgets), resamples, rng)
+        f['parametric'] = fit_parametric([p['params'] for p in mine], [p['tokens'] for p in mine],
+                                         [p['val_loss'] for p in mine], resamples, rng) if len(mine) >= 6 else None
+
+
+def not_a_law(f):
+    """why a mode's frontier is not a law, or '': its fit degenerate, or its held-out prediction off"""
+    why = [f"fit degenerate: {f['degenerate']}"] if f['degenerate'] else []
+    h = f.get('held_out')
+    if h and h['degenerate']:
+        why.append(f"held-out fit degenerate: {h['degenerate']}")
+    if h and not h['within']:
+        why.append('misses its held-out budget')
+    return '; '.join(why)
 
 
 def gap_curves(fits, grid):
@@ -592,6 +730,46 @@ def read_bench(path):
     return speeds
 
 
+def checks_table(fits, budgets):
+    """ladder.md's lines for issue 29's checks: the held-out budget, Approach 3 beside Approach 2"""
+    top = max(budgets)
+    lines = [f"Held-out check: each mode's frontier refitted without its top budget (C = {top:.2g}), its prediction "
+             "there against the measured best loss; interval: 90% bootstrap of the prediction (the lower points "
+             f"resampled, {max((f['held_out']['n'] for f in fits.values() if f.get('held_out')), default=0)} "
+             "times). A fit that is degenerate or whose measured loss falls outside that interval is not a law.\n",
+             '| mode | predicted | measured | error (pred − meas) | prediction interval | measured within it '
+             '| verdict |',
+             '|---' * 7 + '|']
+    for mode, f in fits.items():
+        h = f.get('held_out')
+        if not h:
+            lines.append(f"| {mode} | - | - | - | - | - | too few budgets |")
+            continue
+        why = not_a_law(f)
+        lines.append(f"| {mode} | {h['pred']:.4f} | {h['measured']:.4f} | {h['error']:+.4f} | "
+                     f"[{h['interval'][0]:.4f}, {h['interval'][1]:.4f}] | {'yes' if h['within'] else 'NO'} | "
+                     f"{'not a law (' + why + ')' if why else 'holds'} |")
+    lines += ['', 'Approach 3 beside Approach 2: L(N, D) = E + A/N^α + B/D^β fitted over every point of a mode (N '
+              'params, D tokens = C / FLOPs per token; Huber loss δ = 1e-3 on log L, L-BFGS from 18 starts, as '
+              'Hoffmann et al.); compute-optimal N_opt ∝ C^a with a = β/(α+β), D_opt ∝ C^b with b = α/(α+β). '
+              'Approach 2: the isoFLOP exponents above. 90% bootstrap intervals over the points.\n',
+              '| mode | E | α | β | Approach 3: a | Approach 3: b | Approach 2: a | Approach 2: b | verdict |',
+              '|---' * 9 + '|']
+    for mode, f in fits.items():
+        p = f.get('parametric')
+        if not p:
+            continue
+        boot = {k: interval([q[k] for q in p['boot']]) if p['boot'] else (math.nan, math.nan)
+                for k in ('E', 'alpha', 'beta', 'a', 'b')}
+        exps = np.array(f['boot_exp']) if f['boot_exp'] else np.empty((0, 2))
+        ab = [fmt_fit(f['exp'][k], interval(exps[:, k])) for k in range(2)] if f.get('exp') else ['-'] * 2
+        lines.append(f"| {mode} | " + ' | '.join(fmt_fit(p[k], boot[k]) for k in ('E', 'alpha', 'beta', 'a', 'b'))
+                     + ' | ' + ' | '.join(ab) + ' | '
+                     + (f"not a law (degenerate: {p['degenerate']})" if p['degenerate'] else 'fit') + ' |')
+    lines.append(f"| paper | | | | {PAPER[0]} | {PAPER[1]} | | | |\n")
+    return lines
+
+
 def tables(points, budgets, fits, gaps, gen, out):
     lines = [f"Points: {len(points)} runs; params: all, embeddings included; C: training FLOPs as logged; "
              f"intervals: 90% bootstrap.\n",
@@ -609,6 +787,7 @@ def tables(points, budgets, fits, gaps, gen, out):
         lines.append('A degenerate fit has E on a bound of its search, [0, the lowest loss): the points fix no loss '
                      'floor, so E, A and α trade off along a ridge and none of them alone means much (its curve still '
                      'follows the points; the isoFLOP exponents a and b do not use it).\n')
+    lines += checks_table(fits, budgets)
     lines += ['D_opt = C / (training FLOPs per token of an N_opt model: model.flops_per_token of the sizes run, '
               'quadratic in log-log), the repo\'s own count, not C / 6N.\n',
               '| mode | budget C | N_opt | D_opt (tokens) | loss at N_opt | inside the sizes run |', '|---' * 6 + '|']
@@ -627,7 +806,9 @@ def tables(points, budgets, fits, gaps, gen, out):
             for b in sorted(budgets):
                 boot = [frontier_loss(x, b) - frontier_loss(y, b) for x, y in zip(f['boot'], d['boot'])]
                 cells.append(fmt_fit(frontier_loss(f['fit'], b) - frontier_loss(d['fit'], b), interval(boot), '+.3f'))
-            flag = f" ({g['degenerate']})" if g['degenerate'] else ''
+            flag = '; '.join(f"{m}'s fit not a law: {not_a_law(x)}" for m, x in ((mode, f), ('dense', d))
+                             if not_a_law(x))
+            flag = f" ({flag})" if flag else ''
             lines.append(f"| {mode} − dense{flag} | " + ' | '.join(cells) + f" | {trend(g['change'])} (Δ|gap| "
                          f"[{g['change'][0]:+.3f}, {g['change'][1]:+.3f}]) |")
     top = max(budgets)
@@ -679,6 +860,7 @@ def analyze(paths, opts):
     modes = [m for m in lowrank.MODES if any(p['mode'] == m for p in points)]
     colors = {m: color(m, k) for k, m in enumerate(lowrank.MODES) if m in modes}
     fits = {m: mode_fits([p for p in points if p['mode'] == m], budgets, int(resamples), rng) for m in modes}
+    check_fits(points, budgets, fits, min(int(resamples), CHECK_RESAMPLES), np.random.default_rng(1))
     grid = np.geomspace(min(budgets), max(budgets) * 10, 120)
     gaps = gap_curves(fits, grid)
     figure_frontier(points, fits, colors, opts['out'])
