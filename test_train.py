@@ -688,6 +688,10 @@ BAD_TRAIN_ARGS = [  # (arguments, a key word of the one-line error)
     (['--n_embed=64'], "'n_embd'"),
     (['--max_iters=ten'], 'max_iters'),
     (['--dropout=True'], 'dropout'),
+    (['--dropout=1.0'], 'dropout'),
+    (['--learning_rate=-1'], 'learning_rate'),
+    (['--weight_decay=-1'], 'weight_decay'),  # AdamW checks only its default's, not a group's
+    ([R, '--spectron_wd=-1'], 'spectron_wd'),
     (['--compile=1'], 'compile'),
     (['--spectron_ortho=maybe'], 'spectron_ortho'),
     (['--spectron_renorm=1'], 'spectron_renorm'),
@@ -746,6 +750,7 @@ BAD_TRAIN_ARGS = [  # (arguments, a key word of the one-line error)
     (['--mode=dense', '--tokenizer=bpe'], 'tokenizer'),
     (['--mode=dense', '--input_file=/nonexistent/corpus.txt'], 'not found'),
     (['--mode=dense', '--out_dir=/dev/null/out'], '/dev/null/out'),  # as root too: /dev/null is no folder
+    (['--mode=dense', '--out_dir={corpus}'], 'file'),  # the corpus file: a file, not a folder
     (['no_such_config.py'], 'no_such_config.py'),
     (['--max_iters'], '--key=value'),
     (['--init_from=gpt2'], 'init_from'),
@@ -773,7 +778,7 @@ BAD_TRAIN_ARGS = [  # (arguments, a key word of the one-line error)
 def test_bad_train_input_is_one_line_and_exit_2(corpus, tmp_path, args, word):
     if word == 'cuda' and torch.cuda.device_count() > int(args[-1].partition(':')[2] or 0):
         pytest.skip('this machine has that GPU')
-    code, _, err = train(corpus, tmp_path / 'out', *args, check=False)
+    code, _, err = train(corpus, tmp_path / 'out', *(a.format(corpus=corpus) for a in args), check=False)
     assert_refused(code, err, word)
     assert not os.path.exists(tmp_path / 'out')  # nothing started
 

@@ -156,11 +156,13 @@ decay_start = max_iters - max(1, round(decay_frac * max_iters))  # wsd: max_iter
 need(all(s.strip().isdigit() for s in save_at.split(',') if s.strip()), f"save_at takes steps (1600,3200): {save_at!r}")
 save_steps = sorted(int(s) for s in save_at.split(',') if s.strip())  # wsd branch points
 
+need(learning_rate > 0 and 0 <= dropout < 1, f"learning_rate must be > 0 and dropout in [0, 1): {learning_rate}, "
+     f"{dropout}")
 for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval', 'eval_iters',
           'gradient_accumulation_steps'):
     need(globals()[k] >= 1, f"{k} must be >= 1, got {globals()[k]}")
 for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'spectra_interval', 'spectra_early', 'min_lr',
-          'grad_clip', 'train_tokens'):
+          'grad_clip', 'train_tokens', 'weight_decay', 'spectron_wd'):  # (AdamW checks only its default's decay)
     need(globals()[k] >= 0, f"{k} must be >= 0, got {globals()[k]}")
 need(lr_schedule in ('cosine', 'wsd') and decay_shape in ('linear', 'sqrt') and 0 < decay_frac <= 1,
      "lr_schedule must be cosine|wsd, decay_shape linear|sqrt, decay_frac in (0, 1]")
@@ -175,6 +177,7 @@ if checkpoint is not None and init_from != 'svd':  # a continuation of a wsd run
     need(lr_schedule == 'cosine' or max_iters == saved['max_iters'] or k <= min(saved_start, decay_start),
          f"{source} is at step {k}, past the stable phase its run shares with max_iters={max_iters}: continue it "
          f"with max_iters={saved['max_iters']}, or branch from an earlier checkpoint")
+need(not os.path.isfile(out_dir), f"out_dir {out_dir} is a file, not a folder")
 need(init_from in ('resume', 'branch') or overwrite or not glob.glob(os.path.join(out_dir, 'ckpt*.pt')),
      f"{out_dir} holds checkpoints: continue with --init_from=resume, or replace them with --overwrite=True")
 
