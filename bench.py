@@ -89,7 +89,7 @@ def validate(c):
         c['dtype'] = 'bfloat16' if c['device'] == 'cuda' else 'float32'
     if c['quick']:
         c.update(warmup=1, steps=3, sample_tokens=min(c['sample_tokens'], 20))
-    c['opt_cfg'] = dict(OPT_CFG, device_type=c['device'],
+    c['opt_cfg'] = dict(OPT_CFG,
                         rank_warmup=max(OPT_CFG['rank_warmup'], c['warmup'] + c['steps'] + 2))  # never truncate here
     try:  # every row's model and optimizers, built on the meta device (no memory, no time): what a mode refuses
         for d in c['widths']:  # (TSVD: a rank below its min_rank) stops here, not after the rows before it

@@ -238,6 +238,13 @@ class Spectron(torch.optim.Optimizer):
                         p.sub_(rho * direction[p].to(p.dtype))
 
 
+def spectron_lr_at_width(eta, n_embd):
+    """η tuned at n_embd 256, moved to another width as η·√(256/n_embd): the 1000-step η grids of
+    experiments/eta_transfer.sh put the best η at about the same value across ranks but ×0.65-0.68 from n_embd 128
+    to 256, near 1/√2 (RESULTS.md, "η transfer"). train.py applies it to a fresh run's default η; the tools too."""
+    return eta * math.sqrt(256 / n_embd)
+
+
 class Muon(torch.optim.Optimizer):
     """Muon (Jordan et al. 2024), the dense control for Spectron: the same orthogonalised momentum, on a whole W.
         B ← μB + G,   O = NS(G + μB)  (Nesterov),   W ← W − lr · max(1, rows/cols)^½ · O

@@ -147,12 +147,19 @@ need(not ignored, f"mode={mode} does not use {', '.join('--' + k for k in ignore
 if init_from in ('scratch', 'svd'):
     for k, v in the_mode.defaults.items():  # the mode's own tuned values (lowrank.MODES; --help lists them)
         globals()[k] = given.get(k, v)
-    if 'spectron_lr' not in given:  # η was tuned at n_embd 256, and its best moved as ≈1/√n_embd (RESULTS.md)
-        spectron_lr *= math.sqrt(256 / n_embd)
+    if 'spectron_lr' not in given:  # η was tuned at n_embd 256: ×√(256/n_embd), as its best moved (RESULTS.md)
+        spectron_lr = lowrank.spectron_lr_at_width(spectron_lr, n_embd)
     if 'min_lr' not in given:
         min_lr = learning_rate / 10  # nanoGPT's floor
 decay_end = lr_decay_iters or max_iters  # cosine: where the LR reaches min_lr
-decay_start = max_iters - max(1, round(decay_frac * max_iters))  # wsd: max_iters alone moves it, so runs share a start
+
+
+def stable_steps(n):
+    """wsd: an n-step run's decay starts here. It depends on n alone, so runs of any length share a stable phase."""
+    return n - max(1, round(decay_frac * n))
+
+
+decay_start = stable_steps(max_iters)
 need(all(s.strip().isdigit() for s in save_at.split(',') if s.strip()), f"save_at takes steps (1600,3200): {save_at!r}")
 save_steps = sorted(int(s) for s in save_at.split(',') if s.strip())  # wsd branch points
 
@@ -171,7 +178,7 @@ need(lr_schedule == 'cosine' or not lr_decay_iters and (decay_start >= warmup_it
 need(not save_steps or lr_schedule == 'wsd' and 0 < save_steps[0] <= save_steps[-1] <= decay_start,
      f"save_at keeps branch points in the stable phase of a wsd run (steps 1..{decay_start})")
 if checkpoint is not None and init_from != 'svd':  # a continuation of a wsd run must be the straight run from k on
-    k, saved_start = checkpoint['iter_num'], saved['max_iters'] - max(1, round(decay_frac * saved['max_iters']))
+    k, saved_start = checkpoint['iter_num'], stable_steps(saved['max_iters'])
     need(init_from == 'resume' or lr_schedule == 'wsd' and k <= max_iters, f"{source} (step {k}): a branch "
          f"continues a wsd run from a step in its stable phase, up to max_iters={max_iters}")
     need(lr_schedule == 'cosine' or max_iters == saved['max_iters'] or k <= min(saved_start, decay_start),

@@ -153,8 +153,8 @@ def centre(mode, flags):
     if key in flags:
         return flags[key]
     value = m.defaults.get(key, TRAIN[key])
-    if key == 'spectron_lr':  # train.py: η was tuned at n_embd 256 and moves as 1/√n_embd
-        value *= math.sqrt(256 / flags.get('n_embd', TRAIN['n_embd']))
+    if key == 'spectron_lr':  # as train.py scales it
+        value = lowrank.spectron_lr_at_width(value, flags.get('n_embd', TRAIN['n_embd']))
     return value
 
 

@@ -226,8 +226,8 @@ def run_lines(stage, modes):
                 lines += [f"runs/ladder/{mode}_d{d}_T{s} {flags} --max_iters={s} --init_from=branch "
                           f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
             elif stage == 'grid' and d in GRID_WIDTHS[mode]:
-                base = {'learning_rate': 1e-3, 'muon_lr': 0.01,  # the defaults at every width; η's rule: √(256/d)
-                        'spectron_lr': 0.02 * math.sqrt(256 / d)}[step_key(mode)]
+                base = {'learning_rate': 1e-3, 'muon_lr': 0.01,  # the defaults at every width; η's width rule
+                        'spectron_lr': lowrank.spectron_lr_at_width(0.02, d)}[step_key(mode)]
                 lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g} {flags} --max_iters={top} --{step_key(mode)}={x * base:.6g}"
                           for x in (0.5, 2)]
     return lines
