@@ -452,7 +452,7 @@ def the_rest(model, params):
 
 def spectron_and_adamw(model, cfg, optimizer=Spectron):
     """Each layer's factor pair to Spectron (or a variant: a subclass, as optimizer), the rest to AdamW, together."""
-    pairs = [(m.U, m.V) for m in model.modules() if isinstance(m, FactorizedLinear)]
+    pairs = [(m.U, m.V) for m in model.modules() if isinstance(m, (FactorizedLinear, CoLALinear))]
     factors = [p for pair in pairs for p in pair]
     return [optimizer(pairs, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
                      power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd'],
@@ -465,6 +465,13 @@ def muon_and_adamw(model, cfg):
     weights = [m.weight for m in model.modules() if isinstance(m, DenseLinear)]
     return [Muon(weights, lr=cfg['muon_lr'], momentum=cfg['muon_beta'], ns_steps=cfg['ns_steps']),
             adamw(the_rest(model, weights), cfg)]
+
+
+def muon_spectron_and_adamw(model, cfg):
+    """Dense block weights to Muon, factor pairs to Spectron, the rest to AdamW: for modes that mix layers."""
+    muon, spectron = muon_and_adamw(model, cfg)[0], spectron_and_adamw(model, cfg)[0]
+    taken = [p for opt in (muon, spectron) for group in opt.param_groups for p in group['params']]
+    return [muon, spectron, adamw(the_rest(model, taken), cfg)]
 
 
 def tsvd_adamw(model, cfg):
@@ -481,7 +488,7 @@ def tsvd_adamw(model, cfg):
 
 
 # The one list of modes: every other file asks a mode what it needs through these fields, never by its name.
-#   layer: the class every non-embedding linear is built from
+#   layer: the class every non-embedding linear is built from, or {'attn': class, 'mlp': class}, one per part of a block
 #   optimizers(model, cfg) -> list of optimizers, stepped together
 #   after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (None: nothing to do)
 #   defaults: the config values the mode trains with unless they are given (train.py applies them, --help lists them);
@@ -506,6 +513,17 @@ MODES = {
     'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, dict(learning_rate=3e-3, rank=0.5, energy=0.99),
                  color='tab:green', keys=('rank', 'energy', 'rank_warmup', 'rank_interval', 'min_rank')),
     'cola': Mode(CoLALinear, adamw_only, None, dict(learning_rate=2e-3), color='tab:red', keys=('rank',)),
+    # The hunt for a low-rank recipe that beats dense + Muon at equal training FLOPs (RESULTS.md, "The leaderboard"):
+    # each idea a line. CoLA's layer with Spectron's factor steps (its bound is on V Uᵀ, not on the layer's map);
+    # factors only in the MLP (2/3 of a block's weights), the attention dense and trained by Muon at its tuned
+    # muon_lr; the tuned step size is the MLP factors'.
+    'cola_spectron': Mode(CoLALinear, spectron_and_adamw, None, dict(learning_rate=1e-3), 'spectron_lr',
+                          color='firebrick', keys=SPECTRON_KEYS),
+    'cola_mlp': Mode(dict(attn=DenseLinear, mlp=CoLALinear), muon_and_adamw, None, dict(learning_rate=2e-3),
+                     color='salmon', keys=('rank', 'muon_lr', 'muon_beta', 'ns_steps')),
+    'spectron_mlp': Mode(dict(attn=DenseLinear, mlp=FactorizedLinear), muon_spectron_and_adamw, None,
+                         dict(learning_rate=1e-3), 'spectron_lr', color='goldenrod',
+                         keys=SPECTRON_KEYS + ('muon_lr', 'muon_beta')),
 }
 
 
@@ -525,6 +543,7 @@ def modes_help():
                       f"{', '.join(m.keys) or '-'}" for name, m in MODES.items()])
 
 
-def make_linear(mode, in_features, out_features, rank, bias=False, init_std=0.02):
-    """The one call model.py makes for every non-embedding linear layer."""
-    return MODES[mode].layer(in_features, out_features, rank, bias, init_std)
+def make_linear(mode, in_features, out_features, rank, bias=False, init_std=0.02, part='attn'):
+    """The one call model.py makes for every non-embedding linear layer; part: 'attn' or 'mlp', the block's part."""
+    layer = MODES[mode].layer
+    return (layer[part] if isinstance(layer, dict) else layer)(in_features, out_features, rank, bias, init_std)

@@ -95,8 +95,8 @@ class CausalSelfAttention(nn.Module):
         d = config.n_embd
         if d % config.n_head:
             raise ValueError(f"n_embd={d} is not divisible by n_head={config.n_head}")
-        self.q, self.k, self.v = linear(d, d), linear(d, d), linear(d, d)
-        self.o = linear(d, d, residual=True)
+        self.q, self.k, self.v = linear(d, d, 'attn'), linear(d, d, 'attn'), linear(d, d, 'attn')
+        self.o = linear(d, d, 'attn', residual=True)
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -113,8 +113,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config, linear):
         super().__init__()
-        self.up = linear(config.n_embd, 4 * config.n_embd)
-        self.down = linear(4 * config.n_embd, config.n_embd, residual=True)
+        self.up = linear(config.n_embd, 4 * config.n_embd, 'mlp')
+        self.down = linear(4 * config.n_embd, config.n_embd, 'mlp', residual=True)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -139,10 +139,10 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
 
-        def linear(n_in, n_out, residual=False):
+        def linear(n_in, n_out, part, residual=False):
             # nanoGPT's init: std 0.02, and 0.02/sqrt(2·n_layer) on projections into the residual stream
             std = 0.02 / math.sqrt(2 * config.n_layer) if residual else 0.02
-            return lowrank.make_linear(config.mode, n_in, n_out, config.rank, config.bias, std)
+            return lowrank.make_linear(config.mode, n_in, n_out, config.rank, config.bias, std, part)
 
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)

@@ -27,6 +27,9 @@ def test_csv_has_a_row_per_mode_and_factorized_flops_below_dense(tmp_path):
     for mode, m in lowrank.MODES.items():
         if m.layer is lowrank.DenseLinear:  # full W (muon): dense's FLOPs, at full rank
             assert rows[mode]['rank'] == '64' and rows[mode]['mflops_tok'] == rows['dense']['mflops_tok']
+        elif isinstance(m.layer, dict):  # factors in part of each block only (the hunt's): fewer FLOPs than dense
+            assert float(rows['spectron']['mflops_tok']) < float(rows[mode]['mflops_tok']) < float(
+                rows['dense']['mflops_tok'])
         else:
             assert rows[mode]['rank'] == '16'
             assert float(rows[mode]['mflops_tok']) < float(rows['dense']['mflops_tok'])

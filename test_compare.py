@@ -5,6 +5,7 @@ Spectron's step_sizes hook, which sees the factors."""
 import json
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ TINY = ['--n_layer=1', '--n_embd=32', '--n_head=2', '--block_size=16', '--batch_
 
 
 def args(corpus, tmp_path, *extra):
-    return [*TINY, f'--input_file={corpus}', f'--out={tmp_path / "cmp"}', *extra]
+    return [*TINY, f'--input_file={corpus}', f'--out={tmp_path / "cmp"}', f'--keep={tmp_path / "keep"}', *extra]
 
 
 class FakeRuns:
@@ -62,25 +63,27 @@ def test_protocol_extends_a_grid_at_its_end_then_seeds_the_best_and_resumes(corp
     monkeypatch.setattr(compare, 'train_run', fake)
     compare.main(args(corpus, tmp_path, '--modes=cola', '--reference=muon', '--rank=8'))
     cola = [(v, s) for m, v, s in fake.calls if m == 'cola']
-    grid = [compare.round3(centre * 10 ** (i / 4 - 0.5)) for i in range(5)]
+    grid = [compare.rounded(centre * 10 ** (i / 4 - 0.5), 10 ** 0.25) for i in range(5)]
     added = [grid[-1]]
-    for _ in range(3):  # each a grid step (10^¼) past the last: 5.62, 10, 17.8 × the centre
-        added.append(compare.round3(added[-1] * 10 ** 0.25))
+    for _ in range(3):  # each a grid step (10^¼) past the last: ~6, 10, 20 × the centre
+        added.append(compare.rounded(added[-1] * 10 ** 0.25, 10 ** 0.25))
     added = added[1:]
     assert [v for v, s in cola if s == 1337] == grid + added
     assert sorted(v for v, s in cola if s == 1) == added  # the best (10×) and its two neighbours
     assert len([c for c in fake.calls if c[0] == 'muon']) == 5 + 3
-    folder = folder_of(tmp_path / 'cmp')
-    report = open(os.path.join(folder, 'report.md')).read()
+    folder, keep = folder_of(tmp_path / 'cmp'), folder_of(tmp_path / 'keep')
+    report = open(os.path.join(keep, 'steps_vs_muon.md')).read()
     assert f"| cola | learning_rate = {added[1]:g} |" in report and "| muon | muon_lr = 0.01 |" in report
-    assert all(os.path.getsize(os.path.join(folder, f)) > 10_000 for f in ('step_sizes.png', 'val_vs_flops.png'))
+    assert all(os.path.getsize(os.path.join(keep, f'steps_vs_muon_{f}.png')) > 10_000
+               for f in ('step_sizes', 'val_vs_flops'))
+    assert len([n for n in os.listdir(keep) if n.endswith('.log.jsonl.gz')]) == 19  # every run's log kept
     out = capsys.readouterr().out
     assert out.index('plan: 10 grid runs at seed 1337 + 6 at seed 1') < out.index('1 of ') and '19 of 19 done' in out
 
     fake.calls.clear()  # resumed: every run is on disk
     compare.main(args(corpus, tmp_path, '--modes=cola', '--reference=muon', '--rank=8'))
     assert fake.calls == [] and '19 of 19 done: 0 run now, 19 found finished' in capsys.readouterr().out
-    stale = os.path.join(folder, 'muon_lr0.01_seed1337', 'log.jsonl')
+    stale = os.path.join(folder, 'muon_lr0.01_seed1337_20it', 'log.jsonl')
     rows = [json.loads(line) for line in open(stale)]
     rows[0]['max_iters'] = 999  # another config's run in its place: not counted
     open(stale, 'w').write(''.join(json.dumps(r) + '\n' for r in rows))
@@ -88,8 +91,15 @@ def test_protocol_extends_a_grid_at_its_end_then_seeds_the_best_and_resumes(corp
     assert fake.calls == [('muon', 0.01, 1337)] and '--overwrite=True' in fake.argv[-1]  # replaced, not resumed
     fake.calls.clear()  # a third seed: the same folder, and only the new seed's runs
     compare.main(args(corpus, tmp_path, '--modes=cola', '--reference=muon', '--rank=8', '--seeds=3'))
-    assert sorted(fake.calls) == sorted([('cola', v, 2) for v in added] + [('muon', v, 2) for v in (0.00562, 0.01,
-                                                                                                   0.0178)])
+    assert sorted(fake.calls) == sorted([('cola', v, 2) for v in added] + [('muon', v, 2) for v in (0.006, 0.01,
+                                                                                                   0.02)])
+    fake.calls.clear()  # a fresh clone: no runs/, only the kept logs (as committed under assets/)
+    shutil.rmtree(tmp_path / 'cmp')
+    compare.main(args(corpus, tmp_path, '--modes=cola', '--reference=muon', '--rank=8', '--seeds=3'))
+    assert fake.calls == [] and '25 found finished' in capsys.readouterr().out
+    fake.calls.clear()  # the same runs serve another axis: equal FLOPs at the reference's budget (cola's 20 steps)
+    compare.main(args(corpus, tmp_path, '--modes=cola', '--reference=cola', '--rank=8', '--axis=flops'))
+    assert fake.calls == [] and os.path.exists(os.path.join(keep, 'flops_vs_cola.md'))
 
 
 def test_a_grid_stops_growing_after_extend_values_and_says_so(corpus, tmp_path, monkeypatch):
@@ -98,7 +108,7 @@ def test_a_grid_stops_growing_after_extend_values_and_says_so(corpus, tmp_path, 
     compare.main(args(corpus, tmp_path, '--modes=nfw', '--reference=muon', '--rank=8', '--extend=1', '--grid=3'))
     nfw = [(v, s) for m, v, s in fake.calls if m == 'nfw']
     assert len([1 for v, s in nfw if s == 1337]) == 3 + 1 and len([1 for v, s in nfw if s == 1]) == 2  # one neighbour
-    report = open(os.path.join(folder_of(tmp_path / 'cmp'), 'report.md')).read()
+    report = open(os.path.join(folder_of(tmp_path / 'keep'), 'steps_vs_muon.md')).read()
     assert '- nfw (learning_rate, 20 steps) !:' in report
 
 
@@ -126,20 +136,23 @@ def test_equal_flops_gives_each_mode_the_reference_flops_and_equal_params_a_matc
     assert plan['muon']['rank'] is None
 
 
-def test_the_folder_is_keyed_by_what_decides_the_runs(corpus, tmp_path):
-    """train.py's flags, the axis, budget and reference, the corpus: not --seeds, --grid, --extend or the other modes,
-    which only decide which runs are needed (more seeds or a wider grid reuse the runs there)"""
+def test_the_folder_is_keyed_by_what_its_runs_share(corpus, tmp_path):
+    """train.py's flags and the corpus; not the comparison's options, which only decide which runs are needed (each
+    run's name holds its own mode, step size, seed, steps and rank)"""
     def key(*extra, input_file=corpus):
         opts, flags = compare.parse([*args(corpus, tmp_path, '--modes=cola', '--rank=8', *extra),
                                      f'--input_file={input_file}'])
-        return compare.config_key(opts, flags, compare.make_plan(opts, flags)[1]['meta'])[0]
+        return compare.config_key(flags, compare.make_plan(opts, flags)[1]['meta'])[0]
 
     other = tmp_path / 'other.txt'
     other.write_text(open(corpus).read()[:-1] + 'X')
     base = key()
-    assert key('--jobs=1', '--plan_only=True', '--seeds=3', '--extend=5', '--grid=7', '--modes=cola,nfw') == base
-    assert len({base, key('--dropout=0.1'), key('--axis=flops'), key('--reference=nfw'),
-                key(input_file=str(other))}) == 5  # what decides a run's settings
+    assert key('--jobs=1', '--plan_only=True', '--seeds=3', '--extend=5', '--grid=7', '--modes=cola,nfw',
+               '--axis=flops', '--reference=nfw') == base
+    assert len({base, key('--dropout=0.1'), key(input_file=str(other))}) == 3
+    p = dict(steps=20, rank=None)
+    assert compare.run_name(compare.Run('cola', 0.002, 1), p) == 'cola_lr0.002_seed1_20it'
+    assert compare.run_name(compare.Run('cola', 0.002, 1), dict(p, rank=5)) == 'cola_lr0.002_seed1_20it_rank5'
 
 
 @pytest.mark.parametrize('argv, word', [
@@ -233,3 +246,31 @@ def test_step_sizes_sees_the_factors_and_its_steps_are_taken():
     rho = 0.1 / (U0.norm() + V0.norm() + 1)  # the factors before the step
     expected = U0 - rho * lowrank.newton_schulz((0.05 * layer.U.grad)[None])[0]  # momentum after one step: 0.05 G
     assert torch.allclose(layer.U.detach(), expected, atol=1e-7) and torch.equal(layer.V.detach(), V0)
+
+
+# -----------------------------------------------------------------------------
+# the hunt's registry lines: each idea's layers and optimizers are what its line says
+
+@pytest.mark.parametrize('mode, attn, mlp, optimizers', [
+    ('cola_spectron', lowrank.CoLALinear, lowrank.CoLALinear, {'Spectron': 'factors', 'AdamW': 'the rest'}),
+    ('cola_mlp', lowrank.DenseLinear, lowrank.CoLALinear, {'Muon': 'attn', 'AdamW': 'the rest'}),
+    ('spectron_mlp', lowrank.DenseLinear, lowrank.FactorizedLinear,
+     {'Muon': 'attn', 'Spectron': 'factors', 'AdamW': 'the rest'}),
+])
+def test_hunt_modes_build_their_parts_and_give_each_parameter_one_optimizer(mode, attn, mlp, optimizers):
+    model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=2, n_head=2, n_embd=32, mode=mode, rank=8))
+    for name, layer in model.linear_layers():
+        assert type(layer) is (attn if '.attn.' in name else mlp), name
+    cfg = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, spectron_lr=0.02, spectron_beta=0.95,
+               ns_steps=5, spectron_power_iters=1, spectron_wd=0.0, spectron_ortho=True, spectron_renorm=True,
+               muon_lr=0.01, muon_beta=0.95)
+    opts = lowrank.MODES[mode].optimizers(model, cfg)
+    got = {type(o).__name__: [p for g in o.param_groups for p in g['params']] for o in opts}
+    assert list(got) == list(optimizers)
+    assert sorted(map(id, sum(got.values(), []))) == sorted(map(id, model.parameters()))  # each exactly once
+    attn_weights = {id(m.weight) for n, m in model.linear_layers() if '.attn.' in n and hasattr(m, 'weight')}
+    factors = {id(p) for _, m in model.linear_layers() if hasattr(m, 'U') for p in (m.U, m.V)}
+    if 'Muon' in got:
+        assert {id(p) for p in got['Muon']} == attn_weights
+    if 'Spectron' in got:
+        assert {id(p) for p in got['Spectron']} == factors

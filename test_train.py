@@ -29,9 +29,17 @@ from conftest import ENV, REPO, assert_refused, in_process, records, train_in_pr
 TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8', '--eval_iters=2',
         '--log_interval=1', '--spectra_interval=0', '--device=cpu', '--warmup_iters=5']
 MODES = list(lowrank.MODES)  # every mode, one added to the registry too
-FACTORIZED = [m for m in MODES if lowrank.MODES[m].layer is not lowrank.DenseLinear]
+
+
+def layers(mode):
+    """the classes a mode builds its linear layers from (one, or one per part of a block)"""
+    layer = lowrank.MODES[mode].layer
+    return set(layer.values()) if isinstance(layer, dict) else {layer}
+
+
+FACTORIZED = [m for m in MODES if layers(m) != {lowrank.DenseLinear}]
 SVD_SPLIT = [m for m in FACTORIZED  # the modes whose layers an SVD init fills (CoLA's, not linear, refuses)
-             if issubclass(lowrank.MODES[m].layer, (lowrank.FactorizedLinear, lowrank.TSVDLinear))]
+             if all(issubclass(c, (lowrank.FactorizedLinear, lowrank.TSVDLinear)) for c in layers(m))]
 SPECTRON_ABLATIONS = ['spectron --spectron_ortho=False', 'spectron --spectron_renorm=False',
                       'spectron --spectron_ortho=False --spectron_renorm=False']  # the paper's ablation's variants
 TSVD = dict(rank=8, rank_warmup=5, rank_interval=5, energy=0.9, min_rank=2)  # truncates within a few steps
@@ -39,7 +47,7 @@ R = '--rank=8'  # a rank that fits TINY's n_embd 32 (the default, 64, does not)
 
 
 def is_tsvd(mode):
-    return issubclass(lowrank.MODES[mode].layer, lowrank.TSVDLinear)
+    return lowrank.TSVDLinear in layers(mode)
 
 
 def own(mode, **values):

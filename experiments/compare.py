@@ -25,20 +25,23 @@ The axis: what every mode gets the same of.
     params  --budget parameters (default: the reference's), by choosing the --rank (a count) of each mode that has
             one; a mode without (dense, muon) keeps its own count, which the plan and the report say. Equal steps.
 
-Runs go to --out/KEY/, KEY a hash of everything that decides a run's settings (the train.py flags, --axis, --budget,
---reference and the corpus' sha256), so runs of another config are never mistaken for these (each run's logged
-settings are checked too); KEY/config.json says what it holds. What only decides which runs are needed (--modes,
---seeds, --grid, --extend) is not in KEY: more seeds, a wider grid or another mode reuse every run already there.
---jobs runs at a time, one thread each; a run that has finished is never rerun and one with a checkpoint resumes, so
-the same command after a crash or Ctrl-C finishes only what is missing. The plan (runs, estimated CPU time) is printed
-first (--plan_only=True: only that), then "N of M done, ETA" as runs finish. Then KEY/report.md (the table, each grid,
-how to read them), KEY/step_sizes.png (val loss against step size per mode) and KEY/val_vs_flops.png (the chosen runs'
-val loss against training FLOPs): the last comparison's, whose options the report names.
+Runs go to --out/KEY/MODE_lrVALUE_seedSEED_STEPSit (_rankR on the params axis), KEY a hash of the train.py flags and
+the corpus' sha256, so runs of another config are never mistaken for these (each run's logged settings are checked
+too); KEY/config.json says what it holds. A run is named by its own settings, so comparisons on other axes, budgets,
+references, more seeds, a wider grid or another mode reuse every run already there (dense at 2000 steps is the same run
+for --axis=steps and for --axis=flops when dense sets the budget). --jobs runs at a time, one thread each; a finished
+run is never rerun and one with a checkpoint resumes, so the same command after a crash or Ctrl-C finishes only what
+is missing. Each finished run's log is kept, gzipped, in --keep/KEY/ (committed under assets/: a fresh clone restores
+them as finished runs, so a later session goes on where this one stopped). The plan (runs, estimated CPU time) is
+printed first (--plan_only=True: only that), then "N of M done, ETA" as runs finish. Then, in --keep/KEY/ (or --out/KEY/
+with --keep=''), TAG.md (the table, each grid, how to read them), TAG_step_sizes.png (val loss against step size per
+mode) and TAG_val_vs_flops.png (the chosen runs' val loss against training FLOPs), TAG = AXIS[BUDGET]_vs_REFERENCE.
 
 Bad input is one line and exit status 2 (before any run); a run that fails is one line and exit 1; --help lists keys.
 """
 import ast
 import concurrent.futures
+import gzip
 import hashlib
 import json
 import math
@@ -54,10 +57,11 @@ sys.path.insert(0, REPO)
 import configurator  # noqa: E402
 import lowrank  # noqa: E402
 from configurator import die, parse_args  # noqa: E402
+from prepare_data import atomic_write  # noqa: E402
 from plot_spectra import chosen_step, mode_color, read_log, save_png, unwritable  # noqa: E402
 
 TRAIN_PY = os.path.join(REPO, 'train.py')
-SEEDS = (1337, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # the first runs the grid (tune.sh's order)
+SEEDS = (1337, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # the first runs the grid (the earlier tuning's order: its runs are ours)
 NOT_PASSED = dict(mode='use --modes', seed='use --seeds', out_dir='use --out', **dict.fromkeys(
     ('init_from', 'svd_from', 'branch_from', 'save_at', 'overwrite'), 'each run starts fresh or resumes its own'))
 # CPU-time model of one run (1 thread), for the plan only; the ETA rescales it by the runs that have finished
@@ -71,10 +75,11 @@ seeds = 2  # seeds at the best step size and its two neighbours (the first, 1337
 grid = 5  # step sizes on the first grid, log-spaced over a decade around each mode's default
 extend = 3  # at most this many values added past an end of a grid while its best value sits there
 jobs = 2  # runs at a time, one thread each
-out = 'runs/compare'  # each comparison's folder is OUT/KEY, KEY the hash of its config
+out = 'runs/compare'  # runs (and their checkpoints) go to OUT/KEY/, KEY the hash of the train.py flags and corpus
+keep = 'assets/compare'  # finished runs' logs (gzipped), reports and figures go to KEEP/KEY/, for git ('': not kept)
 plan_only = False  # print the plan and stop
 KEYS = dict(modes=modes, axis=axis, budget=budget, reference=reference, seeds=seeds, grid=grid, extend=extend,
-            jobs=jobs, out=out, plan_only=plan_only)
+            jobs=jobs, out=out, keep=keep, plan_only=plan_only)
 USAGE = "(here: python experiments/compare.py --modes=a,b,c --axis=steps|flops|params [--key=value ...])"
 
 Run = namedtuple('Run', 'mode value seed')
@@ -135,9 +140,10 @@ def parse(argv):
              "grid must be >= 3 (a best value needs neighbours), extend >= 0 and jobs >= 1")):
         if not ok:
             raise ValueError(msg)
-    why = unwritable(opts['out'], folder=True)
-    if why:
-        raise ValueError(f"--out: {why}")
+    for key in ('out', 'keep'):
+        why = opts[key] and unwritable(opts[key], folder=True)
+        if why:
+            raise ValueError(f"--{key}: {why}")
     return opts, flags
 
 
@@ -158,8 +164,10 @@ def centre(mode, flags):
     return value
 
 
-def round3(x):
-    return float(f'{x:.3g}')
+def rounded(x, ratio):
+    """a grid value as people write step sizes: one significant figure (0.0006, 0.002), two or three where the grid
+    is finer than that could tell apart; the repo's earlier tuning grids were such values, so their runs are ours"""
+    return float(f'{x:.{1 + (ratio < 1.5) + (ratio < 1.1)}g}')
 
 
 def build(mode, flags, vocab_size, rank=None):
@@ -205,7 +213,7 @@ def make_plan(opts, flags):
         c = centre(m, flags)
         ratio = 10 ** (1 / (opts['grid'] - 1))
         plan[m] = dict(key=lowrank.MODES[m].step_size, centre=c, ratio=ratio, steps=steps, rank=ranks.get(m),
-                       grid=[round3(c * ratio ** (i - (opts['grid'] - 1) / 2)) for i in range(opts['grid'])],
+                       grid=[rounded(c * ratio ** (i - (opts['grid'] - 1) / 2), ratio) for i in range(opts['grid'])],
                        params=models[m].num_params(), fpt=fpt[m], tokens=steps * tokens,
                        est_s=START_S + steps * (STEP_S + fpt[m] * tokens / FLOP_S) + eval_flops / FLOP_S)
     budget_text = dict(steps=f"{length:,} steps", flops=f"{flops_budget:.3g} training FLOPs",
@@ -214,12 +222,11 @@ def make_plan(opts, flags):
                       budget=budget_text[opts['axis']])
 
 
-def config_key(opts, flags, meta):
-    """the hash that names the folder: what decides each run's settings (--axis, --budget, --reference, every
-    train.py flag and the corpus); config.json, the same as text. Not the code: a later session's edit must not
-    orphan hours of finished runs (each run's logged config is checked against the one it would have)."""
-    config = dict(options={k: opts[k] for k in ('axis', 'budget', 'reference')},
-                  train_flags=dict(sorted(flags.items())), corpus_sha256=meta['input_sha256'])
+def config_key(flags, meta):
+    """the hash that names the folder: what every run in it shares (the train.py flags and the corpus; each run's
+    mode, step size, seed, steps and rank are in its name); config.json, the same as text. Not the code: a later
+    session's edit must not orphan hours of finished runs (each run's logged config is checked against its name)."""
+    config = dict(train_flags=dict(sorted(flags.items())), corpus_sha256=meta['input_sha256'])
     return sha(json.dumps(config, sort_keys=True))[:12], config
 
 
@@ -239,7 +246,8 @@ def needed(p, results, n_seeds, max_extend):
     loss = lambda v: results[v][first] if results[v][first] == results[v][first] else math.inf  # NaN: diverged
     best = min(range(len(xs)), key=lambda i: (loss(xs[i]), i))
     if len(xs) - len(p['grid']) < max_extend and best in (0, len(xs) - 1):
-        return [(round3(xs[0] / p['ratio']), first) if best == 0 else (round3(xs[-1] * p['ratio']), first)]
+        return [(rounded(xs[0] / p['ratio'], p['ratio']), first) if best == 0 else
+                (rounded(xs[-1] * p['ratio'], p['ratio']), first)]
     return [(v, s) for v in xs[max(0, best - 1):best + 2] for s in SEEDS[1:n_seeds] if s not in results[v]]
 
 
@@ -253,8 +261,35 @@ def expected_runs(p, results, n_seeds, max_extend):
     return len(first) + sum(s != SEEDS[0] for v in results for s in results[v]) + len(todo)
 
 
-def run_dir(folder, run):
-    return os.path.join(folder, f'{run.mode}_lr{run.value:g}_seed{run.seed}')
+def run_name(run, p):
+    """a run's settings beyond the folder's: its mode, step size, seed, length and (params axis) rank"""
+    rank = f"_rank{p['rank']}" if p['rank'] is not None else ''
+    return f"{run.mode}_lr{run.value:g}_seed{run.seed}_{p['steps']}it{rank}"
+
+
+def run_dir(folder, run, p):
+    return os.path.join(folder, run_name(run, p))
+
+
+def restore(keep, folder):
+    """each kept log (keep/NAME.log.jsonl.gz) becomes the finished run folder/NAME, unless that one has finished"""
+    for name in sorted(n for n in os.listdir(keep) if n.endswith('.log.jsonl.gz')):
+        log = os.path.join(folder, name.removesuffix('.log.jsonl.gz'), 'log.jsonl')
+        if not (os.path.exists(log) and any(r['kind'] == 'summary' for r in read_log(log))):
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            with gzip.open(os.path.join(keep, name), 'rb') as f:
+                data = f.read()
+            atomic_write(log, lambda f: f.write(data))
+
+
+def save(path, keep):
+    """a finished run's log into keep/, gzipped, with its train records thinned to every 100th step (the report
+    reads only its evals and summary): a few kB a run"""
+    rows = [r for r in read_log(path) if r['kind'] != 'train' or r['iter'] % 100 == 0]
+    data = ''.join(json.dumps(r) + '\n' for r in rows).encode()
+    os.makedirs(keep, exist_ok=True)
+    atomic_write(os.path.join(keep, os.path.basename(path) + '.log.jsonl.gz'),
+                 lambda f: f.write(gzip.compress(data, 9, mtime=0)))
 
 
 def run_args(run, p, flags):
@@ -271,7 +306,7 @@ def logged(path, run, p):
     rows = read_log(path) if os.path.exists(os.path.join(path, 'log.jsonl')) else []
     config = next((r for r in rows if r['kind'] == 'config'), None)
     same = config is None or (config['mode'], config.get(p['key']), config['seed'], config['max_iters']) == (
-        run.mode, run.value, run.seed, p['steps'])
+        run.mode, run.value, run.seed, p['steps']) and p['rank'] in (None, config.get('rank'))
     evals = [r for r in rows if r['kind'] == 'eval']
     done = same and evals and any(r['kind'] == 'summary' for r in rows)
     return same, evals[-1]['val_loss'] if done else None
@@ -316,7 +351,7 @@ def last_line(path):
     return lines[-1].removeprefix('error: ') if lines else '(no output)'
 
 
-def run_protocol(plan, folder, flags, opts, say=print):
+def run_protocol(plan, folder, keep, flags, opts, say=print):
     """run every mode's protocol, --jobs runs at a time: {mode: {value: {seed: val loss}}}"""
     found = [0]  # runs found finished on disk
     results = {m: {} for m in plan}
@@ -326,48 +361,55 @@ def run_protocol(plan, folder, flags, opts, say=print):
     def record(run, val):
         results[run.mode].setdefault(run.value, {})[run.seed] = val
 
-    running, n_done = {}, 0
+    running, n_done, more = {}, 0, (opts['seeds'], opts['extend'])
     with concurrent.futures.ThreadPoolExecutor(opts['jobs']) as pool:
-        while True:
-            todo = [Run(m, v, s) for m in plan for v, s in needed(plan[m], results[m], opts['seeds'], opts['extend'])]
-            todo = [r for r in todo if r not in running.values()]
-            finished = [(r, val) for r in todo if (val := final_val(run_dir(folder, r), r, plan[r.mode])) is not None]
-            for r, val in finished:  # already on disk: counted, never rerun
-                record(r, val)
-                n_done += 1
-                found[0] += 1
-            if finished:
-                continue
-            for r in todo[:opts['jobs'] - len(running)]:
-                other = not logged(run_dir(folder, r), r, plan[r.mode])[0]  # another's log there: replaced
-                args = run_args(r, plan[r.mode], flags) + ['--overwrite=True'] * other
-                running[pool.submit(timed, train_run, run_dir(folder, r), args)] = r
-            if not running:
-                say(f"{n_done} of {n_done} done: {n_done - found[0]} run now, {found[0]} found finished in {folder}")
-                return results
-            for future in concurrent.futures.wait(running, return_when='FIRST_COMPLETED')[0]:
-                r = running.pop(future)
-                code, seconds = future.result()
-                path = run_dir(folder, r)
-                val = final_val(path, r, plan[r.mode])
-                if code == 2:
-                    stop_all(f"train.py refused {path}: {last_line(path)}", 2)
-                if code != 0 or val is None:  # 0 without a summary: stopped by a signal, after a checkpoint
-                    stopped = code in (0, -2, -15, 130)
-                    stop_all(f"{path} was stopped at a checkpoint; the same command continues" if stopped else
-                             f"{path} failed (exit {code}): {last_line(path)}; the same command continues",
-                             130 if stopped else 1)
-                record(r, val)
-                n_done += 1
-                spent[0] += seconds
-                estimated[0] += estimate[r.mode]
-                total = sum(expected_runs(plan[m], results[m], opts['seeds'], opts['extend']) for m in plan)
-                left = sum(estimate[m] * (expected_runs(plan[m], results[m], opts['seeds'], opts['extend']) -
-                                          sum(len(s) for s in results[m].values())) for m in plan)
-                eta = left * spent[0] / estimated[0] / opts['jobs']  # the estimates, rescaled by the runs so far
-                say(f"{n_done} of {total} done, ETA {fmt_time(eta)}: {r.mode} {plan[r.mode]['key']}={r.value:g} "
-                    f"seed {r.seed}: val loss {val:.4f} ({seconds:.0f} s)")
+        try:  # inside the pool: leaving it waits for the runs, which a Ctrl-C (or kill -INT) must stop first
+            while True:
+                todo = [Run(m, v, s) for m in plan for v, s in needed(plan[m], results[m], *more)]
+                todo = [r for r in todo if r not in running.values()]
+                paths = {r: run_dir(folder, r, plan[r.mode]) for r in todo}
+                finished = [(r, val) for r in todo if (val := final_val(paths[r], r, plan[r.mode])) is not None]
+                for r, val in finished:  # already on disk: counted, never rerun
+                    record(r, val)
+                    n_done += 1
+                    found[0] += 1
+                if finished:
+                    continue
+                for r in todo[:opts['jobs'] - len(running)]:
+                    other = not logged(paths[r], r, plan[r.mode])[0]  # another's log there: replaced
+                    args = run_args(r, plan[r.mode], flags) + ['--overwrite=True'] * other
+                    running[pool.submit(timed, train_run, paths[r], args)] = r
+                if not running:
+                    say(f"{n_done} of {n_done} done: {n_done - found[0]} run now, {found[0]} found finished in "
+                        f"{folder}")
+                    return results
+                for future in concurrent.futures.wait(running, return_when='FIRST_COMPLETED')[0]:
+                    r = running.pop(future)
+                    code, seconds = future.result()
+                    path = run_dir(folder, r, plan[r.mode])
+                    val = final_val(path, r, plan[r.mode])
+                    if code == 2:
+                        stop_all(f"train.py refused {path}: {last_line(path)}", 2)
+                    if code != 0 or val is None:  # 0 without a summary: stopped by a signal, after a checkpoint
+                        stopped = code in (0, -2, -15, 130)
+                        stop_all(f"{path} was stopped at a checkpoint; the same command continues" if stopped else
+                                 f"{path} failed (exit {code}): {last_line(path)}; the same command continues",
+                                 130 if stopped else 1)
+                    record(r, val)
+                    if keep:
+                        save(path, keep)
+                    n_done += 1
+                    spent[0] += seconds
+                    estimated[0] += estimate[r.mode]
+                    total = sum(expected_runs(plan[m], results[m], *more) for m in plan)
+                    left = sum(estimate[m] * (expected_runs(plan[m], results[m], *more) -
+                                              sum(len(s) for s in results[m].values())) for m in plan)
+                    eta = left * spent[0] / estimated[0] / opts['jobs']  # the estimates, rescaled by the runs so far
+                    say(f"{n_done} of {total} done, ETA {fmt_time(eta)}: {r.mode} {plan[r.mode]['key']}={r.value:g} "
+                        f"seed {r.seed}: val loss {val:.4f} ({seconds:.0f} s)")
 
+        except KeyboardInterrupt:  # each run checkpoints and stops
+            stop_all("stopped; the same command continues", 130)
 
 def timed(fn, *args):
     t = time.time()
@@ -402,11 +444,11 @@ def spread(xs):
     return (max(xs) - min(xs)) / 2
 
 
-def report(plan, results, folder, opts, info):
-    """report.md and the two figures; returns the markdown"""
+def report(plan, results, folder, where, opts, info):
+    """where/TAG.md and its two figures; returns the markdown"""
     ref = opts['reference']
     picks = {m: chosen(results[m]) for m in plan}
-    runs = {m: [summary_of(run_dir(folder, Run(m, picks[m], s))) for s in sorted(results[m][picks[m]],
+    runs = {m: [summary_of(run_dir(folder, Run(m, picks[m], s), plan[m])) for s in sorted(results[m][picks[m]],
                                                                                 key=SEEDS.index)] for m in plan}
     finals = {m: [r['evals'][-1]['val_loss'] for r in rs] for m, rs in runs.items()}
     axis_text = AXES[opts['axis']]
@@ -465,13 +507,14 @@ def report(plan, results, folder, opts, info):
         best = min(xs, key=lambda v: res[v][SEEDS[0]] if math.isfinite(res[v][SEEDS[0]]) else math.inf)
         warn = ' !' if best in (xs[0], xs[-1]) else ''
         lines.append(f"- {m} ({p['key']}, {p['steps']:,} steps){warn}: " + '; '.join(cells))
-    lines += ["", "![val loss against step size](step_sizes.png)", "",
-              "![val loss against training FLOPs](val_vs_flops.png)", ""]
+    tag = info['tag']
+    lines += ["", f"![val loss against step size]({tag}_step_sizes.png)", "",
+              f"![val loss against training FLOPs]({tag}_val_vs_flops.png)", ""]
     text = '\n'.join(lines)
-    with open(os.path.join(folder, 'report.md'), 'w') as f:
-        f.write(text)
-    plot_step_sizes(plan, results, picks, os.path.join(folder, 'step_sizes.png'))
-    plot_val_vs_flops(plan, runs, picks, opts, info, os.path.join(folder, 'val_vs_flops.png'))
+    os.makedirs(where, exist_ok=True)
+    atomic_write(os.path.join(where, f'{tag}.md'), lambda f: f.write(text.encode()))
+    plot_step_sizes(plan, results, picks, os.path.join(where, f'{tag}_step_sizes.png'))
+    plot_val_vs_flops(plan, runs, picks, opts, info, os.path.join(where, f'{tag}_val_vs_flops.png'))
     return text
 
 
@@ -539,14 +582,15 @@ def plot_val_vs_flops(plan, runs, picks, opts, info, path):
 def main(argv):
     opts, flags = parse(argv)
     plan, info = make_plan(opts, flags)
-    key, config = config_key(opts, flags, info['meta'])
-    folder = os.path.join(opts['out'], key)
-    info.update(key=key, flags=flags)
+    key, config = config_key(flags, info['meta'])
+    folder, keep = os.path.join(opts['out'], key), opts['keep'] and os.path.join(opts['keep'], key)
+    budget = f"{opts['budget']:g}" if opts['budget'] else ''
+    info.update(key=key, flags=flags, tag=f"{opts['axis']}{budget}_vs_{opts['reference']}")
     n_grid = sum(len(p['grid']) for p in plan.values())
     n_seed = 3 * (opts['seeds'] - 1) * len(plan)
     cpu = sum(p['est_s'] * (len(p['grid']) + 3 * (opts['seeds'] - 1)) for p in plan.values())
     print(f"compare: {', '.join(plan)} at {AXES[opts['axis']]} ({info['budget']}), reference {opts['reference']}\n"
-          f"folder {folder} (its key: the axis, budget and reference, the train.py flags and the corpus)")
+          f"runs in {folder} (its key: the train.py flags and the corpus), logs kept in {keep or 'none'}")
     for m, p in plan.items():
         rank = f", rank {p['rank']}" if p['rank'] is not None else ''
         if opts['axis'] == 'params' and p['rank'] is None and m != opts['reference']:
@@ -565,15 +609,15 @@ def main(argv):
     if opts['plan_only']:
         return
     configurator.setting_up = False  # from here on an error is a failure of a run, not bad input
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, 'config.json'), 'w') as f:
-        json.dump(config, f, indent=1, sort_keys=True)
-    try:
-        results = run_protocol(plan, folder, flags, opts)
-    except KeyboardInterrupt:  # the runs got the Ctrl-C too: each checkpoints and stops
-        stop_all("stopped; the same command continues", 130)
-    print(report(plan, results, folder, opts, info))
-    print(f"wrote {folder}/report.md, {folder}/step_sizes.png, {folder}/val_vs_flops.png")
+    for where in filter(None, (folder, keep)):
+        os.makedirs(where, exist_ok=True)
+        atomic_write(os.path.join(where, 'config.json'), lambda f: f.write(json.dumps(config, indent=1).encode()))
+    if keep:
+        restore(keep, folder)
+    results = run_protocol(plan, folder, keep, flags, opts)
+    where, tag = keep or folder, info['tag']
+    print(report(plan, results, folder, where, opts, info))
+    print(f"wrote {where}/{tag}.md, {where}/{tag}_step_sizes.png, {where}/{tag}_val_vs_flops.png")
 
 
 if __name__ == '__main__':

@@ -2,7 +2,8 @@
 The compute frontier (issue 17): val loss against total training FLOPs (Σ over steps of FLOPs/token × tokens, so a
 TSVD run whose rank shrinks is credited for it) and against run time, for TSVD runs and reference runs of other modes:
 
-    python experiments/frontier.py runs/tsvd_frontier/* --others assets/tune/dense_lr0.001_seed1337.log.jsonl.gz ... \
+    python experiments/frontier.py runs/tsvd_frontier/* \
+        --others assets/compare/bc785171e5e1/dense_lr0.001_seed1337_2000it.log.jsonl.gz ... \
         --out=assets/tsvd_frontier
 
 draws frontier.png and prints a markdown table: TSVD runs (start rank, τ, final mean rank per projection type,

@@ -2,7 +2,7 @@
 A markdown table of finished runs, from their log.jsonl files (run dirs, or the gzipped *.log.jsonl.gz copies under
 assets/; plot_spectra.read_log reads both):
 
-    python experiments/table.py assets/tune/*.log.jsonl.gz                        # one row per run
+    python experiments/table.py assets/compare/bc785171e5e1/*.log.jsonl.gz        # one row per run
     python experiments/table.py runs/lr_sweep/* --seeds --columns=mode,lr,val,max_dw,spikes   # mean over seeds
     python experiments/table.py runs/rank_sweep/* --csv=assets/rank_sweep/runs.csv          # also every column as CSV
     python experiments/table.py runs/data_limited/p32_* --best --columns=tokens,mode,rank,val,gap,iter_best,iters

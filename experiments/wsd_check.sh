@@ -4,8 +4,8 @@
 # step 1600, then linear down to min_lr at 2000) against the default cosine, for dense (AdamW LR 1e-3) and Spectron
 # (η 0.02), seeds 1337 and 1. A straight 2000-step WSD run is, to the digit, what a cooldown branch from step k <= 1600
 # of any longer WSD run gives (test_train.py: test_a_cooldown_branch_is_the_straight_wsd_run_to_the_digit), so it
-# stands for every such branch. The cosine runs are the committed tuning runs (assets/tune/dense_lr0.001_seed*,
-# spectron_lr0.02_seed*: the same config apart from out_dir); COSINE=rerun trains them here too (as *_cosine_rerun_*),
+# stands for every such branch. The cosine runs are the committed tuning runs (assets/compare/bc785171e5e1/
+# dense_lr0.001_seed*_2000it, spectron_lr0.02_seed*_2000it: the same config apart from out_dir); COSINE=rerun trains them here too (as *_cosine_rerun_*),
 # on this code and machine. Four (eight) runs, two 1-thread runs at a time: about 20 (40) minutes of a 2-core CPU.
 # Then assets/wsd_check/: table.md (val and train loss at 2000 per run, seeds merged as mean ±half-range, and
 # WSD − cosine per seed) and every log. Committed logs there count as finished runs; OUT and ASSETS move both folders
@@ -17,7 +17,7 @@ out=${OUT:-runs/wsd_check}
 assets=${ASSETS:-assets/wsd_check}
 cosine=$(if [ "${COSINE:-}" = rerun ]; then echo cosine_rerun; else echo cosine; fi)
 declare -A STEP=([dense]=--learning_rate=0.001 [spectron]=--spectron_lr=0.02)
-declare -A TUNED=([dense]=dense_lr0.001 [spectron]=spectron_lr0.02)  # the cosine runs of experiments/tune.sh
+declare -A TUNED=([dense]=dense_lr0.001 [spectron]=spectron_lr0.02)  # the tuning's cosine runs (compare.py's store)
 mkdir -p "$assets"
 restore_runs "$assets" "$out"
 python prepare_data.py > /dev/null
@@ -25,7 +25,8 @@ runs=
 for mode in dense spectron; do
   for seed in 1337 1; do
     if [ "$cosine" = cosine ]; then
-      restore_run "assets/tune/${TUNED[$mode]}_seed$seed.log.jsonl.gz" "$out/${mode}_cosine_seed$seed"
+      restore_run "assets/compare/bc785171e5e1/${TUNED[$mode]}_seed${seed}_2000it.log.jsonl.gz" \
+        "$out/${mode}_cosine_seed$seed"
     fi
     runs="$runs $out/${mode}_wsd_seed$seed $out/${mode}_${cosine}_seed$seed"
   done
@@ -66,7 +67,7 @@ PY
 } > "$assets/table.md"
 cat "$assets/table.md"
 for run in $runs; do
-  case $run in  # the committed cosine logs stay in assets/tune
+  case $run in  # the committed cosine logs stay in assets/compare/bc785171e5e1
     *_cosine_seed*) ;;
     *) save_log "$run" "$assets/$(basename "$run").log.jsonl.gz";;
   esac
