@@ -14,32 +14,110 @@ from conftest import assert_refused, in_process
 def count_by_hand(mode, d):
     """(all parameters, training FLOPs per token) from the layer shapes alone: per block Q, K, V, O (d×d) and the
     MLP's up and down (d×4d), dense or as two factors of rank d/4; two LayerNorms per block and a final one;
-    token and position embeddings, the head tied to the first; attention's QKᵀ and AV: 2·2·T·d per layer forward"""
+    token and position embeddings, the head tied to the first; attention's QKᵀ and AV: 2·2·T·d per layer forward.
+    TSVD: rank d/2, and a vector s of r singular values per layer (a parameter, no matmul)"""
     L, T, V = ladder.N_LAYER, ladder.BLOCK_SIZE, ladder.VOCAB
+    vectors = 0
     if mode in ('dense', 'muon'):
         weights = 4 * d * d + 2 * d * 4 * d
     else:
-        r = d // 4
+        r = d // 2 if mode == 'tsvd' else d // 4
         weights = 4 * r * (d + d) + 2 * r * (d + 4 * d)
-    params = L * weights + (2 * L + 1) * d + V * d + T * d
+        vectors = 6 * r if mode == 'tsvd' else 0
+    params = L * (weights + vectors) + (2 * L + 1) * d + V * d + T * d
     return params, 6 * (L * weights + V * d) + 3 * L * 2 * 2 * T * d
 
 
-@pytest.mark.parametrize('mode', ['dense', 'muon', 'spectron', 'nfw'])
+@pytest.mark.parametrize('mode', ['dense', 'muon', 'spectron', 'nfw', 'tsvd'])
 def test_flop_accounting_of_the_ladder_shapes(mode):
     for d in ladder.WIDTHS[mode]:
         assert ladder.shape(mode, d) == count_by_hand(mode, d), (mode, d)
 
 
-def test_plan_keeps_epochs_and_spans():
-    rows = ladder.plan_rows({m: [(ladder.shape(m, d)[1], ms) for (mm, d), ms in ladder.MEASURED_MS.items() if mm == m]
+def plan_rows():
+    return ladder.plan_rows({m: [(ladder.shape(m, d)[1], ms) for (mm, d), ms in ladder.MEASURED_MS.items() if mm == m]
                              for m in ('dense', 'muon', 'spectron')})
-    assert max(r['tokens'] for r in rows) / ladder.TRAIN_TOKENS <= 4
+
+
+def test_plan_keeps_epochs_and_spans():
+    rows, grid = plan_rows()
+    assert max(r['tokens'] for r in rows) / ladder.TRAIN_TOKENS <= ladder.MAX_EPOCHS
     assert max(ladder.BUDGETS) / min(ladder.BUDGETS) >= 10 - 1e-9 and len(ladder.BUDGETS) >= 4
     for mode in ladder.WIDTHS:
         params = [r['params'] for r in rows if r['mode'] == mode]
         assert len(params) >= 5 and math.log10(max(params) / min(params)) >= 1.5, mode
-        assert all(r['steps'][-1] >= ladder.MIN_STEPS for r in rows)  # every size reaches the top budget
+        for b in ladder.BUDGETS:  # room for a minimum with two widths on either side of it at every budget
+            assert sum(b in r['steps'] for r in rows if r['mode'] == mode) >= 5, (mode, b)
+        assert grid[mode] > 0 and all(r['hours'] > 0 for r in rows)
+
+
+def test_budgets_past_1e13_and_the_epoch_rule():
+    """2e13 and 4e13 are budgets; a point is run iff it takes ≥ MIN_STEPS steps and ≤ MAX_EPOCHS epochs (16: the
+    complete works are all the data there is), so the narrowest widths stop below the top budget"""
+    assert {2e13, 4e13} <= set(ladder.BUDGETS) and ladder.MAX_EPOCHS == 16 and ladder.FRESH_EPOCHS == 4
+    for mode, widths in ladder.WIDTHS.items():
+        for d in widths:
+            fpt = ladder.shape(mode, d)[1]
+            run = dict(ladder.budget_steps(mode, d))
+            for b in ladder.BUDGETS:
+                s = ladder.steps_for(b, fpt)
+                epochs = s * ladder.TOKENS_PER_STEP / ladder.TRAIN_TOKENS
+                assert (b in run) == (s >= ladder.MIN_STEPS and epochs <= ladder.MAX_EPOCHS), (mode, d, b)
+    assert ladder.budget_steps('dense', 12) == list(zip(ladder.BUDGETS, (11573, 20580, 36597, 65079)))  # 1e13: 26
+    assert ladder.budget_steps('dense', 32)[-1] == (2e13, 47714)  # 10.7 epochs: run; 4e13's 21.4 are not
+    assert [b for b, _ in ladder.budget_steps('dense', 384)] == [1e13, 2e13, 4e13]  # 5.6e12: 125 steps, too few
+    lines = ladder.run_lines('long', ['dense'], seeds=(1337,))
+    assert all(int(line.split('--max_iters=')[1].split()[0]) * ladder.TOKENS_PER_STEP <= 16 * ladder.TRAIN_TOKENS
+               for line in lines)
+
+
+def committed_runs():
+    """{out dir the ladder would train it in: the last config of its committed log} of every committed run"""
+    import gzip
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'ladder', 'logs')
+    out = {}
+    for name in sorted(os.listdir(root)):
+        with gzip.open(os.path.join(root, name), 'rt') as f:
+            config = [r for r in map(json.loads, f) if r['kind'] == 'config'][-1]  # a branch's own, after its parent's
+        name = name[:-len('.log.jsonl.gz')]
+        out['runs/ladder/grid/' + name[5:] if name.startswith('grid_') else 'runs/ladder/' + name] = config
+    return out
+
+
+def test_every_committed_run_is_still_planned_with_its_settings():
+    """bash experiments/ladder.sh resumes: each committed log (seed 1337, the first ladder's budgets) is the run of
+    a line of the new plan, under the same name, with the same settings (a long run of then is a branch now: a branch
+    equals the straight WSD run); only log_interval differs (the runs logged every 10 steps, the plan says 100)"""
+    lines = {line.split()[0]: line.split()[1:] for stage in ('long', 'branch', 'grid')
+             for line in ladder.run_lines(stage, ['dense', 'muon', 'spectron'])}
+    committed = committed_runs()
+    assert len(committed) >= 117
+    for run, config in committed.items():
+        assert run in lines, run
+        for flag in lines[run]:
+            key, value = flag[2:].split('=', 1)
+            if key not in ('log_interval', 'save_at', 'init_from', 'branch_from'):
+                assert value == str(config[key]) or float(value) == pytest.approx(config[key], rel=1e-6), (run, key)
+
+
+def test_seed_names():
+    """seed 1337's lines are the same with or without more seeds; another seed's are the same runs with _s{seed}
+    appended to every name (its branches from its own long run) and its --seed"""
+    for stage in ('long', 'branch'):
+        alone = ladder.run_lines(stage, ['dense', 'tsvd'], seeds=(1337,))
+        both = ladder.run_lines(stage, ['dense', 'tsvd'], seeds=(1337, 1))
+        assert ladder.SEEDS[0] == 1337
+        other = [ln for ln in both if '_s1' not in ln.split()[0]]
+        seed1 = [ln for ln in both if ln.split()[0].endswith('_s1')]
+        assert other == alone and len(seed1) == len(alone)
+        for a, b in zip(alone, seed1):
+            expected = a.replace('--seed=1337', '--seed=1').split()
+            expected[0] += '_s1'
+            expected = [f.replace('/ckpt_', '_s1/ckpt_') if f.startswith('--branch_from=') else f for f in expected]
+            assert b.split() == expected
+    assert ladder.point_dir('dense', 64, 2441, 1) == 'runs/ladder/dense_d64_T2441_s1'
+    assert ladder.point_dir('dense', 64, 2441, 1337) == 'runs/ladder/dense_d64_T2441'
+    assert ladder.run_lines('grid', ['dense'], seeds=(1337, 1)) == ladder.run_lines('grid', ['dense'], seeds=(1337,))
 
 
 def test_fit_recovers_known_frontier():
@@ -70,18 +148,20 @@ def test_exponent_recovers_known_slope():
     assert ladder.slope(C, 3 * C ** 0.479) == pytest.approx(0.479)
 
 
-def write_run(root, mode, d, budget, loss_of):
-    """a finished run's log.jsonl at one ladder shape and budget, its val loss from loss_of(N, D)"""
+def write_run(root, mode, d, budget, loss_of, seed=1337, offset=0.0, spent=1.0):
+    """a finished run's log.jsonl at one ladder shape and budget, its val loss from loss_of(N, D) + offset; spent < 1:
+    its FLOPs/token shrink (as TSVD's rank does) so that it logs that fraction of its nominal FLOPs"""
     params, fpt = ladder.shape(mode, d)
     steps = ladder.steps_for(budget, fpt)
     C = steps * fpt * ladder.BLOCK_SIZE * ladder.BATCH_SIZE
-    path = os.path.join(root, f"{mode}_d{d}_C{budget:.2g}")
+    path = os.path.join(root, f"{mode}_d{d}_C{budget:.2g}_s{seed}")
     os.makedirs(path)
     config = dict(kind='config', mode=mode, n_embd=d, n_layer=ladder.N_LAYER, block_size=ladder.BLOCK_SIZE,
-                  batch_size=ladder.BATCH_SIZE, rank=ladder.RANK)
+                  batch_size=ladder.BATCH_SIZE, rank=ladder.rank_of(mode) or d, seed=seed)
     logged = params - ladder.BLOCK_SIZE * d  # num_params() leaves out the position embedding
-    evals = [dict(kind='eval', iter=it, val_loss=loss_of(params, C / fpt) + extra, train_flops=C * it / steps,
-                  params=logged, flops_per_token=fpt) for it, extra in ((steps // 2, 0.3), (steps, 0.0))]
+    evals = [dict(kind='eval', iter=it, val_loss=loss_of(params, C / fpt) + extra + offset, params=logged,
+                  train_flops=C * it / steps * (1 if it == 0 else spent), flops_per_token=fpt * (1 if it == 0 else
+                  2 * spent - 1)) for it, extra in ((0, 3.0), (steps, 0.0))]  # mean FLOPs/token: spent × the start's
     with open(os.path.join(path, 'log.jsonl'), 'w') as f:
         f.write('\n'.join(json.dumps(r) for r in [config] + evals) + '\n')
     return path
@@ -91,28 +171,33 @@ def chinchilla(E, A, B, a=0.34, b=0.34):
     return lambda N, D: E + A / N ** a + B / D ** b
 
 
-def synthetic_ladder(root, modes):
+def synthetic_ladder(root, modes, seeds=(1337,)):
+    """every point the plan runs, at each seed (seed k's loss offset by ±0.01·k, alternating over the points)"""
     paths = []
     for mode, loss_of in modes.items():
         for d in ladder.WIDTHS[mode]:
-            params, fpt = ladder.shape(mode, d)
-            paths += [write_run(root, mode, d, b, loss_of) for b in ladder.BUDGETS
-                      if ladder.steps_for(b, fpt) >= ladder.MIN_STEPS]
+            for i, (b, _) in enumerate(ladder.budget_steps(mode, d)):
+                paths += [write_run(root, mode, d, b, loss_of, seed, 0.01 * k * (-1) ** (i + d))
+                          for k, seed in enumerate(seeds)]
     return paths
 
 
 def test_analyze_end_to_end(tmp_path, capsys):
     # equal exponents of N and D: N_opt ∝ C^0.5; spectron's reducible loss is larger, so its gap to dense is > 0
-    paths = synthetic_ladder(tmp_path / 'runs', {'dense': chinchilla(1.0, 40, 40), 'spectron': chinchilla(1.0, 60, 40)})
+    paths = synthetic_ladder(tmp_path / 'runs', {'dense': chinchilla(1.0, 40, 40)}, seeds=(1337, 1))
+    paths += synthetic_ladder(tmp_path / 'runs', {'spectron': chinchilla(1.0, 60, 40)})
     out = tmp_path / 'out'
-    ladder.main(['analyze', *paths, f'--out={out}', '--resamples=50'])
+    ladder.main(['analyze', *paths, f'--out={out}', '--resamples=10'])
     for name in ('loss_vs_flops.png', 'isoflop.png', 'gap.png', 'ladder.md', 'points.csv'):
         assert (out / name).stat().st_size > 0, name
     text = (out / 'ladder.md').read_text()
     assert 'spectron − dense' in text and '| dense |' in text and 'Held-out check' in text and 'Approach 3: a' in text
+    n_dense = sum('/dense_' in p for p in paths) // 2
+    assert f"seeds per point: dense {n_dense} with 2; spectron {len(paths) - 2 * n_dense} with 1" in text
+    assert '| spectron − dense | ' in text.split('Measured gap')[1]  # fit-free, an interval from dense's seeds
     with open(out / 'points.csv') as f:
         assert len(f.readlines()) == len(paths) + 1
-    points = [ladder.read_point(p) for p in paths]
+    points = ladder.merge_seeds([ladder.read_point(p) for p in paths])
     budgets = ladder.group_budgets(points)
     assert len(budgets) == len(ladder.BUDGETS)
     fits = {m: ladder.mode_fits([p for p in points if p['mode'] == m], budgets, 20, np.random.default_rng(0))
@@ -132,6 +217,8 @@ BAD = [  # (command line: {tmp} a fresh folder, {run} a finished run in it; a ke
     (['analyze', '{run}', '--out='], 'out'),
     (['analyze', '{run}', '--out={tmp}/out', '--bench={run}/log.jsonl'], 'gen_tok_s'),  # not a bench.py CSV
     (['analyze', '{tmp}/foreign', '--out={tmp}/out'], 'foreign'),  # JSON, but not a train.py log
+    (['analyze', '{run}', '{run}', '--out={tmp}/out'], 'more than once'),  # one seed of a point twice: not 2 seeds
+    (['runs', '--stage=long', '--seeds=1,x'], 'seeds'), (['runs', '--stage=long', '--seeds=1,1'], 'seeds'),
 ]
 
 
@@ -175,3 +262,120 @@ def test_held_out_check_flags_a_frontier_that_bends_at_the_top_budget():
     assert not off['within'] and not off['law'] and off['error'] == pytest.approx(0.08, abs=0.01)
     fits = dict(degenerate='', held_out=off)
     assert 'misses its held-out budget' in ladder.not_a_law(fits)
+
+
+def law_runs(mode, spread, seeds=(1337, 1), widths=None):
+    """run records (as read_point gives them) at every point the plan runs for mode, on a known frontier-like law;
+    seed k's loss is the law's ± spread (the sign alternating over points, so each point's mean is the law's)"""
+    runs, loss_of = [], chinchilla(1.0, 40, 40)
+    for d in widths or ladder.WIDTHS[mode]:
+        params, fpt = ladder.shape(mode, d)
+        for i, (b, steps) in enumerate(ladder.budget_steps(mode, d)):
+            C = steps * fpt * ladder.TOKENS_PER_STEP
+            for k, seed in enumerate(seeds):
+                runs.append(dict(run=f"{mode}_d{d}_T{steps}_s{seed}", mode=mode, seed=seed, n_embd=d,
+                                 n_layer=ladder.N_LAYER, rank=d, iter=steps, params=params, flops_per_token=fpt,
+                                 train_flops=C, budget=C, tokens=C / fpt, val_loss=loss_of(params, C / fpt)
+                                 + spread * (-1) ** (i + d + k)))
+    return runs
+
+
+def test_seeds_are_one_point_and_widen_every_interval():
+    """two seeds of a point are one point at their mean; each interval (frontier, exponents, held-out prediction,
+    measured gap) is wider when the seeds disagree than when they agree, the central values the same"""
+    width = {}
+    for spread in (0.0, 0.03):
+        runs = law_runs('dense', spread) + law_runs('muon', 0.0, seeds=(1337,))
+        points = ladder.merge_seeds(runs)
+        assert len(points) == len(runs) - sum(r['mode'] == 'dense' for r in runs) // 2
+        assert sorted(len(p['losses']) for p in points) == [1] * len(law_runs('muon', 0, (1,))) + [2] * (
+            len(points) - len(law_runs('muon', 0, (1,))))
+        dense = [p for p in points if p['mode'] == 'dense']
+        assert all(p['val_loss'] == pytest.approx(chinchilla(1.0, 40, 40)(p['params'], p['tokens'])) for p in dense)
+        budgets = ladder.group_budgets(points)
+        f = ladder.mode_fits(dense, budgets, 25, np.random.default_rng(0))
+        held = ladder.held_out_check(f['C'], f['L'], max(budgets), 25, np.random.default_rng(1), f['S'], f['B'])
+        gaps = dict(ladder.measured_gaps(budgets, ['dense', 'muon'], 200, np.random.default_rng(2)))['muon − dense']
+        width[spread] = dict(
+            frontier=np.ptp(ladder.interval([ladder.frontier_loss(b, ladder.C_REF) for b in f['boot']])),
+            exponent=np.ptp(ladder.interval([e[0] for e in f['boot_exp']])),
+            held=np.ptp(held['interval']), gap=max(np.ptp(iv) for _, iv in gaps.values()), central=f['exp'][0])
+    assert width[0.0]['gap'] == 0 and width[0.0]['central'] == pytest.approx(width[0.03]['central'])
+    for k in ('frontier', 'exponent', 'held', 'gap'):
+        assert width[0.03][k] > width[0.0][k], k
+
+
+def test_a_point_with_one_seed_twice_is_refused():
+    runs = law_runs('dense', 0.0, seeds=(1337,), widths=(64,))
+    with pytest.raises(SystemExit):
+        ladder.merge_seeds(runs + runs[:1])
+
+
+def test_tsvd_points_group_by_the_budget_they_were_given(tmp_path):
+    """TSVD runs the steps its start shape needs for a budget, and its shrinking rank logs fewer FLOPs (here 70 %
+    past its rank warmup): it is grouped with the other modes at that nominal budget, but its frontier, the gaps and
+    the held-out check place it at the FLOPs it logged"""
+    paths = synthetic_ladder(tmp_path / 'dense', {'dense': chinchilla(1.0, 40, 40)})
+    for d in ladder.WIDTHS['tsvd']:
+        for b, steps in ladder.budget_steps('tsvd', d):
+            paths.append(write_run(tmp_path / 'tsvd', 'tsvd', d, b, chinchilla(1.0, 50, 40),
+                                   spent=0.7 if steps > 500 else 1.0))
+    points = ladder.merge_seeds([ladder.read_point(p) for p in paths])
+    tsvd = [p for p in points if p['mode'] == 'tsvd']
+    shrunk = [p for p in tsvd if p['iter'] > 500]
+    assert shrunk and all(p['train_flops'] == pytest.approx(0.7 * p['budget']) for p in shrunk)
+    assert all(p['tokens'] == p['iter'] * ladder.TOKENS_PER_STEP for p in tsvd)  # not train_flops / its last shape's
+    budgets = ladder.group_budgets(points)
+    assert len(budgets) == len(ladder.BUDGETS)
+    for (b, g), nominal in zip(sorted(budgets.items()), ladder.BUDGETS):
+        assert {p['mode'] for p in g} == {'dense', 'tsvd'} and b == pytest.approx(nominal, rel=0.01)
+    logged = ladder.group_budgets([dict(p, budget=p['train_flops']) for p in points])
+    assert len(logged) > len(ladder.BUDGETS)  # by logged FLOPs, its shrunk points would split off
+    f = ladder.mode_fits(tsvd, budgets, 5, np.random.default_rng(0))
+    assert (f['C'] <= f['B'] * (1 + 1e-9)).all() and (f['C'] < f['B'] * 0.71).any()
+    held = ladder.held_out_check(f['C'], f['L'], max(budgets), 5, np.random.default_rng(0), f['S'], f['B'])
+    best = min((p for p in budgets[max(budgets)] if p['mode'] == 'tsvd'), key=lambda p: p['val_loss'])
+    assert held['measured'] == best['val_loss'] and best['train_flops'] < 0.71 * max(budgets)
+    assert held['pred'] == pytest.approx(ladder.frontier_loss(held['fit'], best['train_flops']))  # where it was
+
+
+def tiny_log(path, mode, d, steps, loss):
+    os.makedirs(path)
+    fpt = ladder.shape(mode, d)[1]
+    with open(os.path.join(path, 'log.jsonl'), 'w') as f:
+        for r in (dict(kind='config', mode=mode, n_embd=d, n_layer=ladder.N_LAYER, block_size=ladder.BLOCK_SIZE,
+                       batch_size=ladder.BATCH_SIZE, rank=d, seed=1337),
+                  dict(kind='eval', iter=steps, val_loss=loss, params=1, flops_per_token=fpt,
+                       train_flops=steps * fpt * ladder.TOKENS_PER_STEP)):
+            f.write(json.dumps(r) + '\n')
+
+
+def test_the_grid_checks_the_lowest_budget_too(tmp_path, monkeypatch):
+    """½× and 2× at each checked width's highest budget up to 1e13 within 4 epochs (the first ladder's runs, names
+    unchanged) and at its lowest budget (its name ends in _T{steps}); one check where the two are the same"""
+    lines = {ln.split()[0].split('/')[-1]: int(ln.split('--max_iters=')[1].split()[0])
+             for ln in ladder.run_lines('grid', ['dense'])}
+    assert lines == {'dense_d12_x0.5': 11573, 'dense_d12_x2': 11573,  # 1.8e12 would be 4.6 epochs: one check
+                     'dense_d24_x0.5': 12269, 'dense_d24_x2': 12269, 'dense_d24_x0.5_T3880': 3880,
+                     'dense_d24_x2_T3880': 3880, 'dense_d48_x0.5': 11693, 'dense_d48_x2': 11693,
+                     'dense_d48_x0.5_T1170': 1170, 'dense_d48_x2_T1170': 1170,
+                     'dense_d384_x0.5': 223, 'dense_d384_x2': 223}  # 1e13 is d=384's lowest budget and its check's
+    monkeypatch.chdir(tmp_path)
+    for name, steps, loss in (('grid/dense_d24_x0.5_T3880', 3880, 2.1), ('dense_d24_T3880', 3880, 2.0),
+                              ('grid/dense_d24_x2_T3880', 3880, 1.9), ('dense_d24_T12269', 12269, 1.8)):
+        tiny_log(f"runs/ladder/{name}", 'dense', 24, steps, loss)
+    rows = [r for r in ladder.grid_table(['dense']).splitlines() if r.startswith('| dense | 24 ')]
+    assert rows == ['| dense | 24 | 3.16e+12 | 12,269 | learning_rate | nan | 1.8000 | nan | 1× |',
+                    '| dense | 24 | 1e+12 | 3,880 | learning_rate | 2.1000 | 2.0000 | 1.9000 | 2× |']
+
+
+def test_approach_3_intervals_include_the_seed_spread():
+    """Approach 3's bootstrap draws each point's loss from its seeds: wider intervals when they disagree"""
+    N, D = (g.ravel() for g in np.meshgrid(np.geomspace(5e4, 5e6, 4), np.geomspace(1e6, 1e8, 4)))
+    L = 1.3 + 30.0 / N ** 0.3 + 400.0 / D ** 0.45
+    width = {}
+    for spread in (0.0, 0.03):
+        losses = [np.array([v - spread, v + spread]) for v in L]
+        p = ladder.fit_parametric(N, D, L, 10, np.random.default_rng(0), losses)
+        width[spread] = np.ptp(ladder.interval([q['a'] for q in p['boot']]))
+    assert width[0.03] > width[0.0]

@@ -1,31 +1,35 @@
 """
-The compute ladder (issue 24, parts 3–4): model sizes × modes × training-FLOP budgets. Its plan, and its analysis.
+The compute ladder (issues 24 and 29): model sizes × modes × training-FLOP budgets × seeds. Its plan, its analysis.
 
     python experiments/ladder.py plan                     # shapes, params, FLOPs/token, steps, epochs, CPU hours
     python experiments/ladder.py plan --measure=True      # re-time the measured shapes first (1 thread, 20 steps)
-    python experiments/ladder.py runs --stage=long|branch|grid [--modes=dense,muon]  # experiments/ladder.sh's runs
+    python experiments/ladder.py runs --stage=long|branch|grid [--modes=dense,muon] [--seeds=1337,1]  # ladder.sh's
     python experiments/ladder.py grid                     # the step-size check's table, from runs/ladder
     python experiments/ladder.py analyze runs/ladder/* --out=assets/ladder [--bench=bench.csv] [--resamples=1000]
 
 Keys in configurator's --key=value style (--help lists them); bad input is one line and exit status 2.
 
 The plan: depth fixed (n_layer 4, n_head 4), width varied; block 64 × batch 16 = 1,024 tokens per step at every size
-(the config every step size in this repo was tuned at). With a WSD schedule each (mode, size) has one long run to
-the top budget; every lower budget is a branch from its stable phase that cools down over the last 20 % of that
-budget's steps. Parameters are counted as the model has them: every parameter, both embeddings included (the tied
+(the config every step size in this repo was tuned at). With a WSD schedule each (mode, size, seed) has one long run
+to the top budget it runs; every lower budget is a branch from its stable phase that cools down over the last 20 % of
+that budget's steps. Parameters are counted as the model has them: every parameter, both embeddings included (the tied
 head once); with 84 characters the embeddings are small. FLOPs are model.flops_per_token's (6 per weight per token
 + attention's 12·L·d·T) × tokens, i.e. train.py's train_flops.
 
 analyze takes the last eval of every run (a branch is a run of its own; a long run's earlier evals are not cooled
-down, so they are not points) and writes to --out: loss_vs_flops.png (every point and each mode's fitted frontier),
+down, so they are not points); the runs of one (mode, size, steps) at several seeds are one point at their mean loss,
+and budgets group points by nominal FLOPs (TSVD's shrinking rank logs fewer: it is fitted at what it logged). It
+writes to --out: loss_vs_flops.png (every point and each mode's fitted frontier),
 isoflop.png (val loss against parameters at each budget, quadratic fits in log N; N_opt(C) and D_opt(C)),
 gap.png (each mode − dense at equal FLOPs), ladder.md (the fits, exponents, gaps and inference at equal quality)
-and points.csv (every point). Intervals are 90 % bootstrap intervals over the points. ladder.md also checks the fits
+and points.csv (every run). Intervals are 90 % bootstrap intervals over the points, each point's loss drawn from its
+seeds in every resample, so they include the seed spread. ladder.md also checks the fits
 (issue 29): each frontier refitted without its top budget and its prediction there against the measured best loss,
 and Approach 3 (Hoffmann et al.'s parametric L(N, D) = E + A/N^α + B/D^β over every point) beside the isoFLOP
 exponents (Approach 2); a fit that is degenerate or misses its held-out budget is called not a law.
 """
 import csv
+import functools
 import math
 import os
 import sys
@@ -45,56 +49,85 @@ VOCAB = 84  # the complete works' distinct characters
 TRAIN_TOKENS = 4_568_778  # its training split (the 38 works not held out), as prepare_data.py tokenises it
 N_LAYER, N_HEAD = 4, 4  # depth fixed at every width: the repo's default shape
 BLOCK_SIZE, BATCH_SIZE = 64, 16  # 1,024 tokens per step at every size
-RANK = 0.25  # nfw and spectron: rank d/4 in every layer (a fraction of each layer's smaller side)
-WIDTHS = {  # per mode, ≥ 1.5 decades of parameters; at a width the factorized modes have ~0.375× the weights, so
-    'dense': (24, 32, 48, 64, 96, 128, 192, 256, 384),  # they go a step wider; the narrowest of each were added
-    'muon': (32, 48, 64, 96, 128, 192, 256, 384),  # after the first analysis put the low budgets' minima at the
-    'spectron': (48, 64, 96, 128, 192, 256, 384, 576),  # narrowest width run (dense: at every budget)
-    'nfw': (48, 64, 96, 128, 192, 256, 384, 576),
+RANK = 0.25  # nfw and spectron: rank d/4 in every layer (a fraction of each layer's smaller side); tsvd: its registry
+# default (lowrank.MODES['tsvd'].defaults: start rank d/2, then shrinking to what holds τ = 0.99 of Σ s²)
+WIDTHS = {  # per mode, ≥ 1.5 decades of parameters; at a width the factorized modes have ~0.375× the weights and TSVD
+    # (start rank d/2) ~0.75×. The narrowest of dense, muon and spectron (12, 16; 24; 32) were added after the first
+    # analysis put their 1e12 minima at the narrowest width run (dense's left of every point)
+    'dense': (12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384),
+    'muon': (24, 32, 48, 64, 96, 128, 192, 256, 384),
+    'spectron': (32, 48, 64, 96, 128, 192, 256, 384, 576),
+    'nfw': (32, 48, 64, 96, 128, 192, 256, 384, 576),
+    'tsvd': (16, 24, 32, 48, 64, 96, 128, 192, 256, 384),
 }
-GRID_WIDTHS = {'dense': (24, 48, 384), 'muon': (32, 48, 384), 'spectron': (48, 64, 576), 'nfw': (48, 64, 576)}  # checked
-MAX_EPOCHS = 4  # a width's long run stops at the highest budget it reaches within this many epochs
-OPTIONAL = ('nfw',)  # run if the budget allows (the plan prints the total with and without)
-BUDGETS = tuple(1e12 * 10 ** (k / 4) for k in range(5))  # training FLOPs: 1e12 … 1e13, a decade in 5 steps
+GRID_WIDTHS = {'dense': (12, 24, 48, 384), 'muon': (24, 32, 48, 384), 'spectron': (32, 48, 64, 576),  # checked: the
+               'nfw': (32, 48, 576), 'tsvd': (16, 24, 384)}  # narrowest, the first ladder's checked ones, the widest
+GRID_TOP, GRID_EPOCHS = 1e13, 4  # the grid's first check (its runs grid/{mode}_d{d}_x{x}): each width at the highest
+# budget up to GRID_TOP it reaches within GRID_EPOCHS epochs, the first ladder's rule; its second at the lowest it runs
+SEEDS = (1337, 1)  # every (mode, width) at each; the first is the first ladder's (its runs keep their names), another
+# appends _s{seed} to the name (runs/ladder/dense_d64_T694_s1), its branches from that seed's long run
+MAX_EPOCHS = 16  # a (width, budget) point needing more epochs is not run. The complete works are all the data we have;
+# Muennighoff et al. 2023 (arXiv:2305.16264): up to 4 epochs repeated tokens are worth nearly fresh ones, returns
+# diminish around 16 (their R*_D ≈ 15). The plan prints each point's epochs; ladder.md counts those past FRESH_EPOCHS
+FRESH_EPOCHS = 4  # the first ladder's cap: up to here repetition is nearly free
+TIMED_LIKE = {'nfw': 'spectron', 'tsvd': 'muon'}  # ms/step of a mode not timed: another's law in FLOPs/token. nfw:
+# spectron's (an upper bound: no Newton–Schulz); tsvd: muon's (its per-step SVD retraction, like Newton–Schulz, costs
+# beyond the FLOPs: bench_cpu d=256, rank 128: 1.34× dense, muon's law at its FLOPs 1.38×; its rank shrinks: an upper
+# bound)
+OPTIONAL = ()  # modes run only if asked (--modes / MODES=...); the plan prints the total with and without them
+BUDGETS = tuple(1e12 * 10 ** (k / 4) for k in range(5)) + (2e13, 4e13)  # training FLOPs: the first ladder's decade
+# in quarter decades, then two doublings past it (0.30 decades a step, near the quarter decade): round budgets, and
+# the most whose minima (N_opt ∝ C^0.7–0.8 from the first ladder) keep widths on both sides within MAX_EPOCHS
 COOLDOWN = 0.2  # each branch cools down over this fraction of its budget's steps
 WARMUP = 50  # WSD warmup steps: below 0.8 × the shortest branch that is run
 MIN_STEPS = 150  # a (size, budget) point shorter than this is not run: it would be mostly warmup
 EVAL_ITERS = 40  # batches per split in an eval (the same batches in every run): 2 × 40 forward passes ≈ 27 steps
 EVAL_INTERVAL = 500  # evals of the long run (the branches eval once, at their end)
-PRIOR_TOKENS_PER_PARAM = 6  # D/N at the optimum, for placing budgets only: at C ≈ 1.6e13 on TinyShakespeare, d=128
-# (0.8M params, D/N ≈ 4) beat d=156 (data_limited/p1, equal_compute); the plan prints the D/N range it tolerates
+PRIOR_TOKENS_PER_PARAM = 30  # D/N at the optimum, for placing widths only: the first ladder measured D_opt/N_opt
+# 14–43 for muon and spectron, 125–250 for dense (its minima at the edge); the plan prints the D/N range it tolerates
 MEASURED_MS = {  # ms/step, 1 thread, nice, while other work shared the 2 cores: bench.py --threads=1 --vocab_size=84
     ('dense', 64): 22.2, ('dense', 256): 209.4,  # --steps=20 --ranks=0.25 (median of 20 steps after 3 warm-up);
     ('muon', 64): 26.7, ('muon', 256): 381.8,  # other shapes: a power law in FLOPs/token through the two widths
-    ('spectron', 64): 18.7, ('spectron', 256): 108.5,  # nfw: spectron's (an upper bound: no Newton–Schulz)
+    ('spectron', 64): 18.7, ('spectron', 256): 108.5,  # nfw and tsvd: TIMED_LIKE
 }
 PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
 C_REF = 1e13  # the frontier's A is the reducible loss at this many FLOPs: L = E + A·(C / C_REF)^−α
-BUDGET_TOL = 1.15  # runs within this factor of training FLOPs belong to the same budget
+BUDGET_TOL = 1.15  # runs within this factor of nominal training FLOPs belong to the same budget (nominal: the steps
+# run × their start shape's FLOPs/token, the budget planned; for every mode but tsvd, whose rank shrinks, as logged)
+TOKENS_PER_STEP = BLOCK_SIZE * BATCH_SIZE
 
 # the command line's keys, each for the commands named
 measure = False  # plan: re-time the measured shapes first (1 thread, 20 steps)
 stage = ''  # runs: long | branch | grid
 modes = ','.join(m for m in WIDTHS if m not in OPTIONAL)  # runs, grid: comma-separated modes of WIDTHS
+seeds = ','.join(map(str, SEEDS))  # runs: comma-separated seeds (long and branch stages)
 out = ''  # analyze: the folder for the figures, ladder.md and points.csv
 bench = ''  # analyze: a bench.py --csv file whose sampling tokens/s (gen_tok_s) the inference table shows
 resamples = 1000  # analyze: bootstrap resamples of the 90% intervals
-KEYS = dict(measure=measure, stage=stage, modes=modes, out=out, bench=bench, resamples=resamples)
-COMMANDS = {'plan': {'measure'}, 'runs': {'stage', 'modes'}, 'grid': {'modes'}, 'analyze': {'out', 'bench', 'resamples'}}
-USAGE = ("usage: ladder.py plan [--measure=True] | runs --stage=long|branch|grid [--modes=a,b] | grid [--modes=a,b]"
+KEYS = dict(measure=measure, stage=stage, modes=modes, seeds=seeds, out=out, bench=bench, resamples=resamples)
+COMMANDS = {'plan': {'measure'}, 'runs': {'stage', 'modes', 'seeds'}, 'grid': {'modes'},
+            'analyze': {'out', 'bench', 'resamples'}}
+USAGE = ("usage: ladder.py plan [--measure=True] | runs --stage=long|branch|grid [--modes=a,b] [--seeds=1337,1] | grid "
+         "[--modes=a,b]"
          " | analyze RUN_DIR|LOG.jsonl ... --out=DIR [--bench=CSV] [--resamples=N]")
 
 
 def gpt(mode, d):
     from model import GPT, GPTConfig
     return GPT(GPTConfig(block_size=BLOCK_SIZE, vocab_size=VOCAB, n_layer=N_LAYER, n_head=N_HEAD, n_embd=d,
-                         mode=mode, rank=RANK if factorized(mode) else d))
+                         mode=mode, rank=rank_of(mode) or d))
 
 
 def factorized(mode):
     return lowrank.MODES[mode].layer is not lowrank.DenseLinear
 
 
+def rank_of(mode):
+    """the rank fraction a ladder run of mode trains at (its registry default, else RANK); None: full rank"""
+    return lowrank.MODES[mode].defaults.get('rank', RANK) if factorized(mode) else None
+
+
+@functools.lru_cache(maxsize=None)
 def shape(mode, d):
     """params (all of them, both embeddings included) and training FLOPs per token of one ladder shape"""
     model = gpt(mode, d)
@@ -102,8 +135,9 @@ def shape(mode, d):
 
 
 def ms_per_step(mode, fpt, measured):
-    """measured ms/step where there is a measurement, else a power law in FLOPs/token through the mode's two"""
-    (f0, m0), (f1, m1) = sorted(measured[mode if mode in measured else 'spectron'])
+    """measured ms/step where there is a measurement, else a power law in FLOPs/token through the mode's two (or
+    through TIMED_LIKE's mode's)"""
+    (f0, m0), (f1, m1) = sorted(measured[mode if mode in measured else TIMED_LIKE[mode]])
     return m0 * (fpt / f0) ** (math.log(m1 / m0) / math.log(f1 / f0))
 
 
@@ -124,7 +158,15 @@ def measure():
 
 
 def steps_for(budget, fpt):
-    return math.ceil(budget / (fpt * BLOCK_SIZE * BATCH_SIZE))
+    return math.ceil(budget / (fpt * TOKENS_PER_STEP))
+
+
+def budget_steps(mode, d, max_epochs=None):
+    """[(budget, steps)] of the budgets a width runs: at least MIN_STEPS steps and at most max_epochs (MAX_EPOCHS)
+    epochs (tsvd: the steps its start shape needs, so its shrinking rank spends less than the budget it was given)"""
+    fpt = shape(mode, d)[1]
+    return [(b, s) for b, s in ((b, steps_for(b, fpt)) for b in BUDGETS)
+            if MIN_STEPS <= s and s * TOKENS_PER_STEP <= (max_epochs or MAX_EPOCHS) * TRAIN_TOKENS]
 
 
 def prior_n_opt(budget, sizes, tokens_per_param=PRIOR_TOKENS_PER_PARAM):
@@ -138,114 +180,139 @@ def prior_n_opt(budget, sizes, tokens_per_param=PRIOR_TOKENS_PER_PARAM):
 
 
 def plan_rows(measured):
-    rows = []
+    """per (mode, width), one seed: params, FLOPs/token, {budget: steps} of the points it runs, ms/step, CPU hours (the
+    long run, the branches' cooldowns, the evals); and per mode the step-size grid's CPU hours"""
+    rows, grid = [], {}
     for mode, widths in WIDTHS.items():
         for d in widths:
             params, fpt = shape(mode, d)
-            steps = [steps_for(b, fpt) for b in BUDGETS]
-            run = [MIN_STEPS <= s and s * BLOCK_SIZE * BATCH_SIZE <= MAX_EPOCHS * TRAIN_TOKENS for s in steps]
-            top = max(s for s, r in zip(steps, run) if r)  # the long run's length: the highest budget it serves
-            evals = 2 * EVAL_ITERS / 3 * (top / EVAL_INTERVAL + sum(run))
-            total = top + sum(COOLDOWN * s for s, r in zip(steps, run) if r and s < top) + evals
+            steps = dict(budget_steps(mode, d))
+            top = max(steps.values())  # the long run's length: the highest budget it serves
+            evals = 2 * EVAL_ITERS / 3 * (top / EVAL_INTERVAL + len(steps))
+            total = top + sum(COOLDOWN * s for s in steps.values() if s < top) + evals
             ms = ms_per_step(mode, fpt, measured)
-            rows.append(dict(mode=mode, d=d, rank=max(1, round(RANK * d)) if factorized(mode) else '-',
-                             params=params, fpt=fpt, steps=steps, run=run, tokens=top * BLOCK_SIZE * BATCH_SIZE,
-                             ms=ms, measured=(mode, d) in MEASURED_MS, hours=total * ms / 3.6e6))
-    return rows
+            rows.append(dict(mode=mode, d=d, rank=max(1, round(rank_of(mode) * d)) if factorized(mode) else '-',
+                             params=params, fpt=fpt, steps=steps, tokens=top * TOKENS_PER_STEP, ms=ms,
+                             measured=(mode, d) in MEASURED_MS, hours=total * ms / 3.6e6))
+        grid[mode] = sum(2 * s * ms_per_step(mode, shape(mode, d)[1], measured) for d, s, _ in grid_points(mode)) / 3.6e6
+    return rows, grid
 
 
 def plan(opts):
     measured = {}
     for (mode, d), ms in (measure() if opts['measure'] else MEASURED_MS).items():
         measured.setdefault(mode, []).append((shape(mode, d)[1], ms))
-    rows = plan_rows(measured)
+    rows, grid = plan_rows(measured)
     print(f"ladder: n_layer {N_LAYER}, n_head {N_HEAD}, block {BLOCK_SIZE} × batch {BATCH_SIZE} = "
-          f"{BLOCK_SIZE * BATCH_SIZE:,} tokens/step, vocab {VOCAB}, training split ≈ {TRAIN_TOKENS:,} tokens; "
-          f"WSD: warmup {WARMUP}, branches cool down over the last {COOLDOWN:.0%} of each budget\n"
-          f"budgets (training FLOPs): {', '.join(f'{b:.3g}' for b in BUDGETS)}; params: all, embeddings included\n")
-    print("| mode | n_embd | rank | params | MFLOPs/token | steps per budget (– : not run, < "
-          f"{MIN_STEPS}) | tokens at top | epochs at top | ms/step | CPU hours |\n" + '|---' * 10 + '|')
+          f"{TOKENS_PER_STEP:,} tokens/step, vocab {VOCAB}, training split ≈ {TRAIN_TOKENS:,} tokens; "
+          f"WSD: warmup {WARMUP}, branches cool down over the last {COOLDOWN:.0%} of each budget; seeds "
+          f"{', '.join(map(str, SEEDS))}\nbudgets (training FLOPs): {', '.join(f'{b:.3g}' for b in BUDGETS)}; params: "
+          f"all, embeddings included; a point is run if it takes ≥ {MIN_STEPS} steps and ≤ {MAX_EPOCHS} epochs\n")
+    print("| mode | n_embd | rank | params | MFLOPs/token | steps (epochs) per budget; – : not run | ms/step | "
+          "CPU hours, one seed |\n" + '|---' * 8 + '|')
     for r in rows:
-        steps = ' / '.join(f"{s:,}" if ok else '–' for s, ok in zip(r['steps'], r['run']))
+        steps = ' / '.join(f"{r['steps'][b]:,} ({r['steps'][b] * TOKENS_PER_STEP / TRAIN_TOKENS:.1f})"
+                           if b in r['steps'] else '–' for b in BUDGETS)
         print(f"| {r['mode']} | {r['d']} | {r['rank']} | {r['params'] / 1e6:.3f}M | {r['fpt'] / 1e6:.2f} | {steps} "
-              f"| {r['tokens'] / 1e6:.1f}M | {r['tokens'] / TRAIN_TOKENS:.2f} | {r['ms']:.0f}"
-              f"{'' if r['measured'] else ' (est.)'} | {r['hours']:.2f} |")
+              f"| {r['ms']:.0f}{'' if r['measured'] else ' (est.)'} | {r['hours']:.2f} |")
     print(f"\nms/step: measured at {sorted({d for _, d in MEASURED_MS})} (1 thread), the rest a power law in "
-          f"FLOPs/token between them (est.); CPU hours include the branches and the evals")
+          f"FLOPs/token between them (est.; nfw, tsvd: {', '.join(f'{a} as {b}' for a, b in TIMED_LIKE.items())}); "
+          "CPU hours include the branches and the evals")
     for mode in WIDTHS:
         mine = [r for r in rows if r['mode'] == mode]
         sizes = [(r['params'], r['fpt']) for r in mine]
-        run_at = [[r['params'] for r in mine if r['run'][i]] for i in range(len(BUDGETS))]
+        run_at = [[r['params'] for r in mine if b in r['steps']] for b in BUDGETS]
 
         def inside(k):  # every minimum nearer an inner size run at its budget than an edge one
             return all(len(ns) >= 3 and math.sqrt(ns[0] * ns[1]) <= prior_n_opt(b, sizes, k) <= math.sqrt(
                 ns[-2] * ns[-1]) for b, ns in zip(BUDGETS, run_at))
-        ok = [k for k in np.geomspace(0.3, 100, 300) if inside(k)]
+        ok = [k for k in np.geomspace(0.3, 1000, 400) if inside(k)]
         print(f"{mode}: N_opt if D/N = {PRIOR_TOKENS_PER_PARAM} at the optimum: "
               + ', '.join(f"{prior_n_opt(b, sizes) / 1e6:.2f}M" for b in BUDGETS)
               + (f"; every minimum is inside the sizes run for D/N ≈ {ok[0]:.1f} … {ok[-1]:.1f}" if ok else
                  "; no D/N puts every minimum inside"))
-    core = {m: sum(r['hours'] for r in rows if r['mode'] == m) for m in WIDTHS}
+    hours = {m: sum(r['hours'] for r in rows if r['mode'] == m) for m in WIDTHS}
     longest = max(r['hours'] for r in rows)
-    for label, modes in (('without', [m for m in WIDTHS if m not in OPTIONAL]), ('with', list(WIDTHS))):
-        total = sum(core[m] for m in modes)
-        print(f"{label} {', '.join(OPTIONAL)}: {total:.1f} core-hours = {total / 2:.1f} h on 2 cores (two 1-thread "
-              f"runs at a time; longest run {longest:.2f} h); " + ', '.join(f"{m} {core[m]:.1f}" for m in modes))
-    print(f"the top budget is set by the smallest sizes' epochs (≤ 4 of a {TRAIN_TOKENS / 1e6:.2f}M-token split), "
-          "not by CPU time: a larger one needs wider smallest models, which put the low budgets' minima at the edge")
+    for label, ms in [('default modes', [m for m in WIDTHS if m not in OPTIONAL])] + (
+            [('with ' + ', '.join(OPTIONAL), list(WIDTHS))] if OPTIONAL else []):
+        one, checks = sum(hours[m] for m in ms), sum(grid[m] for m in ms)
+        total = len(SEEDS) * one + checks
+        print(f"{label}: {one:.1f} core-hours a seed × {len(SEEDS)} seeds + {checks:.1f} the step-size grid = "
+              f"{total:.1f} core-hours = {total / 2:.1f} h on 2 cores (two 1-thread runs at a time; longest run "
+              f"{longest:.2f} h); a seed, per mode: " + ', '.join(f"{m} {hours[m]:.1f}" for m in ms)
+              + '; grid: ' + ', '.join(f"{m} {grid[m]:.1f}" for m in ms))
 
 
 def step_key(mode):
     return lowrank.MODES[mode].step_size
 
 
-def run_lines(stage, modes):
-    """train_all's lines (OUT_DIR --key=value ...) of one stage: 'long' (one WSD run per mode and size to the top
-    budget, keeping a checkpoint at every lower budget's decay start), 'branch' (the cooldowns from those), or 'grid'
-    (the step-size check: the smallest and largest size of each mode at ½× and 2× its rule, to the top budget)."""
+def point_dir(mode, d, steps, seed=SEEDS[0]):
+    """a ladder point's run: runs/ladder/{mode}_d{d}_T{steps}, with _s{seed} appended for a seed other than SEEDS[0]"""
+    return f"runs/ladder/{mode}_d{d}_T{steps}" + ('' if seed == SEEDS[0] else f"_s{seed}")
+
+
+def grid_points(mode):
+    """the step-size check's (n_embd, steps, name suffix) of a mode: each GRID_WIDTHS width at the highest budget up to
+    GRID_TOP it reaches within GRID_EPOCHS epochs (the first ladder's check: grid/{mode}_d{d}_x{x}) and at the lowest
+    budget it runs (grid/{mode}_d{d}_x{x}_T{steps}; one check where the two are the same)"""
+    out = []
+    for d in GRID_WIDTHS[mode]:
+        top = [s for b, s in budget_steps(mode, d, GRID_EPOCHS) if b <= GRID_TOP * 1.001][-1]
+        low = budget_steps(mode, d)[0][1]
+        out += [(d, top, '')] + ([(d, low, f"_T{low}")] if low != top else [])
+    return out
+
+
+def run_lines(stage, modes, seeds=SEEDS):
+    """train_all's lines (OUT_DIR --key=value ...) of one stage: 'long' (one WSD run per mode, size and seed to the
+    highest budget it runs, keeping a checkpoint at every lower budget's decay start), 'branch' (the cooldowns from
+    those), or 'grid' (the step-size check at ½× and 2× each mode's rule, grid_points; first seed only)."""
     lines = []
     for mode in modes:
-        widths = WIDTHS[mode]
-        for d in widths:
-            _, fpt = shape(mode, d)
-            steps = [s for s in (steps_for(b, fpt) for b in BUDGETS)
-                     if MIN_STEPS <= s and s * BLOCK_SIZE * BATCH_SIZE <= MAX_EPOCHS * TRAIN_TOKENS]
-            flags = (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
-                     f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
-                     f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
-                     f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --log_interval=100 --seed=1337")
-            if factorized(mode):
-                flags += f" --rank={RANK}"
-            top = steps[-1]
-            starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
-            long_dir = f"runs/ladder/{mode}_d{d}_T{top}"
-            if stage == 'long':
-                lines.append(f"{long_dir} {flags} --max_iters={top}"
-                             + (f" --save_at={','.join(map(str, starts))}" if starts else ''))
-            elif stage == 'branch':
-                lines += [f"runs/ladder/{mode}_d{d}_T{s} {flags} --max_iters={s} --init_from=branch "
-                          f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
-            elif stage == 'grid' and d in GRID_WIDTHS[mode]:
-                base = {'learning_rate': 1e-3, 'muon_lr': 0.01,  # the defaults at every width; η's width rule
-                        'spectron_lr': lowrank.spectron_lr_at_width(0.02, d)}[step_key(mode)]
-                lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g} {flags} --max_iters={top} --{step_key(mode)}={x * base:.6g}"
-                          for x in (0.5, 2)]
+        for seed in seeds if stage != 'grid' else SEEDS[:1]:
+            for d in WIDTHS[mode]:
+                steps = [s for _, s in budget_steps(mode, d)]
+                flags = (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
+                         f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
+                         f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
+                         f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --log_interval=100 --seed={seed}")
+                if factorized(mode):
+                    flags += f" --rank={rank_of(mode)}"
+                top = steps[-1]
+                starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
+                long_dir = point_dir(mode, d, top, seed)
+                if stage == 'long':
+                    lines.append(f"{long_dir} {flags} --max_iters={top}"
+                                 + (f" --save_at={','.join(map(str, starts))}" if starts else ''))
+                elif stage == 'branch':
+                    lines += [f"{point_dir(mode, d, s, seed)} {flags} --max_iters={s} --init_from=branch "
+                              f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
+                elif stage == 'grid':
+                    base = {'muon_lr': 0.01, 'spectron_lr': lowrank.spectron_lr_at_width(0.02, d)}.get(  # the rules
+                        step_key(mode), lowrank.MODES[mode].defaults['learning_rate'])  # (muon_lr: train.py's)
+                    lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g}{tag} {flags} --max_iters={s} "
+                              f"--{step_key(mode)}={x * base:.6g}" for dd, s, tag in grid_points(mode) if dd == d
+                              for x in (0.5, 2)]
     return lines
 
 
 def grid_table(modes):
-    """The step-size check as a markdown table: val loss at ½×, 1× (the ladder's own long run) and 2× each mode's
-    rule, at its smallest and largest width, and where the best of the three lies."""
-    out = ["# Step-size check (experiments/ladder.sh): each mode's rule against ½× and 2×, WSD to the top budget",
-           "", "| mode | n_embd | step-size key | ½× | 1× (the rule) | 2× | best |", "|---|---|---|---|---|---|---|"]
-    longs = {line.split()[0].split('/')[-1].rsplit('_T', 1)[0]: line.split()[0] for line in run_lines('long', modes)}
-    for line in run_lines('grid', modes)[::2]:
-        name = line.split()[0].split('/')[-1].rsplit('_x', 1)[0]
-        dirs = [f"runs/ladder/grid/{name}_x0.5", longs[name], f"runs/ladder/grid/{name}_x2"]
-        vals = [read_point(d)['val_loss'] if os.path.isfile(os.path.join(d, 'log.jsonl')) else math.nan for d in dirs]
-        mode, d = name.split('_d')
-        best = ('½×', '1×', '2×')[int(np.nanargmin(vals))] if not all(map(math.isnan, vals)) else '–'
-        out.append(f"| {mode} | {d} | {step_key(mode)} | " + ' | '.join(f"{v:.4f}" for v in vals) + f" | {best} |")
+    """The step-size check as a markdown table: val loss at ½×, 1× (the ladder's own run of that width and steps) and
+    2× each mode's rule, at each grid_points width and budget, and where the best of the three lies."""
+    out = ["# Step-size check (experiments/ladder.sh): each mode's rule against ½× and 2×, WSD, at each checked "
+           f"width's highest budget up to {GRID_TOP:.0e} within {GRID_EPOCHS} epochs and at its lowest", "",
+           "| mode | n_embd | budget | steps | step-size key | ½× | 1× (the rule) | 2× | best |", '|---' * 9 + '|']
+    for mode in modes:
+        for d, steps, tag in grid_points(mode):
+            dirs = [f"runs/ladder/grid/{mode}_d{d}_x0.5{tag}", point_dir(mode, d, steps),
+                    f"runs/ladder/grid/{mode}_d{d}_x2{tag}"]
+            vals = [read_point(r)['val_loss'] if os.path.isfile(os.path.join(r, 'log.jsonl')) else math.nan
+                    for r in dirs]
+            best = ('½×', '1×', '2×')[int(np.nanargmin(vals))] if not all(map(math.isnan, vals)) else '–'
+            budget = next(b for b, s in budget_steps(mode, d) if s == steps)
+            out.append(f"| {mode} | {d} | {budget:.3g} | {steps:,} | {step_key(mode)} | "
+                       + ' | '.join(f"{v:.4f}" for v in vals) + f" | {best} |")
     return '\n'.join(out)
 
 
@@ -265,28 +332,58 @@ def read_point(path):
     evals = [r for r in rows if r.get('kind') == 'eval']
     if config is None or not evals:
         die(f"{log} has no config or no eval record")
-    last = evals[-1]
+    last, first = evals[-1], evals[0]
     rank = config['rank']
     if not factorized(config['mode']):  # the registry, not the name: a full-rank W
         rank = config['n_embd']
     elif isinstance(rank, float):
         rank = max(1, round(rank * config['n_embd']))
-    return dict(run=run_name(path), mode=config['mode'],
+    tokens = last['iter'] * config['block_size'] * config['batch_size'] * config.get('gradient_accumulation_steps', 1)
+    return dict(run=run_name(path), mode=config['mode'], seed=config.get('seed'),
                 n_embd=config['n_embd'], n_layer=config['n_layer'], rank=rank, iter=last['iter'],
                 params=last['params'] + config['block_size'] * config['n_embd'],  # num_params() leaves out wpe
-                flops_per_token=last['flops_per_token'], train_flops=last['train_flops'],
-                tokens=last['train_flops'] / last['flops_per_token'], val_loss=last['val_loss'])
+                flops_per_token=last['flops_per_token'], train_flops=last['train_flops'], tokens=tokens,
+                budget=first['flops_per_token'] * tokens,  # nominal: its start shape's (tsvd's rank then shrinks)
+                val_loss=last['val_loss'])
+
+
+def merge_seeds(runs):
+    """one point per (mode, n_embd, n_layer, steps): its runs at several seeds averaged (val loss, params, FLOPs as
+    logged: the mean), each seed's val loss kept in 'losses' (the bootstrap draws from them), its runs in 'members'"""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r['mode'], r['n_embd'], r['n_layer'], r['iter']), []).append(r)
+    points = []
+    for g in groups.values():
+        seeds = [r['seed'] for r in g]
+        if len(set(seeds)) < len(seeds):  # the same run twice, or a run of another setting (a grid run) among them
+            die(f"{', '.join(r['run'] for r in g)}: one point ({g[0]['mode']} d={g[0]['n_embd']}, {g[0]['iter']} "
+                f"steps) with seed {max(seeds, key=seeds.count)} more than once")
+        p = dict(g[0], members=g, seeds=seeds, losses=np.array([r['val_loss'] for r in g]))
+        points.append(dict(p, **{k: float(np.mean([r[k] for r in g])) for k in (
+            'val_loss', 'params', 'flops_per_token', 'train_flops', 'budget')}))
+    return points
+
+
+def seed_draw(losses, rng):
+    """each point's loss drawn from its seeds: the mean of as many of them drawn with replacement as it has (the
+    bootstrap's share of the seed spread); with one seed each, the losses themselves and no draw from rng"""
+    if all(len(s) == 1 for s in losses):
+        return np.array([s[0] for s in losses], float)
+    return np.array([rng.choice(s, len(s)).mean() for s in losses])
 
 
 def group_budgets(points):
-    """the points at each budget: runs within BUDGET_TOL of each other in training FLOPs; {geometric mean C: points}"""
+    """the points at each budget: runs within BUDGET_TOL of each other in nominal training FLOPs ('budget': the
+    steps × their start shape's FLOPs/token, as logged for every shape that does not shrink; tsvd's logged FLOPs are
+    below it, by what its rank shed); {geometric mean of the nominal FLOPs: points}"""
     groups = []
-    for p in sorted(points, key=lambda p: p['train_flops']):
-        if groups and p['train_flops'] <= groups[-1][0]['train_flops'] * BUDGET_TOL:
+    for p in sorted(points, key=lambda p: p['budget']):
+        if groups and p['budget'] <= groups[-1][0]['budget'] * BUDGET_TOL:
             groups[-1].append(p)
         else:
             groups.append([p])
-    return {float(np.exp(np.mean([np.log(p['train_flops']) for p in g]))): g for g in groups}
+    return {float(np.exp(np.mean([np.log(p['budget']) for p in g]))): g for g in groups}
 
 
 def envelope(C, L):
@@ -347,24 +444,28 @@ def at_bound(fit, L):
     return 'E at its bound 0' if E <= 0 else 'E at its bound, the lowest loss' if E >= top * (1 - 1e-12) else ''
 
 
-def held_out_check(C, L, top, resamples, rng):
-    """the frontier fit refitted without its top budget (points with C below top / BUDGET_TOL), its prediction at top
-    against the measured best loss there; the interval is the 90% bootstrap of that prediction (resample the lower
-    points, envelope, refit). None with fewer than 3 lower budgets or no point at top."""
+def held_out_check(C, L, top, resamples, rng, losses=None, budget=None):
+    """the frontier fit refitted without its top budget (points whose nominal budget, default C, is below top /
+    BUDGET_TOL), its prediction against the measured best loss at top, at the FLOPs that point logged; the interval is
+    the 90% bootstrap of that prediction (resample the lower points, each one's loss from its seeds (losses), envelope,
+    refit). None with fewer than 3 lower budgets or no point at top."""
     C, L = np.asarray(C, float), np.asarray(L, float)
-    low, at_top = C < top / BUDGET_TOL, C >= top / BUDGET_TOL
-    Cl, Ll = C[low], L[low]
+    losses = [[v] for v in L] if losses is None else losses
+    low = (C if budget is None else np.asarray(budget, float)) < top / BUDGET_TOL
+    Cl, Ll, Sl = C[low], L[low], [s for s, k in zip(losses, low) if k]
     env = envelope(Cl, Ll)
-    if len(np.unique(Cl[env])) < 3 or not at_top.any():
+    if len(np.unique(Cl[env])) < 3 or low.all():
         return None
     fit = fit_frontier(Cl[env], Ll[env])
-    pred, measured = float(frontier_loss(fit, top)), float(L[at_top].min())
+    at = C[~low][np.argmin(L[~low])]  # the FLOPs the best point at top spent (tsvd's: below its budget)
+    pred, measured = float(frontier_loss(fit, at)), float(L[~low].min())
     preds = []
     for _ in range(resamples):
+        Lr = seed_draw(Sl, rng)
         i = rng.integers(len(Cl), size=len(Cl))
-        e = i[envelope(Cl[i], Ll[i])]
+        e = i[envelope(Cl[i], Lr[i])]
         if len(np.unique(Cl[e])) >= 3:
-            preds.append(float(frontier_loss(fit_frontier(Cl[e], Ll[e]), top)))
+            preds.append(float(frontier_loss(fit_frontier(Cl[e], Lr[e]), at)))
     iv = interval(preds)
     within = iv[0] - 1e-9 <= measured <= iv[1] + 1e-9
     degenerate = at_bound(fit, Ll[env])
@@ -383,8 +484,9 @@ CHECK_RESAMPLES = 200  # bootstrap resamples of the held-out check and of Approa
 
 
 def _parametric_batch(N, D, L, weights, starts, iters=500):
-    """every row of starts (e, a, b, u_α, u_β) fitted to the points with its row of weights (bootstrap counts), all
-    at once: the rows are independent, so L-BFGS on their summed objective fits each; (params, objective per row)"""
+    """every row of starts (e, a, b, u_α, u_β) fitted to the points with its row of weights (bootstrap counts) and of
+    L if L has rows (seed draws), all at once: the rows are independent, so L-BFGS on their summed objective fits each;
+    (params, objective per row)"""
     import torch
     x = torch.tensor(np.log(np.asarray(N, float) / N_REF))
     y = torch.tensor(np.log(np.asarray(D, float) / D_REF))
@@ -397,7 +499,7 @@ def _parametric_batch(N, D, L, weights, starts, iters=500):
     def objective():
         e, a, b, ua, ub = theta.unbind(1)
         al, be = EXP_BOUND * torch.sigmoid(ua), EXP_BOUND * torch.sigmoid(ub)
-        pred = torch.logsumexp(torch.stack([e[:, None].expand(-1, len(t)), a[:, None] - al[:, None] * x,
+        pred = torch.logsumexp(torch.stack([e[:, None].expand(-1, t.shape[-1]), a[:, None] - al[:, None] * x,
                                             b[:, None] - be[:, None] * y]), 0)
         return (w * torch.nn.functional.huber_loss(pred, t.expand_as(pred), reduction='none',
                                                    delta=HUBER_DELTA)).sum(1)
@@ -443,9 +545,10 @@ def parametric_degenerate(p):
     return ', '.join(why)
 
 
-def fit_parametric(N, D, L, resamples=0, rng=None):
+def fit_parametric(N, D, L, resamples=0, rng=None, losses=None):
     """Approach 3 on points (N params, D tokens, L loss): the best of the grid of starts, and (resamples > 0) the
-    bootstrap over points, each resample started from the central fit and two of the grid's starts, the best kept"""
+    bootstrap over points (each one's loss drawn from its seeds' losses), each resample started from the central fit
+    and two of the grid's starts, the best kept"""
     N, D, L = (np.asarray(v, float) for v in (N, D, L))
     starts = _starts(L)
     th, obj = _parametric_batch(N, D, L, np.ones((len(starts), len(L))), starts)
@@ -455,7 +558,9 @@ def fit_parametric(N, D, L, resamples=0, rng=None):
     if resamples and len(L) >= 6:
         picks = [best, starts[4], starts[13]]  # the central fit; α = β = 0.5 at either E
         w = np.stack([np.bincount(rng.integers(len(L), size=len(L)), minlength=len(L)) for _ in range(resamples)])
-        th, obj = _parametric_batch(N, D, L, np.repeat(w, len(picks), 0), np.tile(np.array(picks), (resamples, 1)))
+        Ls = np.stack([seed_draw([[v] for v in L] if losses is None else losses, rng) for _ in range(resamples)])
+        th, obj = _parametric_batch(N, D, np.repeat(Ls, len(picks), 0), np.repeat(w, len(picks), 0),
+                                    np.tile(np.array(picks), (resamples, 1)))
         k = np.argmin(obj.reshape(resamples, len(picks)), 1)
         out['boot'] = [_unpack(th[r * len(picks) + k[r]]) for r in range(resamples)]
     return out
@@ -471,28 +576,32 @@ def interval(xs):
 
 
 def mode_fits(points, budgets, resamples, rng):
-    """everything fitted for one mode: frontier (E, A, α) and its bootstrap, N_opt and D_opt per budget, exponents"""
-    C = np.array([p['train_flops'] for p in points])
+    """everything fitted for one mode: frontier (E, A, α) and its bootstrap, N_opt and D_opt per budget, exponents.
+    Each bootstrap resample draws the points and each point's loss from its seeds (seed_draw)."""
+    C = np.array([p['train_flops'] for p in points], float)
     L = np.array([p['val_loss'] for p in points])
     N = np.array([p['params'] for p in points], float)
+    S = [p['losses'] for p in points]
     sizes = sorted({(p['params'], p['flops_per_token']) for p in points})  # FLOPs/token of N: quadratic in log-log
     fpt_of = np.poly1d(np.polyfit(np.log([n for n, _ in sizes]), np.log([f for _, f in sizes]),
                                   min(2, len(sizes) - 1))) if len(sizes) > 1 else None
-    out = dict(C=C, L=L, N=N, fit=None, boot=[], opt={}, boot_exp=[], degenerate='', held=set())
+    out = dict(C=C, L=L, N=N, S=S, B=np.array([p['budget'] for p in points]), fit=None, boot=[], opt={}, boot_exp=[],
+               degenerate='', held=set())
     env = envelope(C, L)
     if len(np.unique(C[env])) >= 3:
         out['fit'] = fit_frontier(C[env], L[env])
         out['degenerate'] = at_bound(out['fit'], L[env])
         for _ in range(resamples):  # resample the points, then take the envelope again
+            Lr = seed_draw(S, rng)
             i = rng.integers(len(C), size=len(C))
-            e = i[envelope(C[i], L[i])]
+            e = i[envelope(C[i], Lr[i])]
             if len(np.unique(C[e])) >= 3:
-                out['boot'].append(fit_frontier(C[e], L[e]))
+                out['boot'].append(fit_frontier(C[e], Lr[e]))
     groups = {b: np.array([k for k, p in enumerate(points) if any(p is q for q in g)], int)
               for b, g in budgets.items()}
     groups = {b: g for b, g in groups.items() if len(np.unique(N[g])) >= 3}
 
-    def optima(pick):
+    def optima(pick, L):
         found = {}
         for b, g in groups.items():
             idx = pick(g)
@@ -501,7 +610,7 @@ def mode_fits(points, budgets, resamples, rng):
                 found[b] = fit
         return found
 
-    out['opt'] = optima(lambda g: g)
+    out['opt'] = optima(lambda g: g, L)
     for b, (n_opt, _) in out['opt'].items():
         lo, hi = N[groups[b]].min(), N[groups[b]].max()
         out['opt'][b] = (n_opt, out['opt'][b][1], b / math.exp(fpt_of(math.log(n_opt))), lo <= n_opt <= hi)
@@ -511,7 +620,8 @@ def mode_fits(points, budgets, resamples, rng):
         bs = sorted(out['opt'])
         out['exp'] = (slope(bs, [out['opt'][b][0] for b in bs]), slope(bs, [out['opt'][b][2] for b in bs]))
         for _ in range(resamples):  # resample the points within each budget, refit every quadratic
-            found = optima(lambda g: rng.choice(g, size=len(g)))
+            Lr = seed_draw(S, rng)
+            found = optima(lambda g: rng.choice(g, size=len(g)), Lr)
             if len(found) >= 3:
                 bs = sorted(found)
                 ns = [found[b][0] for b in bs]
@@ -525,9 +635,9 @@ def check_fits(points, budgets, fits, resamples, rng):
     frontier fit held out at the top budget ('held_out') and Approach 3 over every point ('parametric')"""
     for mode, f in fits.items():
         mine = [p for p in points if p['mode'] == mode]
-        f['held_out'] = held_out_check(f['C'], f['L'], max(budgets), resamples, rng)
-        f['parametric'] = fit_parametric([p['params'] for p in mine], [p['tokens'] for p in mine],
-                                         [p['val_loss'] for p in mine], resamples, rng) if len(mine) >= 6 else None
+        f['held_out'] = held_out_check(f['C'], f['L'], max(budgets), resamples, rng, f['S'], f['B'])
+        f['parametric'] = fit_parametric([p['params'] for p in mine], [p['tokens'] for p in mine], f['L'], resamples,
+                                         rng, f['S']) if len(mine) >= 6 else None
 
 
 def not_a_law(f):
@@ -557,9 +667,28 @@ def gap_curves(fits, grid):
         change = ends[:, 1] - ends[:, 0] if len(ends) else np.array([])
         out[mode] = dict(gap=frontier_loss(f['fit'], grid) - frontier_loss(dense['fit'], grid), measured=(lo, hi),
                          band=np.percentile(gaps, [5, 95], axis=0) if len(gaps) else None,
-                         change=interval(change), degenerate=', '.join(  # a gap from a degenerate fit says so
-                             f"{m}'s fit degenerate" for m, x in ((mode, f), ('dense', dense)) if x['degenerate']))
+                         change=interval(change), flag=', '.join(  # a gap from a fit that is not a law says so
+                             f"{m}'s fit not a law" for m, x in ((mode, f), ('dense', dense)) if not_a_law(x)))
     return out
+
+
+def measured_gaps(budgets, modes, resamples, rng):
+    """the gap between the best measured points, fit-free: per budget, each mode's lowest (seed-mean) loss minus
+    dense's and minus dense + Muon's (pairs with a low-rank mode), its interval from each point's loss drawn from its
+    seeds as seed_draw does (one seed each: no interval); [(label, {budget: (gap, interval)})]"""
+    rows = []
+    for ref in (m for m in ('dense', 'muon') if m in modes):
+        for mode in (m for m in modes if m not in ('dense', ref)):
+            cells = {}
+            for b, g in sorted(budgets.items()):
+                a, r = ([p for p in g if p['mode'] == m] for m in (mode, ref))
+                if a and r:  # per resample, each side's best of its points' seed-mean draws
+                    best = [np.min([rng.choice(p['losses'], (resamples, len(p['losses']))).mean(1) for p in ps], 0)
+                            for ps in (a, r)]
+                    gap = min(p['val_loss'] for p in a) - min(p['val_loss'] for p in r)
+                    cells[b] = gap, interval(best[0] - best[1])
+            rows.append((f"{mode} − {ref}", cells))
+    return rows
 
 
 def trend(change):
@@ -570,6 +699,13 @@ def trend(change):
 # -----------------------------------------------------------------------------
 # figures and tables
 
+def pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def color(mode, k):
     return lowrank.MODES[mode].color if mode in lowrank.MODES and lowrank.MODES[mode].color else f'C{k}'
 
@@ -579,43 +715,56 @@ def fmt_fit(value, iv, spec='.3f'):
 
 
 def width_shades(points, colors):
-    """{(mode, n_embd): colour}: the mode's colour, paler the narrower the width (the narrowest 70 % white)"""
+    """{(mode, n_embd): (colour, marker size)}: the mode's colour, paler the narrower the width (the narrowest 70 %
+    white), and a marker the bigger the wider"""
     from matplotlib.colors import to_rgb
     out = {}
     for mode, c in colors.items():
         widths = sorted({p['n_embd'] for p in points if p['mode'] == mode})
         for k, d in enumerate(widths):
-            white = 0.7 * (1 - k / max(1, len(widths) - 1))
-            out[mode, d] = tuple((1 - white) * np.array(to_rgb(c)) + white)
+            x = k / max(1, len(widths) - 1)
+            out[mode, d] = tuple((1 - 0.7 * (1 - x)) * np.array(to_rgb(c)) + 0.7 * (1 - x)), 8 + 52 * x
     return out
 
 
 def figure_frontier(points, fits, colors, out):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(10, 5.5))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(11, 6))
     shade = width_shades(points, colors)
     for mode, f in fits.items():
         mine = [p for p in points if p['mode'] == mode]
-        ax.scatter([p['train_flops'] for p in mine], [p['val_loss'] for p in mine], s=22, zorder=3,
-                   c=[shade[mode, p['n_embd']] for p in mine], edgecolors=colors[mode], linewidths=0.3)
+        ax.scatter(f['C'], f['L'], zorder=3, c=[shade[mode, p['n_embd']][0] for p in mine],
+                   s=[shade[mode, p['n_embd']][1] for p in mine], edgecolors=colors[mode], linewidths=0.3)
+        spread = [p for p in mine if len(p['losses']) > 1]  # the seeds' range
+        if spread:
+            ax.errorbar([p['train_flops'] for p in spread], [p['val_loss'] for p in spread], fmt='none', lw=0.7,
+                        yerr=[[p['val_loss'] - p['losses'].min() for p in spread],
+                              [p['losses'].max() - p['val_loss'] for p in spread]], ecolor=colors[mode], zorder=2)
+        for g in group_budgets(mine).values():  # the width of each budget's best point
+            p = min(g, key=lambda p: p['val_loss'])
+            ax.annotate(str(p['n_embd']), (p['train_flops'], p['val_loss']), xytext=(5, -4), fontsize=7,
+                        textcoords='offset points', color=colors[mode], fontweight='bold')
         if f['fit']:
             grid = np.geomspace(f['C'].min(), f['C'].max(), 100)
             E, A, alpha = f['fit']
-            ax.plot(grid, frontier_loss(f['fit'], grid), '-', color=colors[mode], lw=2,
-                    label=f"{mode}: E={E:.2f}, α={alpha:.2f}"
-                          + (f"\n  degenerate: {f['degenerate']}" if f['degenerate'] else ''))
+            why = not_a_law(f)
+            ax.plot(grid, frontier_loss(f['fit'], grid), '--' if why else '-', color=colors[mode], lw=2,
+                    label=f"{mode}: E={E:.2f}, α={alpha:.2f}" + (
+                        f"\n  degenerate: not a law ({f['degenerate']})" if f['degenerate'] else
+                        f"\n  not a law: {why}" if why else ''))
             if f['boot']:
                 band = np.percentile([frontier_loss(b, grid) for b in f['boot']], [5, 95], axis=0)
                 ax.fill_between(grid, *band, color=colors[mode], alpha=0.15, lw=0)
         else:
             ax.plot([], [], 'o', color=colors[mode], label=f"{mode}: too few budgets to fit")
+    for size, what in ((8, 'narrowest'), (60, 'widest')):
+        ax.scatter([], [], s=size, c='0.6', edgecolors='0.3', linewidths=0.3, label=f"{what} width of a mode")
     ax.set_xscale('log')
     ax.set_xlabel('training FLOPs (train_flops as logged)')
-    ax.set_ylabel('final val loss (nats/char)')
-    ax.set_title('Val loss against training compute: dots = runs (paler = narrower), lines = fitted frontier '
-                 'E + A·C^−α (band: 90%)', fontsize=9)
+    ax.set_ylabel('final val loss (nats/char; the mean over seeds, bar: their range)')
+    ax.set_title('Val loss against training compute: dots = points (bigger, darker = wider; number: n_embd of each '
+                 "budget's best point),\nlines = fitted frontier E + A·C^−α (band: 90%; dashed: not a law)",
+                 fontsize=9)
     ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8, title='mode (fit)')
     fig.tight_layout()
     save_png(fig, os.path.join(out, 'loss_vs_flops.png'))
@@ -623,9 +772,7 @@ def figure_frontier(points, fits, colors, out):
 
 
 def figure_isoflop(points, budgets, fits, colors, out):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     modes = list(fits)
     fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4 * (len(modes) + 1) + 2.5, 4.6), squeeze=False)
     axes = axes[0]
@@ -689,9 +836,7 @@ def figure_isoflop(points, budgets, fits, colors, out):
 
 
 def figure_gap(gaps, colors, grid, out):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 5))
     ax.axhline(0, color='black', lw=0.8)
     ax.axvspan(max(g['measured'][1] for g in gaps.values()) if gaps else grid[-1], grid[-1], color='0.92', lw=0)
@@ -702,7 +847,7 @@ def figure_gap(gaps, colors, grid, out):
         lo, hi = g['measured']
         inside = (grid >= lo * 0.999) & (grid <= hi * 1.001)
         ax.plot(grid[inside], g['gap'][inside], '-', color=colors[mode], lw=2,
-                label=f"{mode} − dense" + (f"\n  ({g['degenerate']}: E at a bound)" if g['degenerate'] else ''))
+                label=f"{mode} − dense" + (f"\n  ({g['flag']})" if g['flag'] else ''))
         for part in (grid <= lo * 1.001, grid >= hi * 0.999):
             if part.sum() > 1:
                 ax.plot(grid[part], g['gap'][part], '--', color=colors[mode], lw=1.5)
@@ -770,9 +915,20 @@ def checks_table(fits, budgets):
     return lines
 
 
-def tables(points, budgets, fits, gaps, gen, out):
-    lines = [f"Points: {len(points)} runs; params: all, embeddings included; C: training FLOPs as logged; "
-             f"intervals: 90% bootstrap.\n",
+def tables(runs, points, budgets, fits, gaps, measured, gen, out):
+    seeds = {m: np.unique([len(p['losses']) for p in points if p['mode'] == m], return_counts=True) for m in fits}
+    past = {m: [p['tokens'] / TRAIN_TOKENS for p in points if p['mode'] == m and p['tokens'] > FRESH_EPOCHS *
+                TRAIN_TOKENS * 1.001] for m in fits}
+    short = [p['train_flops'] / p['budget'] for p in points if p['train_flops'] < p['budget'] * 0.999]
+    lines = [f"Points: {len(runs)} runs at {len(points)} points (mode, width, budget); seeds per point: "
+             + '; '.join(f"{m} " + ', '.join(f"{c} with {n}" for n, c in zip(*seeds[m])) for m in fits)
+             + ". A point's loss is the mean over its seeds; every interval is a 90% bootstrap that resamples the "
+             "points and draws each point's loss from its seeds. Params: all, embeddings included; C: training FLOPs "
+             f"as logged. Points past {FRESH_EPOCHS} epochs (data-constrained; none past {MAX_EPOCHS}): "
+             + ', '.join(f"{m} {len(e)}" + (f" (up to {max(e):.1f})" if e else '') for m, e in past.items()) + '.'
+             + (f" Budgets group points by nominal FLOPs (steps × their start shape's FLOPs/token): {len(short)} "
+                f"points spent less as logged (a shrinking rank), {min(short):.0%}–{max(short):.0%} of theirs."
+                if short else '') + '\n',
              f"| mode | E | A (loss above E at C = {C_REF:.0e}) | α | N_opt ∝ C^a: a | D_opt ∝ C^b: b |",
              '|---|---|---|---|---|---|']
     for mode, f in fits.items():
@@ -811,6 +967,15 @@ def tables(points, budgets, fits, gaps, gen, out):
             flag = f" ({flag})" if flag else ''
             lines.append(f"| {mode} − dense{flag} | " + ' | '.join(cells) + f" | {trend(g['change'])} (Δ|gap| "
                          f"[{g['change'][0]:+.3f}, {g['change'][1]:+.3f}]) |")
+    if measured:
+        lines += ['', "Measured gap, fit-free: at each (nominal) budget a mode's best point (its seeds' mean) minus the "
+                  "reference's best; interval: 90% over each point's loss drawn from its seeds (none with one seed).\n",
+                  '| best minus best | ' + ' | '.join(f"C = {b:.2g}" for b in sorted(budgets)) + ' |',
+                  '|---|' + '---|' * len(budgets)]
+        for label, cells in measured:
+            lines.append(f"| {label} | " + ' | '.join(
+                '-' if b not in cells else f"{cells[b][0]:+.3f}" if cells[b][1][1] - cells[b][1][0] < 1e-12 else
+                fmt_fit(*cells[b], '+.3f') for b in sorted(budgets)) + ' |')
     top = max(budgets)
     lines += ['', f"Inference at equal quality: the loss of each mode's best run at the top budget (C = {top:.2g}); "
                   "per mode, the smallest model (any budget) that reaches it.\n",
@@ -833,13 +998,13 @@ def tables(points, budgets, fits, gaps, gen, out):
     text = '\n'.join(lines) + '\n'
     with open(os.path.join(out, 'ladder.md'), 'w') as fh:
         fh.write(text)
-    keys = ['run', 'mode', 'n_embd', 'n_layer', 'rank', 'iter', 'params', 'flops_per_token', 'train_flops', 'tokens',
-            'val_loss']
-    with open(os.path.join(out, 'points.csv'), 'w', newline='') as fh:
+    keys = ['run', 'mode', 'seed', 'n_embd', 'n_layer', 'rank', 'iter', 'params', 'flops_per_token', 'train_flops',
+            'tokens', 'val_loss']
+    with open(os.path.join(out, 'points.csv'), 'w', newline='') as fh:  # every run, the budget of its point
         writer = csv.DictWriter(fh, fieldnames=keys + ['budget'])
         writer.writeheader()
-        for b, g in budgets.items():
-            writer.writerows(dict({k: p[k] for k in keys}, budget=f"{b:.4g}") for p in g)
+        writer.writerows(dict({k: r[k] for k in keys}, budget=f"{b:.4g}") for b, g in budgets.items() for p in g
+                         for r in p['members'])
     return text
 
 
@@ -851,7 +1016,8 @@ def analyze(paths, opts):
     resamples = opts['resamples']
     if resamples < 1:
         die(f"--resamples must be a positive integer, got {resamples!r}")
-    points = [read(read_point, p) for p in paths]
+    runs = [read(read_point, p) for p in paths]
+    points = merge_seeds(runs)
     gen = read(read_bench, opts['bench'], what='bench.py CSV') if opts['bench'] else {}
     if unwritable(opts['out'], folder=True):
         die(f"--out: {unwritable(opts['out'], folder=True)}")
@@ -863,10 +1029,11 @@ def analyze(paths, opts):
     check_fits(points, budgets, fits, min(int(resamples), CHECK_RESAMPLES), np.random.default_rng(1))
     grid = np.geomspace(min(budgets), max(budgets) * 10, 120)
     gaps = gap_curves(fits, grid)
+    measured = measured_gaps(budgets, modes, int(resamples), np.random.default_rng(2))
     figure_frontier(points, fits, colors, opts['out'])
     figure_isoflop(points, budgets, fits, colors, opts['out'])
     figure_gap(gaps, colors, grid, opts['out'])
-    print(tables(points, budgets, fits, gaps, gen, opts['out']), end='')
+    print(tables(runs, points, budgets, fits, gaps, measured, gen, opts['out']), end='')
     files = ('loss_vs_flops.png', 'isoflop.png', 'gap.png', 'ladder.md', 'points.csv')
     print(f"wrote {', '.join(os.path.join(opts['out'], f) for f in files)}")
 
@@ -888,7 +1055,10 @@ def main(argv):
     if args[0] == 'runs':
         if opts['stage'] not in ('long', 'branch', 'grid'):
             die("runs needs --stage=long|branch|grid")
-        print('\n'.join(run_lines(opts['stage'], modes)))
+        seeds = opts['seeds'].split(',')
+        if not all(s.isdigit() for s in seeds) or len(set(seeds)) < len(seeds):
+            die(f"--seeds must be distinct non-negative integers, comma-separated, got {opts['seeds']!r}")
+        print('\n'.join(run_lines(opts['stage'], modes, tuple(map(int, seeds)))))
     elif args[0] == 'grid':
         print(grid_table(modes))
     else:

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# The compute ladder (issue 24, part 3): dense + AdamW, dense + Muon and Spectron at rank d/4 (NFW too with
-# MODES="dense muon spectron nfw"), 7 widths each at 4 layers, 5 training-FLOP budgets from 1e12 to 1e13, on the
-# complete works (data/shakespeare_complete: val = 4 held-out plays). The plan (sizes, steps, epochs, hours):
-# `python experiments/ladder.py plan`. One WSD run per (mode, width) to the top budget keeps a checkpoint at every
-# lower budget's decay start; each lower budget is a cooldown branch from it (a branch equals the straight WSD run
-# to the digit: test_train.py). Step sizes: the repo's tuned values (learning_rate 1e-3, muon_lr 0.01 at every
-# width; spectron_lr 0.02·√(256/d), the measured η ∝ 1/√d), checked first by a grid at ½× and 2× at each mode's
-# smallest and largest width, to the top budget.
+# The compute ladder (issues 24 and 29): dense + AdamW, dense + Muon, Spectron and NFW at rank d/4, and TSVD from rank
+# d/2 (its default), 9–11 widths each at 4 layers, 7 training-FLOP budgets from 1e12 to 4e13 (1e12–1e13 in quarter
+# decades, then 2e13 and 4e13), on the complete works (data/shakespeare_complete: val = 4 held-out plays), a point
+# run if it takes ≥ 150 steps and ≤ 16 epochs, every (mode, width) at seeds 1337 and 1. The plan (sizes, steps,
+# epochs, hours): `python experiments/ladder.py plan`. One WSD run per (mode, width, seed) to the top budget it runs
+# keeps a checkpoint at every lower budget's decay start; each lower budget is a cooldown branch from it (a branch
+# equals the straight WSD run to the digit: test_train.py, so the first ladder's long runs count as branches now).
+# Step sizes: the repo's (learning_rate: each mode's default; muon_lr 0.01 at every width; spectron_lr
+# 0.02·√(256/d), the measured η ∝ 1/√d), checked by a grid at ½× and 2× at each mode's narrowest and widest widths,
+# at the highest budget up to 1e13 they run within 4 epochs (the first ladder's check) and at the lowest.
 # Then assets/ladder/: grid.md (the check), the figures, ladder.md, points.csv and every log (committed logs count as
-# finished runs, so a rerun only trains what is missing). Two 1-thread runs at a time; STAGES picks stages
-# (default "grid long branch analyze").
+# finished runs, so a rerun only trains what is missing). Two 1-thread runs at a time. MODES picks modes (default
+# "dense muon spectron nfw tsvd"), SEEDS the seeds of the long and branch stages (default "1337 1"), STAGES the
+# stages (default "grid long branch analyze"), e.g. MODES="nfw tsvd" SEEDS=1337 bash experiments/ladder.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
-modes=${MODES:-dense muon spectron}
+modes=${MODES:-dense muon spectron nfw tsvd}
+seeds=${SEEDS:-1337 1}
 stages=${STAGES:-grid long branch analyze}
 mkdir -p assets/ladder/logs runs/ladder/grid
 for log in assets/ladder/logs/*.log.jsonl.gz; do  # committed runs: grid runs are named grid_*
@@ -25,7 +29,8 @@ python prepare_data.py --input=data/shakespeare_complete > /dev/null
 python experiments/ladder.py plan > assets/ladder/plan.md  # sizes, params, steps, epochs, estimated hours
 for stage in grid long branch; do
   case " $stages " in *" $stage "*)
-    for mode in $modes; do python experiments/ladder.py runs --stage=$stage --modes=$mode; done | train_all;;
+    for mode in $modes; do python experiments/ladder.py runs --stage=$stage --modes=$mode --seeds=${seeds// /,}; done |
+      train_all;;
   esac
 done
 finished() { grep -l '"kind": "summary"' "$@" 2>/dev/null | xargs -r -n 1 dirname; }
