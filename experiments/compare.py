@@ -452,6 +452,9 @@ def report(plan, results, folder, where, opts, info):
                                                                                 key=SEEDS.index)] for m in plan}
     finals = {m: [r['evals'][-1]['val_loss'] for r in rs] for m, rs in runs.items()}
     axis_text = AXES[opts['axis']]
+    n_runs = sum(len(seeds) for m in plan for seeds in results[m].values())
+    cpu = sum(summary_of(run_dir(folder, Run(m, v, s), plan[m]))['seconds'] for m in plan for v in results[m]
+              for s in results[m][v])
     spent = {m: statistics.mean(r['evals'][-1]['train_flops'] for r in rs) / info['flops_budget']
              for m, rs in runs.items()} if opts['axis'] == 'flops' else {}
     spent = {m: share for m, share in spent.items() if lowrank.MODES[m].after_step}  # TSVD: its rank shrinks
@@ -460,7 +463,8 @@ def report(plan, results, folder, where, opts, info):
              f"a {opts['grid']}-value grid, up to {opts['extend']} extensions, "
              f"{opts['seeds']} seed{'s' * (opts['seeds'] > 1)}; "
              f"train.py flags: {' '.join(f'--{k}={v}' for k, v in sorted(info['flags'].items())) or 'none'}. "
-             f"Config key {info['key']} (config.json).", "",
+             f"Config key {info['key']} (config.json). {n_runs} runs, {fmt_time(cpu)} of train.py time in all "
+             f"(one thread each; what the comparison costs from scratch).", "",
              f"| mode | step size | val loss | − {ref} [range] | params | MFLOPs/token | tokens | training FLOPs | "
              f"time/run |", "|---|---|---|---|---|---|---|---|---|"]
     for m in plan:
