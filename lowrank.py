@@ -518,7 +518,7 @@ MODES = {
     # factors only in the MLP (2/3 of a block's weights), the attention dense and trained by Muon at its tuned
     # muon_lr; the tuned step size is the MLP factors'.
     'cola_spectron': Mode(CoLALinear, spectron_and_adamw, None, dict(learning_rate=1e-3), 'spectron_lr',
-                          color='firebrick', keys=SPECTRON_KEYS),
+                          color='teal', keys=SPECTRON_KEYS),
     'cola_mlp': Mode(dict(attn=DenseLinear, mlp=CoLALinear), muon_and_adamw, None, dict(learning_rate=2e-3),
                      color='salmon', keys=('rank', 'muon_lr', 'muon_beta', 'ns_steps')),
     'spectron_mlp': Mode(dict(attn=DenseLinear, mlp=FactorizedLinear), muon_spectron_and_adamw, None,

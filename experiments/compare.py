@@ -526,9 +526,13 @@ def plot_step_sizes(plan, results, picks, path):
     """one panel per mode (its own y range): final val loss against its step size"""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, NullLocator
-    fig, axes = plt.subplots(1, len(plan), figsize=(4 * len(plan) + 0.4, 3.8), squeeze=False)
+    cols = min(4, len(plan))  # rows of four panels, so that many modes stay readable
+    rows = -(-len(plan) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols + 0.4, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(plan):]:
+        ax.set_visible(False)
     finite = lambda ys: [y for y in ys if math.isfinite(y)]
-    for ax, m in zip(axes[0], plan):
+    for ax, m in zip(axes.flat, plan):
         res, color = results[m], mode_color(m)
         xs = sorted(res)
         ax.axvspan(min(plan[m]['grid']), max(plan[m]['grid']), color='0.92', zorder=0)
@@ -549,7 +553,8 @@ def plot_step_sizes(plan, results, picks, path):
         ax.set_xticks(xs, [f'{v:g}' for v in xs], rotation=45, fontsize=8)
         ax.set_xlabel(plan[m]['key'])
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel('final val loss (nats)')
+    for row in axes:
+        row[0].set_ylabel('final val loss (nats)')
     fig.suptitle('val loss against step size: line seed 1337, dashes the other seeds, ◇ their mean, ★ the pick '
                  '(the best mean), grey the first grid', fontsize=10)
     fig.tight_layout()
