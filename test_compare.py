@@ -165,6 +165,7 @@ def test_the_folder_is_keyed_by_what_its_runs_share(corpus, tmp_path):
     (['--budget=1e9', '--max_iters=5', '--axis=flops'], 'budget'),
     (['--n_embd=thirty'], 'n_embd'),
     (['--modes=cola', '--rank=64'], 'rank=64'),  # does not fit n_embd 32: the plan's model says so
+    (['--keep=/dev/null/logs'], 'keep'),  # the kept logs' folder cannot be made
 ])
 def test_bad_input_is_one_line(corpus, tmp_path, argv, word):
     code, _, err = in_process('experiments/compare.py', *args(corpus, tmp_path), *argv)
