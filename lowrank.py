@@ -1,6 +1,5 @@
-"""
-The heart of nanoLowRank: the linear layers a GPT is built from, and the optimizers that train them.
-Read it top to bottom; each method is one section.
+"""The heart of nanoLowRank: the linear layers a GPT is built from, and the optimizers that train them. Read it
+top to bottom; each method is one section.
 
     dense     W (out×in), the nanoGPT baseline, trained with AdamW.
     nfw       W = V Uᵀ from step 0, two thin factors trained with plain AdamW (Native Factorized Weights).
@@ -10,8 +9,8 @@ Read it top to bottom; each method is one section.
               a fraction τ of its spectral energy (Kamali et al. 2026; our reconstruction, see §4).
     cola      y = SiLU(x U) Vᵀ: the factors with a nonlinearity between them, trained with AdamW (Liu et al. 2025, §5).
 
-Every layer exposes factors() -> (A, B) with W = A Bᵀ (B is None for a dense W), which is all the spectra
-code (model.py) needs. The mode registry at the bottom is what train.py reads; a new mode is a new entry there.
+Every layer exposes factors() -> (A, B) with W = A Bᵀ (B is None for a dense W), all that the spectra code
+(model.py) needs. train.py reads the mode registry at the bottom; a new mode is a new entry there.
 """
 import math
 from collections import defaultdict, namedtuple
@@ -54,35 +53,37 @@ class DenseLinear(nn.Linear):
 # 2. NFW: W = V Uᵀ from initialization; no dense W ever exists.
 
 
-def balanced_factors(in_features, out_features, r, product_std):
-    """U (in×r) and V (out×r), Gaussian with std(U)·std(V) = product_std, split so that ‖U‖_F ≈ ‖V‖_F."""
-    std_u = math.sqrt(product_std * math.sqrt(out_features / in_features))
-    std_v = math.sqrt(product_std * math.sqrt(in_features / out_features))
-    return nn.Parameter(torch.randn(in_features, r) * std_u), nn.Parameter(torch.randn(out_features, r) * std_v)
-
-
-class FactorizedLinear(nn.Module):
-    """y = (x U) Vᵀ + b with U: in×r, V: out×r — two thin matmuls, r (in + out) parameters instead of in·out.
+class FactorPair(nn.Module):
+    """U: in×r, V: out×r, W = V Uᵀ: r (in + out) parameters instead of in·out; NFW's layer and CoLA's (§5) hold them.
     Init: balanced and variance-matched. An entry of W = V Uᵀ sums r products, so std(W) = √r·std(U)·std(V): with
-    std(U)·std(V) = init_std / √r, W starts with a dense layer's per-entry std. The split makes ‖U‖_F = ‖V‖_F
-    (UᵀU ≈ VᵀV: neither factor holds more of the scale, which matters to Spectron, whose step depends on σ_U + σ_V)."""
+    std(U)·std(V) = gain·init_std / √r, W starts with gain × a dense layer's per-entry std. The split makes
+    ‖U‖_F = ‖V‖_F (UᵀU ≈ VᵀV): neither factor holds more of the scale, which matters to Spectron's step (σ_U + σ_V)."""
+    gain = 1
 
     def __init__(self, in_features, out_features, rank, bias, init_std):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         r = resolve_rank(rank, in_features, out_features)
-        self.U, self.V = balanced_factors(in_features, out_features, r, product_std=init_std / math.sqrt(r))
+        product_std = self.gain * init_std / math.sqrt(r)
+        std_u = math.sqrt(product_std * math.sqrt(out_features / in_features))
+        std_v = math.sqrt(product_std * math.sqrt(in_features / out_features))
+        self.U = nn.Parameter(torch.randn(in_features, r) * std_u)
+        self.V = nn.Parameter(torch.randn(out_features, r) * std_v)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     @property
     def rank(self):
         return self.U.shape[1]
 
-    def forward(self, x):
-        return F.linear(x @ self.U, self.V, self.bias)
-
     def factors(self):
         return self.V, self.U
+
+
+class FactorizedLinear(FactorPair):
+    """y = (x U) Vᵀ + b: two thin matmuls."""
+
+    def forward(self, x):
+        return F.linear(x @ self.U, self.V, self.bias)
 
     def load_svd_(self, P, s, Q):
         """W = P diag(s) Qᵀ (P, Q orthonormal), split balanced as at init: V = P √s, U = Q √s, VᵀV = UᵀU."""
@@ -201,7 +202,7 @@ class Spectron(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            params = group['params']
+            params, eta = group['params'], group['lr']
             for i, p in enumerate(params):
                 if not self.state[p]:
                     self._init_state(p, i)
@@ -210,31 +211,28 @@ class Spectron(torch.optim.Optimizer):
             # 1-2. momentum M ← βM + (1−β)G on every factor (one fused call)
             momenta = [self.state[p]['momentum'] for p in moving]
             torch._foreach_lerp_(momenta, [p.grad for p in moving], 1 - group['momentum'])
-            # 3. NS(M), batched over factors of the same shape: one bmm chain per shape, not per layer
+            # 3. NS(M), batched over factors of the same shape: one bmm chain per shape, not per layer. Without ortho,
+            #    M/‖M‖₂: ‖·‖₂ = 1 as NS(M)'s ≈ 1, so η still bounds a factor step (svdvals of m×r: O(m r²), like NS)
             direction = {}
             for ps in by_shape(moving):
                 M = torch.stack([self.state[p]['momentum'] for p in ps]).float()
-                if group['ortho']:
-                    direction.update(zip(ps, newton_schulz(M, group['ns_steps'])))
-                else:  # NS(M) has every singular value ≈ 1, so ‖NS(M)‖₂ ≈ 1; ‖M/‖M‖₂‖₂ = 1 exactly (svdvals of m×r:
-                    # O(m r²), like NS), so η still bounds a factor step's largest singular value and step sizes compare
-                    direction.update(zip(ps, M / torch.linalg.matrix_norm(M, ord=2, keepdim=True).clamp_min(1e-30)))
+                direction.update(zip(ps, newton_schulz(M, group['ns_steps']) if group['ortho'] else
+                                     M / torch.linalg.matrix_norm(M, ord=2, keepdim=True).clamp_min(1e-30)))
             # 4. σ of both factors of every pair that steps (a still factor bounds its partner's step in W), batched
             sigma = {}
             for ps in by_shape([p for pair in pairs for p in pair] if group['renorm'] else []):
                 s, v = power_iteration(torch.stack(ps).float(), torch.stack([self.state[p]['power_vec'] for p in ps]),
                                        group['power_iters'])
-                for j, p in enumerate(ps):
-                    sigma[p] = s[j]
-                    self.state[p]['power_vec'] = v[j]
+                sigma.update(zip(ps, s))
+                for p, v_p in zip(ps, v):
+                    self.state[p]['power_vec'] = v_p
             # 5. each factor steps by its ρ (step_sizes); without renorm, ρ = η
             for U, V in pairs:
-                eta = group['lr']
                 rhos = self.step_sizes(eta, U, V, sigma[U], sigma[V]) if group['renorm'] else (eta, eta)
                 for p, rho in zip((U, V), rhos):
                     if p.grad is not None:
                         if group['weight_decay']:
-                            p.mul_(1 - group['lr'] * group['weight_decay'])
+                            p.mul_(1 - eta * group['weight_decay'])
                         p.sub_(rho * direction[p].to(p.dtype))
 
 
@@ -270,12 +268,12 @@ class Muon(torch.optim.Optimizer):
 # -----------------------------------------------------------------------------
 # 4. TSVD: W = U diag(s) Vᵀ with U, V orthonormal throughout, and a rank that shrinks by spectral energy.
 #
-# Only the paper's abstract is public; these choices are ours:
-# - Orthonormality by retraction: after each optimizer step, QR both factors and re-diagonalise the r×r core
-#   with an SVD. W is unchanged, costs O((m+n) r² + r³) per step outside autograd, and the forward pass uses
-#   the stored orthonormal U, V directly — our reading of the paper's "caching": the orthonormal matrices are
-#   computed once per step and reused by every micro-batch, eval and spectra call until the next step.
-#   (Why not torch's orthogonal parametrization: README, "TSVD — our reconstruction".)
+# Only the paper's abstract is public; these choices are ours (why not torch's orthogonal parametrization: README,
+# "TSVD — our reconstruction"):
+# - Orthonormality by retraction: after each optimizer step, QR both factors and re-diagonalise the r×r core with
+#   an SVD: W unchanged, O((m+n) r² + r³) per step outside autograd. The forward pass uses the stored orthonormal
+#   U, V, our reading of the paper's "caching": computed once per step, reused by every micro-batch, eval and
+#   spectra call until the next step.
 # - With U, V orthonormal the singular values of W are exactly s, so the energy rule needs no SVD.
 # - Rank only shrinks. Regrowing would need new directions (an SVD of the gradient) and fresh optimizer
 #   state; dropping under 1% of the energy costs little, and a monotone rank keeps compute predictable.
@@ -358,9 +356,8 @@ def truncate(layer, k, optimizers=()):
                 for i, p in enumerate(group['params']):
                     if p is old:
                         group['params'][i] = new
-                        state = opt.state.pop(old, {})
                         opt.state[new] = {key: v[..., :k].clone() if torch.is_tensor(v) and v.shape == old.shape
-                                          else v for key, v in state.items()}
+                                          else v for key, v in opt.state.pop(old, {}).items()}
 
 
 def tsvd_after_step(model, optimizers, iter_num, cfg):
@@ -391,40 +388,25 @@ def match_shapes(model, state_dict):
 # low-rank by construction, at NFW's parameters and FLOPs. Trained by AdamW, like NFW.
 
 
-class CoLALinear(nn.Module):
-    """y = σ(x U) Vᵀ + b with σ = SiLU, U: in×r, V: out×r. Not a linear map, so not a FactorizedLinear: it would
-    inherit what it cannot honour (Spectron's bound on ‖ΔW‖₂, the SVD split of a dense W in load_svd_).
-    Init: NFW's balanced split, with twice NFW's product: std(U)·std(V)·√r = 2·init_std. Why: for pre-activations
-    h = x U near 0, SiLU(h) = h·sigmoid(h) = h/2 + h²/4 + O(h⁴) (SiLU'(0) = ½), so with NFW's init y ≈ ½ x U Vᵀ would
-    start at half a dense layer's output (a quarter of its variance); doubling the product restores it. Exact for
-    small inputs (as the o and down projections' are at init; test_compare.py measures it). With unit-variance inputs
-    (LayerNorm's: q, k, v, up) h has std √in·std(U) (1.1 for q, k, v and 1.6 for up at n_embd 256, rank 64), where
-    SiLU's gain is ≈0.6 rather than ½ (and its mean is not 0): those layers start 20-30% above a dense layer's scale.
-    factors() -> (V, U), as NFW's: the spectra, max|dW| and every metric read them, so what they report for a cola
-    run is the spectrum of the product V Uᵀ of its factors (and ‖Δ(V Uᵀ)‖₂), which is not a matrix this layer
-    applies: σ sits in between."""
-
-    def __init__(self, in_features, out_features, rank, bias, init_std):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        r = resolve_rank(rank, in_features, out_features)
-        self.U, self.V = balanced_factors(in_features, out_features, r, 2 * init_std / math.sqrt(r))  # 2 = 1/SiLU'(0)
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    @property
-    def rank(self):
-        return self.U.shape[1]
+class CoLALinear(FactorPair):
+    """y = σ(x U) Vᵀ + b with σ = SiLU. Not a linear map, so not a FactorizedLinear: it would inherit what it cannot
+    honour (Spectron's bound on ‖ΔW‖₂, the SVD split of a dense W in load_svd_).
+    Init: NFW's with gain 2, std(U)·std(V)·√r = 2·init_std. Why: for pre-activations h = x U near 0, SiLU(h) =
+    h·sigmoid(h) = h/2 + h²/4 + O(h⁴) (SiLU'(0) = ½), so with NFW's init y ≈ ½ x U Vᵀ would start at half a dense
+    layer's output (a quarter of its variance); doubling the product restores it. Exact for small inputs (as the o
+    and down projections' are at init; test_compare.py measures it). With unit-variance inputs (LayerNorm's: q, k, v,
+    up) h has std √in·std(U) (1.1 for q, k, v and 1.6 for up at n_embd 256, rank 64), where SiLU's gain is ≈0.6
+    rather than ½ (and its mean is not 0): those layers start 20-30% above a dense layer's scale.
+    factors() -> (V, U), as NFW's, so for a cola run the spectra, max|dW| and every metric report the product V Uᵀ
+    (and ‖Δ(V Uᵀ)‖₂), which is not a matrix this layer applies: σ sits in between."""
+    gain = 2  # 1/SiLU'(0)
 
     def forward(self, x):
         return F.linear(F.silu(x @ self.U), self.V, self.bias)
 
-    def factors(self):
-        return self.V, self.U
-
     def load_svd_(self, P, s, Q):
         raise ValueError("init_from=svd cannot start mode cola: its layer y = SiLU(x U) Vᵀ is not a linear map, so "
                          "no SVD of a dense W gives its factors")
-
 
 # -----------------------------------------------------------------------------
 # 6. Optimizers and the mode registry
@@ -444,34 +426,31 @@ def adamw_only(model, cfg):
     return [adamw(list(model.parameters()), cfg)]
 
 
-def the_rest(model, params):
-    """Every parameter of model not in params: embeddings, head, norms and biases, which AdamW trains."""
-    ids = {id(p) for p in params}
-    return [p for p in model.parameters() if id(p) not in ids]
+def and_adamw(model, cfg, *optimizers):
+    """optimizers, then AdamW on every parameter of model they do not train: embeddings, head, norms and biases."""
+    taken = {id(p) for opt in optimizers for group in opt.param_groups for p in group['params']}
+    return [*optimizers, adamw([p for p in model.parameters() if id(p) not in taken], cfg)]
 
 
 def spectron_and_adamw(model, cfg, optimizer=Spectron):
     """Each layer's factor pair to Spectron (or a variant: a subclass, as optimizer), the rest to AdamW, together."""
-    pairs = [(m.U, m.V) for m in model.modules() if isinstance(m, (FactorizedLinear, CoLALinear))]
-    factors = [p for pair in pairs for p in pair]
-    return [optimizer(pairs, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
-                     power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd'],
-                     ortho=cfg['spectron_ortho'], renorm=cfg['spectron_renorm']),
-            adamw(the_rest(model, factors), cfg)]
+    pairs = [(m.U, m.V) for m in model.modules() if isinstance(m, FactorPair)]
+    spectron = optimizer(pairs, lr=cfg['spectron_lr'], momentum=cfg['spectron_beta'], ns_steps=cfg['ns_steps'],
+                         power_iters=cfg['spectron_power_iters'], weight_decay=cfg['spectron_wd'],
+                         ortho=cfg['spectron_ortho'], renorm=cfg['spectron_renorm'])
+    return and_adamw(model, cfg, spectron)
 
 
 def muon_and_adamw(model, cfg):
     """Dense block weights to Muon, the rest to AdamW (as in spectron mode)."""
     weights = [m.weight for m in model.modules() if isinstance(m, DenseLinear)]
-    return [Muon(weights, lr=cfg['muon_lr'], momentum=cfg['muon_beta'], ns_steps=cfg['ns_steps']),
-            adamw(the_rest(model, weights), cfg)]
+    muon = Muon(weights, lr=cfg['muon_lr'], momentum=cfg['muon_beta'], ns_steps=cfg['ns_steps'])
+    return and_adamw(model, cfg, muon)
 
 
 def muon_spectron_and_adamw(model, cfg):
     """Dense block weights to Muon, factor pairs to Spectron, the rest to AdamW: for modes that mix layers."""
-    muon, spectron = muon_and_adamw(model, cfg)[0], spectron_and_adamw(model, cfg)[0]
-    taken = [p for opt in (muon, spectron) for group in opt.param_groups for p in group['params']]
-    return [muon, spectron, adamw(the_rest(model, taken), cfg)]
+    return and_adamw(model, cfg, muon_and_adamw(model, cfg)[0], spectron_and_adamw(model, cfg)[0])
 
 
 def tsvd_adamw(model, cfg):
@@ -493,7 +472,7 @@ def tsvd_adamw(model, cfg):
 #   after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (None: nothing to do)
 #   defaults: the config values the mode trains with unless they are given (train.py applies them, --help lists them);
 #     each learning_rate is the mode's AdamW peak LR tuned at the default config (RESULTS.md, "How modes are compared"),
-#     but cola's: its tuned LR is not known (NFW's until experiments/compare.py has tuned it)
+#     but cola's: NFW's, a grid centre (at equal training FLOPs, 4,962 steps, compare.py picked 0.001: RESULTS.md)
 #   step_size: the config key of the step size that trains its block weights (logs, figures and tables call it so;
 #     in spectron and muon modes AdamW's learning_rate trains only the embeddings, head, norms and biases)
 #   bounded: its optimizer promises ‖ΔW‖₂ ≤ step size every step (the stability figure draws that line)
@@ -530,9 +509,8 @@ MODES = {
 def get_mode(name):
     """MODES[name], or a ValueError that names the modes there are."""
     if name not in MODES:
-        close = [m for m in MODES if m.startswith(name[:4])]
-        raise ValueError(f"unknown mode {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; known modes: "
-                         f"{', '.join(MODES)}")
+        close = next((f" (did you mean {m!r}?)" for m in MODES if m.startswith(name[:4])), '')
+        raise ValueError(f"unknown mode {name!r}{close}; known modes: {', '.join(MODES)}")
     return MODES[name]
 
 
