@@ -1,7 +1,8 @@
 """
 Config files and --key=value overrides in nanoGPT's style (python train.py config/x.py --batch_size=32 --rank=0.25),
 applied in order: a config file is Python that assigns keys, a value a Python literal (a string may be bare); a key
-must be the script's and keep its type. Also the one place where the scripts' errors become one line.
+must be the script's and keep its type. Also the one place where the scripts' errors become one line, and the checks
+that make them: need, at_least, inherit (the values a continued run takes from its saved config).
 """
 import ast
 import difflib
@@ -13,6 +14,27 @@ def die(msg, status=2):
     """Bad input: one line on stderr and exit status 2 (1: a failure while running, such as a full disk)."""
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(status)
+
+
+def need(ok, msg):
+    """Bad input unless ok: msg as the one line (die)."""
+    if not ok:
+        die(msg)
+
+
+def at_least(least, values, *keys):
+    """Bad input unless values[key] >= least for each key (values: the script's globals())."""
+    for key in keys:
+        need(values[key] >= least, f"{key} must be >= {least}, got {values[key]}")
+
+
+def inherit(saved, given, keys, may_change, source, verb):
+    """The values of keys a run takes from a saved config (source's): given ones may differ only for keys in
+    may_change, since any other would make it another run."""
+    for key in keys:
+        need(key not in given or given[key] == saved[key] or key in may_change,
+             f"{source} has {key}={saved[key]!r}; cannot {verb} it with {key}={given.get(key)!r}")
+    return {key: given.get(key, saved[key]) for key in keys}
 
 
 def catch_setup_errors():

@@ -5,18 +5,20 @@ a GELU MLP, token embedding tied to the LM head.
 The one thing it knows of low-rank training is lowrank.make_linear: every non-embedding linear layer (Q, K,
 V and O projections, kept separate so each has its own spectrum, and the MLP's up and down) is built by it.
 Embeddings, head and norms stay dense. The logs measure each such layer through its factors() (W = A Bᵀ), without
-forming W: svdvals_of_product (spectra.npz) and update_norm (max|dW|). init_from=svd (GPT.load_dense) sets each
+forming W: svdvals_of_product (Spectra: spectra.npz) and update_norm (max|dW|). init_from=svd (GPT.load_dense) sets each
 layer that has a load_svd_ hook from the SVD of a dense model's weight.
 """
 import math
 import os
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import lowrank
+from prepare_data import atomic_write
 
 
 # dense peak FLOP/s of one GPU by NVIDIA's datasheets: (name contains, bf16 tensor cores, fp32 without TF32, which
@@ -57,6 +59,30 @@ def update_norm(before, after):
     return svdvals_of_product(torch.cat([A1, -A0], 1), torch.cat([B1, B0], 1))[0].item()
 
 
+class Spectra:
+    """A run's spectra.npz: `steps`, and per linear layer the singular values of W at each of them, a row a step
+    NaN-padded to the widest (TSVD layers shrink). Rewritten whole at each record, so a kill leaves the last one."""
+
+    def __init__(self, path, parent='', before=0):
+        """Into path; a continuation from step `before` keeps the earlier records of its parent's spectra.npz."""
+        self.path, self.rows = path, {}
+        if before and os.path.exists(parent):
+            with np.load(parent) as z:
+                self.rows = {k: list(z[k][z['steps'] < before]) for k in z.files}
+
+    @torch.no_grad()
+    def record(self, model, step):
+        rows = self.rows
+        rows.setdefault('steps', []).append(step)
+        for name, layer in model.linear_layers():
+            rows.setdefault(name, []).append(svdvals_of_product(*layer.factors()).cpu().numpy())
+        width = max(len(s) for k, v in rows.items() if k != 'steps' for s in v)
+        arrays = {k: np.array(v) if k == 'steps' else
+                  np.stack([np.pad(s, (0, width - len(s)), constant_values=np.nan) for s in v]).astype(np.float32)
+                  for k, v in rows.items()}
+        atomic_write(self.path, lambda f: np.savez(f, **arrays))
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 64
@@ -87,6 +113,15 @@ def load_checkpoint(path):
         raise ValueError(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): "
                          f"{type(e).__name__}") from None
     return ckpt
+
+
+def load_optimizer_states(optimizers, states):
+    """A checkpoint's optimizer states, each with this device's kernels (fused, foreach, capturable), not the saver's:
+    a GPU run's checkpoint continues on a CPU as a CPU run would."""
+    for opt, state in zip(optimizers, states):
+        for saved, group in zip(state['param_groups'], opt.param_groups):
+            saved.update({k: group[k] for k in ('fused', 'foreach', 'capturable') if k in group})
+        opt.load_state_dict(state)
 
 
 class CausalSelfAttention(nn.Module):
@@ -182,6 +217,10 @@ class GPT(nn.Module):
         """A copy of every layer's factors, for the exact ‖ΔW‖₂ of the coming step (update_norm)."""
         return [tuple(None if t is None else t.detach().clone() for t in m.factors())
                 for _, m in self.linear_layers()]
+
+    def max_update_norm(self, before):
+        """max over layers of ‖W − W_before‖₂ (update_norm), before: a snapshot_factors() of the step's start."""
+        return max(update_norm(b, m.factors()) for b, (_, m) in zip(before, self.linear_layers()))
 
     @torch.no_grad()
     def load_dense(self, state_dict):

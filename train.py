@@ -28,13 +28,13 @@ from datetime import timedelta
 
 import numpy as np
 import torch
-from torch.distributed import destroy_process_group, init_process_group
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import configurator
 import lowrank
-from configurator import die, parse_args
-from model import GPT, GPTConfig, load_checkpoint, peak_flops, svdvals_of_product, update_norm
+from configurator import at_least, die, inherit, need, parse_args
+from model import GPT, GPTConfig, Spectra, load_checkpoint, load_optimizer_states, peak_flops
 from prepare_data import atomic_write, ensure_prepared, load_meta
 
 # -----------------------------------------------------------------------------
@@ -110,12 +110,6 @@ given = parse_args({k: globals()[k] for k in config_keys}, sys.argv[1:], ('rank'
 globals().update(given)
 flags = {arg[2:].partition('=')[0] for arg in sys.argv[1:] if arg.startswith('--')}  # not a config file's keys
 
-
-def need(ok, msg):
-    if not ok:
-        raise ValueError(msg)
-
-
 # a resume or a branch continues the run its checkpoint holds: each key is that run's unless given, and a flag may
 # differ from it only for these, which decide where the run ends and what it reports (any other would change the run)
 MAY_CHANGE = ('max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'spectra_interval', 'spectra_early',
@@ -123,61 +117,51 @@ MAY_CHANGE = ('max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'spect
 need(init_from in ('scratch', 'resume', 'svd', 'branch'), f"unknown init_from {init_from!r}: scratch|resume|svd|branch")
 for key, needs in (('branch_from', 'branch'), ('svd_from', 'svd')):
     need((key in given) == (init_from == needs), f"--{key} and --init_from={needs} go together")
+continuing = init_from in ('resume', 'branch')  # (svd starts afresh from a dense run's weights, shape and corpus)
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 source = dict(resume=ckpt_path, branch=branch_from, svd=os.path.join(svd_from, 'ckpt.pt')).get(init_from)
 checkpoint = load_checkpoint(source) if source else None
-if checkpoint is not None:  # svd: only the dense model's shape and corpus
+if checkpoint:
     saved = checkpoint['config']
     own = ('out_dir', 'init_from', 'branch_from', 'svd_from', 'overwrite') + ('save_at',) * (init_from == 'branch')
-    keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer') if init_from == 'svd' \
-        else [k for k in saved if k in config_keys and k not in own]
-    for k in keys:
-        need(k not in given or given[k] == saved[k] or k in MAY_CHANGE and init_from != 'svd',
-             f"{source} has {k}={saved[k]!r}; cannot {init_from} it with {k}={given.get(k)!r}")
-        globals()[k] = given.get(k, saved[k])
-    need(init_from != 'svd' or lowrank.get_mode(saved['mode']).layer is lowrank.DenseLinear,
+    keys = [k for k in saved if k in config_keys and k not in own] if continuing else \
+        ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')
+    globals().update(inherit(saved, given, keys, MAY_CHANGE if continuing else (), source, init_from))
+    need(continuing or lowrank.get_mode(saved['mode']).layer is lowrank.DenseLinear,
          f"{source} is from a mode={saved['mode']} run; init_from=svd factorizes a dense (or muon) one")
 the_mode = lowrank.get_mode(mode)
-need(init_from != 'svd' or hasattr(the_mode.layer, 'load_svd_'), f"init_from=svd with mode={mode}: its layers take no "
-     f"SVD (load_svd_)")
+need(init_from != 'svd' or hasattr(the_mode.layer, 'load_svd_'), f"mode={mode}'s layers take no SVD (init_from=svd)")
 ignored = sorted(k for k in flags if any(k in m.keys for m in lowrank.MODES.values()) and k not in the_mode.keys)
 need(not ignored, f"mode={mode} does not use {', '.join('--' + k for k in ignored)}: drop it")
 
 # what a fresh run derives from the config (a continuation has its checkpoint's): the values it trains with
-if init_from in ('scratch', 'svd'):
-    for k, v in the_mode.defaults.items():  # the mode's own tuned values (lowrank.MODES; --help lists them)
-        globals()[k] = given.get(k, v)
+if not continuing:  # the mode's own tuned values (lowrank.MODES; --help lists them)
+    globals().update({k: given.get(k, v) for k, v in the_mode.defaults.items()})
     if 'spectron_lr' not in given:  # η was tuned at n_embd 256: ×√(256/n_embd), as its best moved (RESULTS.md)
         spectron_lr = lowrank.spectron_lr_at_width(spectron_lr, n_embd)
     if 'min_lr' not in given:
         min_lr = learning_rate / 10  # nanoGPT's floor
 decay_end = lr_decay_iters or max_iters  # cosine: where the LR reaches min_lr
-
-
 def stable_steps(n):
     """wsd: an n-step run's decay starts here. It depends on n alone, so runs of any length share a stable phase."""
     return n - max(1, round(decay_frac * n))
 
-
 decay_start = stable_steps(max_iters)
 need(all(s.strip().isdigit() for s in save_at.split(',') if s.strip()), f"save_at takes steps (1600,3200): {save_at!r}")
 save_steps = sorted(int(s) for s in save_at.split(',') if s.strip())  # wsd branch points
-
-need(learning_rate > 0 and 0 <= dropout < 1, f"learning_rate must be > 0 and dropout in [0, 1): {learning_rate}, "
-     f"{dropout}")
-for k in ('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval', 'eval_iters',
-          'gradient_accumulation_steps'):
-    need(globals()[k] >= 1, f"{k} must be >= 1, got {globals()[k]}")
-for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'spectra_interval', 'spectra_early', 'min_lr',
-          'grad_clip', 'train_tokens', 'weight_decay', 'spectron_wd'):  # (AdamW checks only its default's decay)
-    need(globals()[k] >= 0, f"{k} must be >= 0, got {globals()[k]}")
+need(learning_rate > 0, f"learning_rate must be > 0, got {learning_rate}")
+need(0 <= dropout < 1, f"dropout must be in [0, 1), got {dropout}")
+at_least(1, globals(), 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval',
+         'eval_iters', 'gradient_accumulation_steps')
+at_least(0, globals(), 'max_iters', 'warmup_iters', 'lr_decay_iters', 'spectra_interval', 'spectra_early', 'min_lr',
+         'grad_clip', 'train_tokens', 'weight_decay', 'spectron_wd')  # (AdamW checks only its default's decay)
 need(lr_schedule in ('cosine', 'wsd') and decay_shape in ('linear', 'sqrt') and 0 < decay_frac <= 1,
      "lr_schedule must be cosine|wsd, decay_shape linear|sqrt, decay_frac in (0, 1]")
 need(lr_schedule == 'cosine' or not lr_decay_iters and (decay_start >= warmup_iters or not decay_lr),
      "wsd decays over the last decay_frac of max_iters: no lr_decay_iters, and not inside the warmup")
 need(not save_steps or lr_schedule == 'wsd' and 0 < save_steps[0] <= save_steps[-1] <= decay_start,
      f"save_at keeps branch points in the stable phase of a wsd run (steps 1..{decay_start})")
-if checkpoint is not None and init_from != 'svd':  # a continuation of a wsd run must be the straight run from k on
+if continuing:  # a continuation of a wsd run must be the straight run from k on
     k, saved_start = checkpoint['iter_num'], stable_steps(saved['max_iters'])
     need(init_from == 'resume' or lr_schedule == 'wsd' and k <= max_iters, f"{source} (step {k}): a branch "
          f"continues a wsd run from a step in its stable phase, up to max_iters={max_iters}")
@@ -185,7 +169,7 @@ if checkpoint is not None and init_from != 'svd':  # a continuation of a wsd run
          f"{source} is at step {k}, past the stable phase its run shares with max_iters={max_iters}: continue it "
          f"with max_iters={saved['max_iters']}, or branch from an earlier checkpoint")
 need(not os.path.isfile(out_dir), f"out_dir {out_dir} is a file, not a folder")
-need(init_from in ('resume', 'branch') or overwrite or not glob.glob(os.path.join(out_dir, 'ckpt*.pt')),
+need(continuing or overwrite or not glob.glob(os.path.join(out_dir, 'ckpt*.pt')),
      f"{out_dir} holds checkpoints: continue with --init_from=resume, or replace them with --overwrite=True")
 
 # DDP, device and data
@@ -197,7 +181,7 @@ need(gradient_accumulation_steps % world_size == 0,
 micro_steps = gradient_accumulation_steps // world_size  # this process' share of the global batch
 device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
 if ddp:  # process 0 may evaluate and checkpoint while the others wait: more than NCCL's default 10 minutes
-    init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo', timeout=timedelta(hours=1))
+    dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo', timeout=timedelta(hours=1))
     device = f"cuda:{os.environ['LOCAL_RANK']}" if device.startswith('cuda') else device
 torch.zeros(1, device=device)  # a device this machine lacks: torch's own one-line error, now
 device_type = torch.device(device).type
@@ -209,13 +193,12 @@ need(dtype in ('float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16
 need(not compile or device_type != 'cpu' or shutil.which('g++') or shutil.which('clang++'),
      "compile=True on a CPU needs a C++ compiler (g++ or clang++) on PATH")
 autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, dtype=torch.bfloat16)
-
 local_master = int(os.environ.get('LOCAL_RANK', 0)) == 0  # one process per machine tokenises; the others wait
 if ddp and not local_master:
-    torch.distributed.barrier()  # ... here, until the files are whole
+    dist.barrier()  # ... here, until the files are whole
 data_dir = ensure_prepared(input_file, tokenizer, min_tokens=block_size + 2)
 if ddp and local_master:
-    torch.distributed.barrier()
+    dist.barrier()
 meta = load_meta(data_dir)
 need(checkpoint is None or checkpoint['meta'].get('input_sha256', meta['input_sha256']) == meta['input_sha256'],
      f"{input_file} has changed since {source} was trained on it")
@@ -224,8 +207,6 @@ need(not train_tokens or block_size < train_tokens <= len(data['train']), f"trai
      f"window (block_size + 1 tokens) and fit the training split ({len(data['train']):,} tokens)")
 if train_tokens:  # get_batch never reads a split's last token: with N + 1, any window in the first N may come
     data['train'] = data['train'][:train_tokens + 1]
-
-
 def get_batch(split, gen, n):
     """n random windows of block_size + 1 tokens; gen decides which, so that runs and resumes repeat exactly."""
     d = data[split]
@@ -234,8 +215,7 @@ def get_batch(split, gen, n):
     pin = device_type == 'cuda'  # pinned memory: an asynchronous copy to the GPU
     return tuple((t.pin_memory() if pin else t).to(device, non_blocking=pin) for t in (x, y))
 
-
-# model and optimizers
+# model and optimizers; a continuation's state: optimizers, counters and every random stream
 config = {k: globals()[k] for k in config_keys}  # as resolved: what the checkpoint and the log keep
 torch.manual_seed(seed)  # the same init on every process
 raw_model = GPT(GPTConfig.from_run_config(config, meta['vocab_size']))  # a rank that fits no layer stops here
@@ -246,32 +226,17 @@ if init_from == 'svd':
     if master:
         print(f"init from the SVD of {source} ({saved['mode']}, step {checkpoint['iter_num']}): rank {rank} keeps "
               f"{kept:.2%} of the spectral energy")
-    checkpoint = None  # a fresh run from here on
-elif checkpoint is not None:
+elif continuing:
     lowrank.match_shapes(raw_model, checkpoint['model'])  # TSVD layers may have been truncated
     raw_model.load_state_dict(checkpoint['model'])
 raw_model.to(device)
 optimizers = the_mode.optimizers(raw_model, config)  # a step size out of its range stops here
 for group in (g for opt in optimizers for g in opt.param_groups):
     group['base_lr'] = group['lr']  # the schedule sets lr = base_lr × factor for every group
-for opt, state in zip(optimizers, checkpoint['optimizers'] if checkpoint else []):
-    for saved_group, group in zip(state['param_groups'], opt.param_groups):  # this device's kernels, not the saver's
-        saved_group.update({k: group[k] for k in ('fused', 'foreach', 'capturable') if k in group})
-    opt.load_state_dict(state)
-
-
-def wrap(raw):
-    """The module the training step calls: compiled and/or DDP-wrapped. Rebuilt when parameter shapes change."""
-    if compile:  # a fresh cache: each new shape would otherwise recompile until dynamo's limit (8), then eager
-        torch._dynamo.reset()
-    m = torch.compile(raw) if compile else raw
-    return DDP(m, device_ids=[torch.cuda.current_device()] if device_type == 'cuda' else None) if ddp else m
-
-
-model = wrap(raw_model)
 train_gen = torch.Generator().manual_seed(seed)  # shared by all processes: each takes its slice
 iter_num, best_val_loss, skipped, seconds, spectra_seconds, train_flops = 0, float('inf'), 0, 0.0, 0.0, 0
-if checkpoint is not None:
+if continuing:
+    load_optimizer_states(optimizers, checkpoint['optimizers'])
     iter_num, best_val_loss, skipped, train_flops, seconds, spectra_seconds = (checkpoint[k] for k in (
         'iter_num', 'best_val_loss', 'skipped', 'train_flops', 'seconds', 'spectra_seconds'))
     train_gen.set_state(checkpoint['train_gen'])
@@ -281,6 +246,14 @@ if checkpoint is not None:
             torch.cuda.set_rng_state(checkpoint['rng'][ddp_rank]['cuda'])
 start_iter = iter_num
 
+def wrap(raw):
+    """The module the training step calls: compiled and/or DDP-wrapped. Rebuilt when parameter shapes change."""
+    if compile:  # a fresh cache: each new shape would otherwise recompile until dynamo's limit (8), then eager
+        torch._dynamo.reset()
+    m = torch.compile(raw) if compile else raw
+    return DDP(m, device_ids=[torch.cuda.current_device()] if device_type == 'cuda' else None) if ddp else m
+
+model = wrap(raw_model)
 
 def lr_factor(it):
     """Linear warmup, then cosine from 1 down to min_lr / learning_rate at decay_end; or (wsd) 1 until decay_start,
@@ -300,57 +273,30 @@ def lr_factor(it):
     progress = (it - warmup_iters) / max(1, decay_end - warmup_iters)
     return floor + 0.5 * (1 + math.cos(math.pi * progress)) * (1 - floor)
 
-
 @torch.no_grad()
-def estimate_loss():
-    """Mean loss over the same eval_iters batches of each split every time (a fixed generator)."""
-    raw_model.eval()
-    out = {}
-    for split in ('train', 'val'):
-        gen = torch.Generator().manual_seed(seed + 1)
-        with autocast:
-            out[split] = sum(raw_model(*get_batch(split, gen, batch_size))[1].item() for _ in range(eval_iters))
-        out[split] /= eval_iters
-    raw_model.train()
-    return out
+def estimate_loss(split):
+    """Mean loss over the same eval_iters batches of a split every time (a fixed generator)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    with autocast:
+        return sum(raw_model(*get_batch(split, gen, batch_size))[1].item() for _ in range(eval_iters)) / eval_iters
 
-
-# out_dir, logs, spectra and checkpoints (process 0 only)
-log_path, spectra_path = os.path.join(out_dir, 'log.jsonl'), os.path.join(out_dir, 'spectra.npz')
-
-
+# out_dir: the log, spectra and checkpoints, written by process 0
 def log_record(kind, **fields):
-    with open(log_path, 'a') as f:
+    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
         f.write(json.dumps({'kind': kind, **fields}) + '\n')
-
 
 def read_log(folder):
     """The whole lines of a log.jsonl (a line cut short by a kill has no newline yet)."""
     path = os.path.join(folder, 'log.jsonl')
     return [line for line in open(path) if line.endswith('\n')] if os.path.exists(path) else []
 
-
-@torch.no_grad()
-def record_spectra(spectra):
-    """Append every matrix's singular values at this step to spectra and save them all, each row NaN-padded to the
-    widest (TSVD layers shrink)."""
-    spectra.setdefault('steps', []).append(iter_num)
-    for name, layer in raw_model.linear_layers():
-        spectra.setdefault(name, []).append(svdvals_of_product(*layer.factors()).cpu().numpy())
-    width = max(len(s) for k, rows in spectra.items() if k != 'steps' for s in rows)
-    arrays = {k: np.array(v) if k == 'steps' else np.stack([np.pad(s, (0, width - len(s)), constant_values=np.nan)
-                                                            for s in v]).astype(np.float32) for k, v in spectra.items()}
-    atomic_write(spectra_path, lambda f: np.savez(f, **arrays))
-
-
 def rng_states():
     """Every process' RNG states (dropout's masks), so that a resume continues each process' stream. Collective."""
     mine = dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if device_type == 'cuda' else None)
     states = [mine] * world_size
     if ddp:
-        torch.distributed.all_gather_object(states, mine)
+        dist.all_gather_object(states, mine)
     return states
-
 
 def save_checkpoint(rng, path=ckpt_path):
     ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=config,
@@ -359,14 +305,12 @@ def save_checkpoint(rng, path=ckpt_path):
                 spectra_seconds=spectra_seconds, train_flops=train_flops)
     atomic_write(path, lambda f: torch.save(ckpt, f))
 
-
 def summary():
     """The last record of a finished run (experiments/lib.sh counts a run with one as done)."""
     total = time.time() - run_start
     print(f"done at step {iter_num}: {total:.0f} s" + f" ({total - seconds:.0f} s from step {start_iter})" * (
         start_iter > 0) + f", of which spectra logging {spectra_seconds:.1f} s ({spectra_seconds / total:.1%})")
     log_record('summary', iter=iter_num, seconds=total, spectra_seconds=spectra_seconds, skipped=skipped)
-
 
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 peak = peak_flops(device, dtype)  # one GPU's, for MFU on known GPUs
@@ -381,27 +325,23 @@ if master:  # out_dir, locked for this run: flock on the folder goes with the pr
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        need(False, f"out_dir {out_dir} is in use by another train.py run")
-    for stale in glob.glob(f'{out_dir}/*.tmp') + glob.glob(f'{out_dir}/ckpt*.pt') * (init_from in ('scratch', 'svd')):
+        die(f"out_dir {out_dir} is in use by another train.py run")
+    for stale in glob.glob(f'{out_dir}/*.tmp') + glob.glob(f'{out_dir}/ckpt*.pt') * (not continuing):
         os.remove(stale)  # a killed run's half-written files; with overwrite, the checkpoints of the run replaced
-if checkpoint is not None and iter_num >= max_iters:  # a continuation with nothing to train: say how to go on
-    if master and not any(json.loads(line)['kind'] == 'summary' for line in read_log(out_dir)):
-        summary()  # a kill came between the last checkpoint and the summary
+if continuing and iter_num >= max_iters:  # nothing to train: say how to go on
     if master:
+        if not any(json.loads(line)['kind'] == 'summary' for line in read_log(out_dir)):
+            summary()  # a kill came between the last checkpoint and the summary
         print(f"{source} is at step {iter_num}, max_iters={max_iters}: nothing to train. To go on, resume with a "
               f"larger one (--max_iters={2 * iter_num}): the cosine then stretches to the new end, so the LR goes up")
     sys.exit(0)
-if master:
-    # a continuation keeps what was logged before its step (a branch: its parent's); the rest is redone
+if master:  # a continuation keeps what was logged before its step (a branch: its parent's); the rest is redone
     parent = os.path.dirname(branch_from) if init_from == 'branch' else out_dir
     lines = [line for line in read_log(parent) if (r := json.loads(line))['iter'] < iter_num or r['kind'] == 'eval'
              and r['iter'] == iter_num and iter_num % eval_interval] if iter_num else []  # (an eval not redone stays)
-    atomic_write(log_path, lambda f: f.write(''.join(lines).encode()))
+    atomic_write(os.path.join(out_dir, 'log.jsonl'), lambda f: f.write(''.join(lines).encode()))
     log_record('config', **config, iter=iter_num)
-    spectra = {}
-    if iter_num and os.path.exists(f'{parent}/spectra.npz'):
-        with np.load(f'{parent}/spectra.npz') as z:
-            spectra = {k: list(z[k][z['steps'] < iter_num]) for k in z.files}
+    spectra = Spectra(os.path.join(out_dir, 'spectra.npz'), os.path.join(parent, 'spectra.npz'), iter_num)
     print(f"continuing {source} from step {iter_num}\n" * (iter_num > 0) + f"mode {mode}" + f", rank {rank}" * (
         'rank' in the_mode.keys) + f": {params / 1e6:.3f}M parameters ({dense_params / 1e6:.3f}M dense-equivalent), "
           f"{raw_model.flops_per_token() / 1e6:.2f} MFLOPs/token, {tokens_per_iter:,} tokens/iter, device {device} "
@@ -416,7 +356,6 @@ checkpoint = None  # free its memory
 configurator.setting_up = False
 
 # training loop
-stop = False
 while True:
     factor = lr_factor(iter_num)
     for group in (g for opt in optimizers for g in opt.param_groups):
@@ -426,14 +365,16 @@ while True:
     if master and (spectra_interval and (iter_num % spectra_interval == 0 or final)
                    or iter_num < spectra_early and iter_num % 10 == 0):
         t_spectra = time.time()
-        record_spectra(spectra)
+        spectra.record(raw_model, iter_num)
         spectra_seconds += time.time() - t_spectra
     evaluating = iter_num % eval_interval == 0 or final
     rng = rng_states() if evaluating and iter_num > 0 or iter_num in save_steps else None  # all, for process 0's
     if master and iter_num in save_steps:  # a branch point
         save_checkpoint(rng, os.path.join(out_dir, f'ckpt_{iter_num}.pt'))
     if master and evaluating:
-        losses = estimate_loss()
+        raw_model.eval()  # no dropout
+        losses = {split: estimate_loss(split) for split in ('train', 'val')}
+        raw_model.train()
         ranks = {name: m.rank for name, m in raw_model.linear_layers()}
         r = list(ranks.values())
         shown = f", ranks {min(r)}-{max(r)} (mean {np.mean(r):.1f})" if the_mode.after_step or len(set(r)) > 1 else ''
@@ -444,7 +385,9 @@ while True:
         best_val_loss = min(best_val_loss, losses['val'])
         if iter_num > 0:
             save_checkpoint(rng)
-    if iter_num >= max_iters:
+    if final:
+        if master:
+            summary()
         break
 
     # forward, backward: this process' micro-batches of one global batch drawn from the shared generator
@@ -484,11 +427,10 @@ while True:
         torch.cuda.synchronize()  # kernels run asynchronously: time their work, not their launch
     dt = time.time() - t0
     if logging and ddp:  # every process must join the all-reduce
-        torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
+        dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
     if logging and master:
         lossf = train_loss.item()
-        max_dw = max(update_norm(b, m.factors()) for b, (_, m) in zip(before, raw_model.linear_layers())) \
-            if before else float('nan')
+        max_dw = raw_model.max_update_norm(before) if before else float('nan')
         mfu = f" (MFU {flops_per_iter / dt / (world_size * peak):.1%})" if peak else ""
         print(f"iter {iter_num}: loss {lossf:.4f}, {the_mode.step_size} {factor * config[the_mode.step_size]:.2e}, "
               f"{dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, {flops_per_iter / dt / 1e9:.1f} GFLOP/s"
@@ -499,7 +441,7 @@ while True:
     stop = bool(stop_signals)
     if ddp:  # torchrun signals its processes one by one: stop together, or one waits forever in an all-reduce
         stop_flag = torch.tensor(float(stop), device=device)
-        torch.distributed.all_reduce(stop_flag, op=torch.distributed.ReduceOp.MAX)
+        dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
         stop = stop_flag.item() > 0
     if stop:
         rng = rng_states()
@@ -509,8 +451,6 @@ while True:
                   f"python train.py --out_dir={out_dir} --init_from=resume")
         break
 
-if master and not stop:
-    summary()
 if ddp:
-    torch.distributed.barrier()  # process 0 may still be evaluating and checkpointing: leave together
-    destroy_process_group()
+    dist.barrier()  # process 0 may still be evaluating and checkpointing: leave together
+    dist.destroy_process_group()
