@@ -1,16 +1,14 @@
 """The heart of nanoLowRank: the linear layers a GPT is built from, and the optimizers that train them. Read it
-top to bottom; each method is one section.
+top to bottom, one section per method:
 
-    dense     W (out×in), the nanoGPT baseline, trained with AdamW.
-    nfw       W = V Uᵀ from step 0, two thin factors trained with plain AdamW (Native Factorized Weights).
-    spectron  the same factors, trained with Spectron: orthogonalised momentum, step renormalised by the
-              factors' spectral norms so that ‖ΔW‖₂ ≲ η every step (Janson et al. 2026, Alg. 1).
-    tsvd      W = U diag(s) Vᵀ with U, V orthonormal at every step; each layer's rank shrinks to what holds
-              a fraction τ of its spectral energy (Kamali et al. 2026; our reconstruction, see §4).
-    cola      y = SiLU(x U) Vᵀ: the factors with a nonlinearity between them, trained with AdamW (Liu et al. 2025, §5).
+    §1 dense     W (out×in), the nanoGPT baseline, trained with AdamW (or Muon, §3).
+    §2 nfw       W = V Uᵀ from step 0, two thin factors trained with plain AdamW (Native Factorized Weights).
+    §3 spectron  the same factors, trained with Spectron so that ‖ΔW‖₂ ≲ η every step (Janson et al. 2026).
+    §4 tsvd      W = U diag(s) Vᵀ, U and V orthonormal, each layer's rank shrunk by its spectral energy (Kamali et al.).
+    §5 cola      y = SiLU(x U) Vᵀ: the factors with a nonlinearity between them (Liu et al. 2025).
 
 Every layer exposes factors() -> (A, B) with W = A Bᵀ (B is None for a dense W), all that the spectra code
-(model.py) needs. train.py reads the mode registry at the bottom; a new mode is a new entry there.
+(model.py) needs. train.py reads the mode registry at the bottom (§6); a new mode is a new entry there.
 """
 import math
 from collections import defaultdict, namedtuple
@@ -19,21 +17,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+def check(ok, message):
+    """Every argument check here: unless ok, a ValueError whose one-line message names the key."""
+    if not ok:
+        raise ValueError(message)
 
 def resolve_rank(rank, in_features, out_features):
     """--rank is a count (64) or a fraction of the layer's smaller side (0.25); either must fit the layer."""
     full = min(in_features, out_features)
     if isinstance(rank, float):
-        if not 0 < rank <= 1:
-            raise ValueError(f"rank={rank}: a fractional rank must be in (0, 1]")
+        check(0 < rank <= 1, f"rank={rank}: a fractional rank must be in (0, 1]")
         rank = max(1, round(rank * full))
-    if not 1 <= rank <= full:
-        raise ValueError(f"rank={rank} does not fit a {in_features}->{out_features} layer (need 1..{full})")
+    check(1 <= rank <= full, f"rank={rank} does not fit a {in_features}->{out_features} layer (need 1..{full})")
     return rank
 
 # -----------------------------------------------------------------------------
 # 1. Dense: the baseline. A plain nn.Linear, so dense mode costs exactly what nanoGPT costs.
-
 
 class DenseLinear(nn.Linear):
     def __init__(self, in_features, out_features, rank, bias, init_std):
@@ -52,12 +51,10 @@ class DenseLinear(nn.Linear):
 # -----------------------------------------------------------------------------
 # 2. NFW: W = V Uᵀ from initialization; no dense W ever exists.
 
-
 class FactorPair(nn.Module):
-    """U: in×r, V: out×r, W = V Uᵀ: r (in + out) parameters instead of in·out; NFW's layer and CoLA's (§5) hold them.
-    Init: balanced and variance-matched. An entry of W = V Uᵀ sums r products, so std(W) = √r·std(U)·std(V): with
-    std(U)·std(V) = gain·init_std / √r, W starts with gain × a dense layer's per-entry std. The split makes
-    ‖U‖_F = ‖V‖_F (UᵀU ≈ VᵀV): neither factor holds more of the scale, which matters to Spectron's step (σ_U + σ_V)."""
+    """U: in×r, V: out×r, W = V Uᵀ: r (in + out) parameters instead of in·out; the layer of NFW and of CoLA (§5).
+    Init: an entry of W sums r products, so std(U)·std(V) = gain·init_std / √r gives W gain × a dense layer's std;
+    split so that ‖U‖_F = ‖V‖_F: neither factor holds more of the scale, which matters to Spectron's ρ (σ_U + σ_V)."""
     gain = 1
 
     def __init__(self, in_features, out_features, rank, bias, init_std):
@@ -78,7 +75,6 @@ class FactorPair(nn.Module):
     def factors(self):
         return self.V, self.U
 
-
 class FactorizedLinear(FactorPair):
     """y = (x U) Vᵀ + b: two thin matmuls."""
 
@@ -92,24 +88,21 @@ class FactorizedLinear(FactorPair):
 
 # -----------------------------------------------------------------------------
 # 3. Spectron: orthogonalised factor updates, renormalised by the factors' spectral norms.
-#
 # Why NFW + AdamW spikes: ΔW = ΔV Uᵀ + V ΔUᵀ + ΔV ΔUᵀ, so a bounded step per factor is not a bounded step in W;
 # it grows with ‖U‖₂ and ‖V‖₂. Spectron (Alg. 1, Eq. 16) makes every factor step a near-orthogonal matrix O
 # (all singular values ≈ 1) scaled by ρ = η / (σ_U + σ_V + 1); then ‖ΔU‖₂, ‖ΔV‖₂ ≲ ρ and
 #     ‖ΔW‖₂ ≤ ρ‖U‖₂ + ρ‖V‖₂ + ρ² ≤ ρ (σ_U + σ_V + 1) = η        (for ρ ≤ 1).
-# What this code guarantees: NS leaves singular values ≤ c_ns (≈ 1.2 for 5 steps) and the power iteration
-# under-estimates σ by a factor (1 + ε) (ε < 1% once warm), so ‖ΔW‖₂ ≤ c_ns (1 + ε) η < 1.3 η.
-# test_lowrank.py measures exactly that with a real SVD (weight decay, when on, adds about 2η·wd·‖W‖₂ on top).
-
+# In code, NS leaves singular values ≤ c_ns ≈ 1.2 (5 steps) and the power iteration under-estimates σ by (1 + ε),
+# ε < 1% once warm: ‖ΔW‖₂ ≤ c_ns (1 + ε) η < 1.3 η, as test_lowrank.py measures with a real SVD (weight decay, when
+# on, adds about 2η·wd·‖W‖₂).
 
 def newton_schulz(G, steps=5, eps=1e-7):
-    """Orthogonalise a batch of tall matrices G (..., m, r), m ≥ r: if G = P S Qᵀ, return ≈ P Qᵀ.
-    Muon's quintic iteration X ← a X + b X(XᵀX) + c X(XᵀX)² pushes every singular value towards 1 (to within
-    about [0.7, 1.2] after five steps; that is enough for an update direction and much cheaper than an SVD).
-    Every iterate is X₀ Q with Q = p(S) a polynomial in the r×r Gram S = X₀ᵀX₀, so Q, S and the iterate's Gram
-    A = Qᵀ S Q all commute: with P = aI + bA + cA², Q ← Q P and A ← A P². O(r³) per step plus O(m r²) once.
-    In and out in float64 for float64 input (error ~1e-12), else float32 (bf16 too): there the Gram form, squaring the
-    condition number, is off by up to ~2e-3 relative (X-iteration: ~1e-5), below the bf16 error Muon accepts."""
+    """Orthogonalise a batch of tall matrices G (..., m, r), m ≥ r: if G = P S Qᵀ, return ≈ P Qᵀ. Muon's quintic
+    iteration X ← a X + b X(XᵀX) + c X(XᵀX)² takes every singular value into about [0.7, 1.2] in five steps: enough
+    for an update direction, and much cheaper than an SVD. Every iterate is X₀ Q with Q = p(S) a polynomial in the
+    r×r Gram S = X₀ᵀX₀, so Q, S and the iterate's Gram A = Qᵀ S Q commute: with P = aI + bA + cA², Q ← Q P and
+    A ← A P², O(r³) per step plus O(m r²) once. In float64 for float64 input (error ~1e-12), else in float32, where
+    the Gram form (it squares the condition number) is off by up to ~2e-3 relative (X-iteration ~1e-5), below bf16's."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.to(torch.float64 if G.dtype == torch.float64 else torch.float32).reshape(-1, *G.shape[-2:])
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)  # ‖X‖₂ ≤ ‖X‖_F = 1: in the basin of the iteration
@@ -123,7 +116,6 @@ def newton_schulz(G, steps=5, eps=1e-7):
             A = A @ (P @ P)
     return (X @ Q).view(G.shape)
 
-
 def by_shape(items, shape=lambda p: p.shape):
     """items grouped by shape (in order), for one batched call per shape"""
     groups = defaultdict(list)
@@ -131,22 +123,17 @@ def by_shape(items, shape=lambda p: p.shape):
         groups[shape(item)].append(item)
     return list(groups.values())
 
-
-def check_hyperparameters(name, lr, momentum, **iterations):
-    """Spectron's and Muon's shared argument check: a positive step size, a momentum in [0, 1), counts >= 1."""
-    if not lr > 0:
-        raise ValueError(f"{name} lr must be > 0, got {lr}")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"{name} momentum must be in [0, 1), got {momentum}")
-    for key, n in iterations.items():
-        if n < 1:
-            raise ValueError(f"{key} must be >= 1, got {n}")
-
+def check_hyperparameters(name, lr, momentum, **counts):
+    """Spectron's and Muon's: a positive step size, a momentum in [0, 1), counts (ns_steps, ...) >= 1."""
+    check(lr > 0, f"{name} lr must be > 0, got {lr}")
+    check(0 <= momentum < 1, f"{name} momentum must be in [0, 1), got {momentum}")
+    for key, n in counts.items():
+        check(n >= 1, f"{key} must be >= 1, got {n}")
 
 def power_iteration(A, v, iters=1):
-    """(σ, v_next): σ_max of each matrix in a batch A (..., m, r), estimated from warm-start unit vectors v (..., r).
-    σ = sqrt(‖AᵀA v‖) never exceeds the true σ_max and reaches it as v aligns with the top right-singular vector;
-    since A changes little per step, one iteration per step keeps up."""
+    """(σ, v_next): σ_max of each matrix of a batch A (..., m, r) from warm-start unit vectors v (..., r). σ =
+    sqrt(‖AᵀA v‖) ≤ σ_max, reached as v aligns with the top right-singular vector; A moves little per step, so one
+    iteration per step keeps up."""
     for _ in range(iters):
         w = (A.mT @ (A @ v.unsqueeze(-1))).squeeze(-1)
         norm = w.norm(dim=-1, keepdim=True)
@@ -154,25 +141,19 @@ def power_iteration(A, v, iters=1):
         v = w / norm.clamp_min(1e-30)
     return sigma, v
 
-
 class Spectron(torch.optim.Optimizer):
-    """Spectron for factor pairs: pairs = [(U₀, V₀), (U₁, V₁), ...], each one layer's factors (W = V Uᵀ, U: in×r,
-    V: out×r). lr is η, the bound on the spectral norm of each step of W (the LR schedule scales it). ortho and renorm
-    switch off the paper's two ingredients for its ablation (each alone trained worse, neither diverged): NS(M) becomes
-    M/‖M‖₂, and ρ becomes η. A variant with another step-size rule overrides step_sizes, which sees each pair's factors
-    as well as their σ (README, "An optimizer idea").
-    A factor whose .grad is None is skipped, as torch's optimizers skip it; its pair partner still steps, at the
-    pair's ρ (σ of both factors bound ΔW = ΔV Uᵀ + V ΔUᵀ whichever of them moves)."""
+    """Spectron on pairs = [(U₀, V₀), (U₁, V₁), ...], each one layer's factors; lr is η (the LR schedule scales it).
+    ortho=False steps along M/‖M‖₂ instead of NS(M), renorm=False by ρ = η: the paper's ablation (each alone trained
+    worse, neither diverged). A factor whose .grad is None stays put, as in torch; its partner steps at the pair's ρ."""
 
     def __init__(self, pairs, lr=0.02, momentum=0.95, ns_steps=5, power_iters=1, weight_decay=0.0, ortho=True,
                  renorm=True):
         pairs = list(pairs)
-        if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
-            raise ValueError("Spectron takes a list of (U, V) pairs, one per layer, not a flat list of factors")
+        check(all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs),
+              "Spectron takes a list of (U, V) pairs, one per layer, not a flat list of factors")
         for U, V in pairs:
-            if U.dim() != 2 or V.dim() != 2 or U.shape[1] != V.shape[1]:
-                raise ValueError(f"a (U, V) pair must be two 2-D factors of the same rank (shape[1]), got "
-                                 f"{tuple(U.shape)} and {tuple(V.shape)}")
+            check(U.dim() == V.dim() == 2 and U.shape[1] == V.shape[1],
+                  f"a (U, V) pair must be two 2-D factors of one rank (shape[1]): {tuple(U.shape)}, {tuple(V.shape)}")
         check_hyperparameters('spectron', lr, momentum, ns_steps=ns_steps, power_iters=power_iters)
         # one group, params [U₀, V₀, U₁, V₁, ...]: the layout of every checkpoint; step pairs them back in twos
         super().__init__([p for pair in pairs for p in pair],
@@ -186,9 +167,8 @@ class Spectron(torch.optim.Optimizer):
             group.setdefault('renorm', True)
 
     def step_sizes(self, eta, U, V, sigma_U, sigma_V):
-        """(ρ_U, ρ_V), the step of each factor of a pair (U, V: the factors before the step, for a rule on them, e.g.
-        their Frobenius norms), from the bound η and their spectral norms σ (power iteration, 0-d tensors; Eq. 16):
-            ρ = η / (σ_U + σ_V + 1)  for both, so that  ‖ΔW‖₂ ≤ ρ σ_U + ρ σ_V + ρ² ≤ η  (for ρ ≤ 1)."""
+        """(ρ_U, ρ_V) for a pair, from η and σ (0-d tensors): Eq. 16's ρ for both. A variant overrides it (README,
+        "An optimizer idea"); U, V, the factors before the step, are there for a rule on them."""
         rho = eta / (sigma_U + sigma_V + 1)
         return rho, rho
 
@@ -235,19 +215,15 @@ class Spectron(torch.optim.Optimizer):
                             p.mul_(1 - eta * group['weight_decay'])
                         p.sub_(rho * direction[p].to(p.dtype))
 
-
 def spectron_lr_at_width(eta, n_embd):
-    """η tuned at n_embd 256, moved to another width as η·√(256/n_embd): the 1000-step η grids of
-    experiments/eta_transfer.sh put the best η at about the same value across ranks but ×0.65-0.68 from n_embd 128
-    to 256, near 1/√2 (RESULTS.md, "η transfer"). train.py applies it to a fresh run's default η; the tools too."""
+    """η tuned at n_embd 256, at another width η·√(256/n_embd): in 1000-step grids the best η moved ×0.65-0.68 from
+    n_embd 128 to 256, near 1/√2, and about not at all across ranks (RESULTS.md, "η transfer")."""
     return eta * math.sqrt(256 / n_embd)
-
 
 class Muon(torch.optim.Optimizer):
     """Muon (Jordan et al. 2024), the dense control for Spectron: the same orthogonalised momentum, on a whole W.
         B ← μB + G,   O = NS(G + μB)  (Nesterov),   W ← W − lr · max(1, rows/cols)^½ · O
-    Every singular value of O is ≈ 1, so ‖ΔW‖₂ ≈ lr·scale: Spectron's η without the factors' renormalisation.
-    A wide W (rows < cols) is orthogonalised as its transpose, since newton_schulz takes tall matrices."""
+    so ‖ΔW‖₂ ≈ lr·scale: Spectron's η without the factors' renormalisation. A wide W is orthogonalised as its Wᵀ."""
 
     def __init__(self, params, lr=0.01, momentum=0.95, ns_steps=5):
         check_hyperparameters('muon', lr, momentum, ns_steps=ns_steps)
@@ -266,18 +242,11 @@ class Muon(torch.optim.Optimizer):
                     p.sub_(o.to(p.dtype), alpha=group['lr'] * max(1, rows / cols) ** 0.5)
 
 # -----------------------------------------------------------------------------
-# 4. TSVD: W = U diag(s) Vᵀ with U, V orthonormal throughout, and a rank that shrinks by spectral energy.
-#
-# Only the paper's abstract is public; these choices are ours (why not torch's orthogonal parametrization: README,
-# "TSVD — our reconstruction"):
-# - Orthonormality by retraction: after each optimizer step, QR both factors and re-diagonalise the r×r core with
-#   an SVD: W unchanged, O((m+n) r² + r³) per step outside autograd. The forward pass uses the stored orthonormal
-#   U, V, our reading of the paper's "caching": computed once per step, reused by every micro-batch, eval and
-#   spectra call until the next step.
-# - With U, V orthonormal the singular values of W are exactly s, so the energy rule needs no SVD.
-# - Rank only shrinks. Regrowing would need new directions (an SVD of the gradient) and fresh optimizer
-#   state; dropping under 1% of the energy costs little, and a monotone rank keeps compute predictable.
-
+# 4. TSVD: W = U diag(s) Vᵀ with U, V orthonormal throughout, and a rank that shrinks by spectral energy. Only the
+# paper's abstract is public; these choices are ours (METHODS.md §3). Orthonormality by a retraction after each
+# optimizer step, W unchanged; the stored U, V serve every forward pass until the next step (our reading of the
+# paper's "caching"), and W's singular values are exactly s, so the energy rule needs no SVD. Rank only shrinks:
+# regrowing would need new directions and fresh optimizer state, and a monotone rank keeps compute predictable.
 
 class TSVDLinear(nn.Module):
     """y = ((x V) ⊙ s) Uᵀ + b with U: out×r, V: in×r orthonormal, s ≥ 0 sorted descending.
@@ -310,14 +279,11 @@ class TSVDLinear(nn.Module):
         for param, value in zip((self.U, self.s, self.V), (P, s, Q)):
             param.copy_(value)
 
-
 def r_factor(M):
-    """R of the thin QR M = Q R of a batch of tall M (..., m, r). M here is one optimizer step from orthonormal, so
-    Cholesky (R = chol(MᵀM)ᵀ: one Gram matmul and an r×r factorisation) is exact to rounding and several times
-    faster than Householder QR, which is the fallback if the Gram is not numerically positive definite."""
+    """R of the thin QR M = Q R of a batch of tall M (..., m, r), one optimizer step from orthonormal: Cholesky's
+    R = chol(MᵀM)ᵀ is then exact to rounding and several times faster than QR, the fallback if MᵀM is not PD."""
     L, info = torch.linalg.cholesky_ex(M.mT @ M)
     return torch.linalg.qr(M, mode='r').R if info.any() else L.mT
-
 
 @torch.no_grad()
 def retract_all(layers):
@@ -328,14 +294,12 @@ def retract_all(layers):
         U, s, V = (torch.stack([getattr(layer, name) for layer in group]).float() for name in ('U', 's', 'V'))
         Ru, Rv = r_factor(U), r_factor(V)
         P, s, Qh = torch.linalg.svd((Ru * s.unsqueeze(-2)) @ Rv.mT)
-        # QR and SVD fix each column only up to sign; keep each column pointing the way it did (Uᵀ U_new = Ruᵀ P),
-        # so that AdamW's moments still describe the same directions
+        # QR and SVD fix columns up to sign: keep each pointing the way it did (Uᵀ U_new = Ruᵀ P), for AdamW's moments
         sign = torch.where(torch.diagonal(Ru.mT @ P, dim1=-2, dim2=-1) < 0, -1.0, 1.0).unsqueeze(-2)
         U = U @ torch.linalg.solve_triangular(Ru, P * sign, upper=True)
         V = V @ torch.linalg.solve_triangular(Rv, Qh.mT * sign, upper=True)
         for j, layer in enumerate(group):
             layer.load_svd_(U[j], s[j], V[j])
-
 
 def energy_rank(s, tau):
     """Smallest k with Σ_{i≤k} s_i² ≥ τ Σ s_i² (s sorted descending): the rank holding a fraction τ of the energy."""
@@ -343,10 +307,8 @@ def energy_rank(s, tau):
     k = int(torch.searchsorted(energy, tau * energy[-1]).item()) + 1
     return min(k, len(s))
 
-
 def truncate(layer, k, optimizers=()):
-    """Keep a TSVD layer's top k singular triplets (the first k entries of the last dim of U, s and V), and slice
-    their optimizer state to match."""
+    """Keep a TSVD layer's top k singular triplets (the first k of U, s, V), their optimizer state sliced to match."""
     for name in ('U', 's', 'V'):
         old = getattr(layer, name)
         new = nn.Parameter(old.detach()[..., :k].clone())
@@ -358,7 +320,6 @@ def truncate(layer, k, optimizers=()):
                         group['params'][i] = new
                         opt.state[new] = {key: v[..., :k].clone() if torch.is_tensor(v) and v.shape == old.shape
                                           else v for key, v in opt.state.pop(old, {}).items()}
-
 
 def tsvd_after_step(model, optimizers, iter_num, cfg):
     """Retract every TSVD layer; at rank-update steps, truncate each to its energy rank. True if shapes changed."""
@@ -375,7 +336,6 @@ def tsvd_after_step(model, optimizers, iter_num, cfg):
         truncate(layer, k, optimizers)
     return bool(shrinking)
 
-
 def match_shapes(model, state_dict):
     """Shrink TSVD layers to the ranks stored in a checkpoint, so load_state_dict finds the same shapes."""
     for name, module in model.named_modules():
@@ -383,54 +343,36 @@ def match_shapes(model, state_dict):
             truncate(module, state_dict[f'{name}.s'].shape[0])
 
 # -----------------------------------------------------------------------------
-# 5. CoLA: the two factors with a nonlinearity between them (Liu et al. 2025, "CoLA: Compute-Efficient Pre-Training
-# of LLMs via Low-Rank Activation"). Each layer becomes a small autoencoder through rank r, so its activations are
-# low-rank by construction, at NFW's parameters and FLOPs. Trained by AdamW, like NFW.
-
+# 5. CoLA: the two factors with a nonlinearity between them, trained by AdamW like NFW (METHODS.md §8).
 
 class CoLALinear(FactorPair):
-    """y = σ(x U) Vᵀ + b with σ = SiLU. Not a linear map, so not a FactorizedLinear: it would inherit what it cannot
-    honour (Spectron's bound on ‖ΔW‖₂, the SVD split of a dense W in load_svd_).
-    Init: NFW's with gain 2, std(U)·std(V)·√r = 2·init_std. Why: for pre-activations h = x U near 0, SiLU(h) =
-    h·sigmoid(h) = h/2 + h²/4 + O(h⁴) (SiLU'(0) = ½), so with NFW's init y ≈ ½ x U Vᵀ would start at half a dense
-    layer's output (a quarter of its variance); doubling the product restores it. Exact for small inputs (as the o
-    and down projections' are at init; test_compare.py measures it). With unit-variance inputs (LayerNorm's: q, k, v,
-    up) h has std √in·std(U) (1.1 for q, k, v and 1.6 for up at n_embd 256, rank 64), where SiLU's gain is ≈0.6
-    rather than ½ (and its mean is not 0): those layers start 20-30% above a dense layer's scale.
-    factors() -> (V, U), as NFW's, so for a cola run the spectra, max|dW| and every metric report the product V Uᵀ
-    (and ‖Δ(V Uᵀ)‖₂), which is not a matrix this layer applies: σ sits in between."""
+    """y = σ(x U) Vᵀ + b with σ = SiLU: a small autoencoder through rank r, at NFW's parameters and FLOPs. Not a
+    linear map, so not a FactorizedLinear: Spectron's bound on ‖ΔW‖₂ is not on its map, and no SVD of a dense W gives
+    its factors (it has no load_svd_). Init: NFW's with gain 2, as SiLU(h) = h/2 + O(h²) near 0: small inputs (the o
+    and down projections' at init) get a dense layer's output scale; unit-variance ones (q, k, v, up: h has std
+    1.1-1.6 at n_embd 256, rank 64, where SiLU's gain is ≈0.6) start 20-30% above it. factors() -> (V, U), as NFW's:
+    the spectra and ‖ΔW‖₂ of a cola run are V Uᵀ's, not its map's."""
     gain = 2  # 1/SiLU'(0)
 
     def forward(self, x):
         return F.linear(F.silu(x @ self.U), self.V, self.bias)
 
-    def load_svd_(self, P, s, Q):
-        raise ValueError("init_from=svd cannot start mode cola: its layer y = SiLU(x U) Vᵀ is not a linear map, so "
-                         "no SVD of a dense W gives its factors")
-
 # -----------------------------------------------------------------------------
 # 6. Optimizers and the mode registry
 
-
-def adamw(params, cfg, no_decay=()):
-    """AdamW with nanoGPT's split: matrices decay, vectors (biases, norms) and `no_decay` do not. Fused on a GPU."""
+def and_adamw(model, cfg, *optimizers, no_decay=()):
+    """optimizers, then AdamW on every parameter of model they do not train (embeddings, head, norms, biases), with
+    nanoGPT's split: matrices decay, vectors and `no_decay` do not. Fused on a GPU."""
+    taken = {id(p) for opt in optimizers for group in opt.param_groups for p in group['params']}
+    params = [p for p in model.parameters() if id(p) not in taken]
     no_decay = {id(p) for p in no_decay}
     decay = [p for p in params if p.dim() >= 2 and id(p) not in no_decay]
     other = [p for p in params if p.dim() < 2 or id(p) in no_decay]
     groups = [dict(params=decay, weight_decay=cfg['weight_decay']), dict(params=other, weight_decay=0.0)]
-    return torch.optim.AdamW([g for g in groups if g['params']], lr=cfg['learning_rate'],
-                             betas=(cfg['beta1'], cfg['beta2']), fused=params[0].is_cuda)
+    return [*optimizers, torch.optim.AdamW([g for g in groups if g['params']], lr=cfg['learning_rate'],
+                                           betas=(cfg['beta1'], cfg['beta2']), fused=params[0].is_cuda)]
 
-
-def adamw_only(model, cfg):
-    return [adamw(list(model.parameters()), cfg)]
-
-
-def and_adamw(model, cfg, *optimizers):
-    """optimizers, then AdamW on every parameter of model they do not train: embeddings, head, norms and biases."""
-    taken = {id(p) for opt in optimizers for group in opt.param_groups for p in group['params']}
-    return [*optimizers, adamw([p for p in model.parameters() if id(p) not in taken], cfg)]
-
+adamw_only = and_adamw  # with no other optimizer: AdamW on every parameter
 
 def spectron_and_adamw(model, cfg, optimizer=Spectron):
     """Each layer's factor pair to Spectron (or a variant: a subclass, as optimizer), the rest to AdamW, together."""
@@ -440,44 +382,36 @@ def spectron_and_adamw(model, cfg, optimizer=Spectron):
                          ortho=cfg['spectron_ortho'], renorm=cfg['spectron_renorm'])
     return and_adamw(model, cfg, spectron)
 
-
 def muon_and_adamw(model, cfg):
     """Dense block weights to Muon, the rest to AdamW (as in spectron mode)."""
     weights = [m.weight for m in model.modules() if isinstance(m, DenseLinear)]
     muon = Muon(weights, lr=cfg['muon_lr'], momentum=cfg['muon_beta'], ns_steps=cfg['ns_steps'])
     return and_adamw(model, cfg, muon)
 
-
 def muon_spectron_and_adamw(model, cfg):
     """Dense block weights to Muon, factor pairs to Spectron, the rest to AdamW: for modes that mix layers."""
     return and_adamw(model, cfg, muon_and_adamw(model, cfg)[0], spectron_and_adamw(model, cfg)[0])
 
-
 def tsvd_adamw(model, cfg):
-    """AdamW on U, s, V; no weight decay on them (U, V are orthonormal anyway, s is a vector). It also checks
-    tsvd_after_step's settings, so that a bad one stops the run before it starts."""
+    """AdamW on U, s, V, without weight decay (U, V are orthonormal anyway, s is a vector); it checks
+    tsvd_after_step's settings too, so that a bad one stops the run before it starts."""
     layers = [m for m in model.modules() if isinstance(m, TSVDLinear)]
-    if not 0 < cfg['energy'] <= 1:
-        raise ValueError(f"energy (τ) must be in (0, 1], got {cfg['energy']}")
-    if not 1 <= cfg['min_rank'] <= min(m.rank for m in layers):
-        raise ValueError(f"min_rank={cfg['min_rank']} must be in 1..rank={min(m.rank for m in layers)}")
-    if cfg['rank_interval'] < 1:
-        raise ValueError(f"rank_interval must be >= 1, got {cfg['rank_interval']}")
-    return [adamw(list(model.parameters()), cfg, no_decay=[p for m in layers for p in (m.U, m.V)])]
-
+    check(0 < cfg['energy'] <= 1, f"energy (τ) must be in (0, 1], got {cfg['energy']}")
+    least = min(m.rank for m in layers)
+    check(1 <= cfg['min_rank'] <= least, f"min_rank={cfg['min_rank']} must be in 1..rank={least}")
+    check(cfg['rank_interval'] >= 1, f"rank_interval must be >= 1, got {cfg['rank_interval']}")
+    return and_adamw(model, cfg, no_decay=[p for m in layers for p in (m.U, m.V)])
 
 # The one list of modes: every other file asks a mode what it needs through these fields, never by its name.
-#   layer: the class every non-embedding linear is built from, or {'attn': class, 'mlp': class}, one per part of a block
-#   optimizers(model, cfg) -> list of optimizers, stepped together
-#   after_step(model, optimizers, iter_num, cfg) -> True if parameter shapes changed (None: nothing to do)
-#   defaults: the config values the mode trains with unless they are given (train.py applies them, --help lists them);
-#     each learning_rate is the mode's AdamW peak LR tuned at the default config (RESULTS.md, "How modes are compared"),
-#     but cola's: NFW's, a grid centre (at equal training FLOPs, 4,962 steps, compare.py picked 0.001: RESULTS.md)
-#   step_size: the config key of the step size that trains its block weights (logs, figures and tables call it so;
-#     in spectron and muon modes AdamW's learning_rate trains only the embeddings, head, norms and biases)
-#   bounded: its optimizer promises ‖ΔW‖₂ ≤ step size every step (the stability figure draws that line)
-#   color: its colour in every figure (None: one from matplotlib's cycle, fixed by its place in MODES)
-#   keys: the config keys its layer and optimizers read beyond AdamW's (train.py refuses a flag the mode would ignore)
+#   layer       the class of every non-embedding linear, or {'attn': class, 'mlp': class}, one per part of a block
+#   optimizers  (model, cfg) -> list of optimizers, stepped together
+#   after_step  (model, optimizers, iter_num, cfg) -> True if parameter shapes changed (None: nothing to do)
+#   defaults    the config values it trains with unless given (learning_rate: its AdamW peak as tuned in RESULTS.md,
+#               but cola's is NFW's; where another optimizer trains the block weights, it trains only the rest)
+#   step_size   the config key of the step size of its block weights (logs, figures and tables call it so)
+#   bounded     its optimizer promises ‖ΔW‖₂ ≤ step size every step (the stability figure draws that line)
+#   color       its colour in every figure (None: one from matplotlib's cycle, fixed by its place in MODES)
+#   keys        the config keys its layer and optimizers read beyond AdamW's (train.py refuses another mode's)
 Mode = namedtuple('Mode', 'layer optimizers after_step defaults step_size bounded color keys',
                   defaults=(None, {}, 'learning_rate', False, None, ()))
 SPECTRON_KEYS = ('rank', 'spectron_lr', 'spectron_beta', 'ns_steps', 'spectron_power_iters', 'spectron_wd',
@@ -492,10 +426,9 @@ MODES = {
     'tsvd': Mode(TSVDLinear, tsvd_adamw, tsvd_after_step, dict(learning_rate=3e-3, rank=0.5, energy=0.99),
                  color='tab:green', keys=('rank', 'energy', 'rank_warmup', 'rank_interval', 'min_rank')),
     'cola': Mode(CoLALinear, adamw_only, None, dict(learning_rate=2e-3), color='tab:red', keys=('rank',)),
-    # The hunt for a low-rank recipe that beats dense + Muon at equal training FLOPs (RESULTS.md, "The leaderboard"):
-    # each idea a line. CoLA's layer with Spectron's factor steps (its bound is on V Uᵀ, not on the layer's map);
-    # factors only in the MLP (2/3 of a block's weights), the attention dense and trained by Muon at its tuned
-    # muon_lr; the tuned step size is the MLP factors'.
+    # The hunt for a low-rank recipe that beats dense + Muon at equal training FLOPs (RESULTS.md, "The leaderboard"),
+    # one idea a line: CoLA's layer with Spectron's steps (its bound is on V Uᵀ, not on the layer's map); factors in
+    # the MLP only (2/3 of a block's weights), the attention dense and on Muon at its tuned muon_lr.
     'cola_spectron': Mode(CoLALinear, spectron_and_adamw, None, dict(learning_rate=1e-3), 'spectron_lr',
                           color='teal', keys=SPECTRON_KEYS),
     'cola_mlp': Mode(dict(attn=DenseLinear, mlp=CoLALinear), muon_and_adamw, None, dict(learning_rate=2e-3),
@@ -505,7 +438,6 @@ MODES = {
                          keys=SPECTRON_KEYS + ('muon_lr', 'muon_beta')),
 }
 
-
 def get_mode(name):
     """MODES[name], or a ValueError that names the modes there are."""
     if name not in MODES:
@@ -513,13 +445,11 @@ def get_mode(name):
         raise ValueError(f"unknown mode {name!r}{close}; known modes: {', '.join(MODES)}")
     return MODES[name]
 
-
 def modes_help():
-    """--help's list of modes: each one's step-size key and the defaults it sets."""
+    """--help's list of modes: each one's step-size key, the defaults it sets and its own keys."""
     return '\n'.join(["modes (--mode=NAME): its step-size key, the defaults it sets unless given, its own keys"] +
                      [f"  {name}: {m.step_size}; {' '.join(f'{k}={v:g}' for k, v in m.defaults.items())}; "
                       f"{', '.join(m.keys) or '-'}" for name, m in MODES.items()])
-
 
 def make_linear(mode, in_features, out_features, rank, bias=False, init_std=0.02, part='attn'):
     """The one call model.py makes for every non-embedding linear layer; part: 'attn' or 'mlp', the block's part."""
