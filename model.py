@@ -20,12 +20,10 @@ import torch.nn.functional as F
 import lowrank
 from prepare_data import atomic_write
 
-
 # dense peak FLOP/s of one GPU by NVIDIA's datasheets: (name contains, bf16 tensor cores, fp32 without TF32, which
 # train.py leaves off); the first match wins, so the PCIe and NVL parts come before the SXM ones of the same name
 PEAK_FLOPS = [('H100 PCIe', 756e12, 51e12), ('H100 NVL', 835e12, 60e12), ('H800 PCIe', 756e12, 51e12),
               ('H100', 989e12, 67e12), ('H800', 989e12, 67e12), ('H200', 989e12, 67e12), ('A100', 312e12, 19.5e12)]
-
 
 def peak_flops(device, dtype='bfloat16'):
     """The peak FLOP/s of one known CUDA GPU in the dtype a run computes in, for MFU; None on CPU or an unknown GPU."""
@@ -33,7 +31,6 @@ def peak_flops(device, dtype='bfloat16'):
         return None
     name = torch.cuda.get_device_name(device).lower()
     return next((bf16 if dtype == 'bfloat16' else fp32 for k, bf16, fp32 in PEAK_FLOPS if k.lower() in name), None)
-
 
 def svdvals_of_product(A, B=None):
     """Singular values of W = A Bᵀ without forming W (METHODS.md §4).
@@ -47,7 +44,6 @@ def svdvals_of_product(A, B=None):
         return torch.full((min(core.shape),), float('nan'), device=core.device)
     return torch.linalg.svdvals(core)
 
-
 @torch.no_grad()
 def update_norm(before, after):
     """‖W_after − W_before‖₂ from the factors of both: A₁B₁ᵀ − A₀B₀ᵀ = [A₁, −A₀] [B₁, B₀]ᵀ has rank ≤ 2r."""
@@ -57,7 +53,6 @@ def update_norm(before, after):
     if A1.shape != A0.shape:  # a TSVD layer was truncated in between: no "step" to measure
         return float('nan')
     return svdvals_of_product(torch.cat([A1, -A0], 1), torch.cat([B1, B0], 1))[0].item()
-
 
 class Spectra:
     """A run's spectra.npz: `steps`, and per linear layer the singular values of W at each of them, a row a step
@@ -82,7 +77,6 @@ class Spectra:
                   for k, v in rows.items()}
         atomic_write(self.path, lambda f: np.savez(f, **arrays))
 
-
 @dataclass
 class GPTConfig:
     block_size: int = 64
@@ -100,7 +94,6 @@ class GPTConfig:
         """The model part of a train.py config (as saved in every checkpoint)."""
         return cls(vocab_size=vocab_size, **{f.name: cfg[f.name] for f in fields(cls) if f.name != 'vocab_size'})
 
-
 def load_checkpoint(path):
     """A train.py checkpoint (model, optimizers, config, meta, iter_num, ...), or a ValueError saying in one line why
     path is none: callers turn it into their one-line error."""
@@ -114,7 +107,6 @@ def load_checkpoint(path):
                          f"{type(e).__name__}") from None
     return ckpt
 
-
 def load_optimizer_states(optimizers, states):
     """A checkpoint's optimizer states, each with this device's kernels (fused, foreach, capturable), not the saver's:
     a GPU run's checkpoint continues on a CPU as a CPU run would."""
@@ -122,7 +114,6 @@ def load_optimizer_states(optimizers, states):
         for saved, group in zip(state['param_groups'], opt.param_groups):
             saved.update({k: group[k] for k in ('fused', 'foreach', 'capturable') if k in group})
         opt.load_state_dict(state)
-
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, linear):
@@ -144,7 +135,6 @@ class CausalSelfAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.o(y.transpose(1, 2).contiguous().view(B, T, C)))
 
-
 class MLP(nn.Module):
     def __init__(self, config, linear):
         super().__init__()
@@ -154,7 +144,6 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.dropout(self.down(F.gelu(self.up(x))))
-
 
 class Block(nn.Module):
     def __init__(self, config, linear):
@@ -167,7 +156,6 @@ class Block(nn.Module):
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
-
 
 class GPT(nn.Module):
     def __init__(self, config):
