@@ -27,10 +27,16 @@ for log in assets/ladder/logs/*.log.jsonl.gz; do  # committed runs: grid runs ar
 done
 python prepare_data.py --input=data/shakespeare_complete > /dev/null
 python experiments/ladder.py plan > assets/ladder/plan.md  # sizes, params, steps, epochs, estimated hours
+keep() {  # train one run; its finished log goes to assets/ladder/logs at once, so a session that ends mid-stage keeps it
+  train_one "$@" || return 1
+  local name; name=$(basename "$1"); case $1 in */grid/*) name=grid_$name;; esac
+  [ -e "assets/ladder/logs/$name.log.jsonl.gz" ] || save_log "$1" "assets/ladder/logs/$name.log.jsonl.gz"
+}
+export -f keep save_log
 for stage in grid long branch; do
   case " $stages " in *" $stage "*)
     for mode in $modes; do python experiments/ladder.py runs --stage=$stage --modes=$mode --seeds=${seeds// /,}; done |
-      train_all;;
+      TRAIN_ONE=keep train_all;;
   esac
 done
 finished() { grep -l '"kind": "summary"' "$@" 2>/dev/null | xargs -r -n 1 dirname; }

@@ -31,7 +31,9 @@ restore_runs() {  # restore_runs ASSETS RUNS: each committed ASSETS/NAME.log.jso
 save_log() {  # save_log RUN LOG: RUN's log.jsonl becomes the committed LOG (NAME.log.jsonl.gz), gzipped
   gzip -9nc "$1/log.jsonl" > "$2"
 }
-train_all() { sed 's/[[:space:]]*$//' | grep -v '^$' | xargs -P "${JOBS:-$(nproc)}" -L 1 bash -c 'train_one "$@"' _; }
+train_all() {  # TRAIN_ONE names an exported function to run instead of train_one (one that also saves the log)
+  sed 's/[[:space:]]*$//' | grep -v '^$' | xargs -P "${JOBS:-$(nproc)}" -L 1 bash -c '"${TRAIN_ONE:-train_one}" "$@"' _
+}
 # python_corpus: the second corpus of the rank sweeps, which every machine has offline: Python's own standard library
 # (the top-level *.py files in name order, cut to TinyShakespeare's 1,115,394 characters), written to
 # runs/corpora/python_stdlib.txt; prints one line naming its Python version and hash (another Python, another corpus).
