@@ -207,6 +207,23 @@ def test_analyze_end_to_end(tmp_path, capsys):
     assert (gap > 0).all()
 
 
+def test_cpu_time_counts_a_branch_from_its_branch_point(tmp_path):
+    """a branch's summary counts its parent's seconds up to the branch point: the ladder's CPU time takes only its
+    own share, and a budget's straight-run time (a fresh clone's) all of it"""
+    loss = chinchilla(1.0, 40, 40)
+    straight, branch = (write_run(tmp_path, 'dense', d, 1e12, loss) for d in ladder.WIDTHS['dense'][2:4])
+    for path, seconds, config in ((straight, 3600, []), (branch, 36000, [dict(kind='config', iter=0)])):
+        steps = ladder.read_point(path)['iter']
+        config = [dict(r, iter=round(steps * 0.8), init_from='branch') for r in config]  # its own record, at 80%
+        with open(os.path.join(path, 'log.jsonl'), 'a') as f:
+            f.write(''.join(json.dumps(r) + '\n' for r in config + [dict(kind='summary', seconds=seconds)]))
+    runs = [ladder.read_point(p) for p in (straight, branch)]
+    assert [r['start'] for r in runs] == [0, round(runs[1]['iter'] * 0.8)]
+    line = ladder.cpu_time(runs, ladder.group_budgets(ladder.merge_seeds(runs)))
+    own = (3600 + 36000 * (runs[1]['iter'] - runs[1]['start']) / runs[1]['iter']) / 3600
+    assert f"the 2 runs with a summary took {own:.1f} core-hours" in line and 'C = 1e+12 11.0 core-hours' in line
+
+
 BAD = [  # (command line: {tmp} a fresh folder, {run} a finished run in it; a key word of the one-line error)
     (['analyze', '--out={tmp}'], 'usage'), (['analyze', '{tmp}/no_evals', '--out={tmp}'], 'no_evals'),
     (['analyze', '{tmp}/missing', '--out={tmp}'], 'missing'), (['fit'], 'usage'), (['plan', '--measur=True'], 'measur'),

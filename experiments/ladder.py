@@ -333,6 +333,8 @@ def read_point(path):
     if config is None or not evals:
         die(f"{log} has no config or no eval record")
     last, first = evals[-1], evals[0]
+    summary = next((r for r in rows if r.get('kind') == 'summary'), None)  # a branch's seconds count from its parent's
+    start = max((r['iter'] for r in rows if r.get('kind') == 'config' and r.get('init_from') == 'branch'), default=0)
     rank = config['rank']
     if not factorized(config['mode']):  # the registry, not the name: a full-rank W
         rank = config['n_embd']
@@ -344,7 +346,7 @@ def read_point(path):
                 params=last['params'] + config['block_size'] * config['n_embd'],  # num_params() leaves out wpe
                 flops_per_token=last['flops_per_token'], train_flops=last['train_flops'], tokens=tokens,
                 budget=first['flops_per_token'] * tokens,  # nominal: its start shape's (tsvd's rank then shrinks)
-                val_loss=last['val_loss'])
+                val_loss=last['val_loss'], seconds=summary and summary['seconds'], start=start)
 
 
 def merge_seeds(runs):
@@ -915,6 +917,20 @@ def checks_table(fits, budgets):
     return lines
 
 
+def cpu_time(runs, budgets):
+    """ladder.md's line on CPU time, from the runs' summaries: a branch's seconds count from its parent's start, so
+    its own share is (steps − branch step) / steps of them (about: at the same seconds per step), and they are what a
+    straight WSD run to its budget takes, which is how a fresh clone reproduces one budget without the long runs"""
+    timed = [r for r in runs if r['seconds']]
+    own = sum(r['seconds'] * (r['iter'] - r['start']) / r['iter'] for r in timed)
+    straight = {b: sum(r['seconds'] for p in g for r in p['members'] if r['seconds']) for b, g in budgets.items()}
+    return (f"CPU time, as logged (1-thread runs, two at a time on 2 cores): the {len(timed)} runs with a summary took "
+            f"{own / 3600:.1f} core-hours (each branch from its branch point; the step-size grid not included). One "
+            f"budget alone from a fresh clone, each of its points a straight WSD run: " + ', '.join(
+                f"C = {b:.2g} {t / 3600:.1f}" for b, t in sorted(straight.items())) + " core-hours (half that in hours "
+            "on 2 cores)" + (f"; {len(runs) - len(timed)} runs have no summary" if len(timed) < len(runs) else '') + '.')
+
+
 def tables(runs, points, budgets, fits, gaps, measured, gen, out):
     seeds = {m: np.unique([len(p['losses']) for p in points if p['mode'] == m], return_counts=True) for m in fits}
     past = {m: [p['tokens'] / TRAIN_TOKENS for p in points if p['mode'] == m and p['tokens'] > FRESH_EPOCHS *
@@ -995,6 +1011,7 @@ def tables(runs, points, budgets, fits, gaps, measured, gen, out):
             lines.append(f"| {target_mode} {target:.4f} | {mode} | {p['run']} (d={p['n_embd']}) | "
                          f"{p['params'] / 1e6:.3f}M | {p['flops_per_token'] / 1e6:.2f} | "
                          f"{f'{tok_s:,.0f}' if tok_s else '-'} |")
+    lines += ['', cpu_time(runs, budgets)]
     text = '\n'.join(lines) + '\n'
     with open(os.path.join(out, 'ladder.md'), 'w') as fh:
         fh.write(text)
