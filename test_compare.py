@@ -39,7 +39,8 @@ class FakeRuns:
         value = float(a[key])
         self.calls.append((mode, value, seed))
         val = 2 + (math.log10(value / self.best[mode])) ** 2 + 0.01 * seed / 1337
-        config = dict(mode=mode, seed=seed, max_iters=steps, batch_size=4, block_size=16, **{key: value})
+        config = dict(mode=mode, seed=seed, max_iters=steps, batch_size=4, block_size=16, gradient_accumulation_steps=1,
+                      **{key: value})
         evals = [dict(kind='eval', iter=i, val_loss=val + (steps - i) / steps, train_loss=val, params=1000,
                       flops_per_token=1e5, train_flops=1e5 * 64 * i, ranks={}) for i in (0, steps // 2, steps)]
         os.makedirs(path, exist_ok=True)
@@ -153,6 +154,16 @@ def test_the_folder_is_keyed_by_what_its_runs_share(corpus, tmp_path):
     p = dict(steps=20, rank=None)
     assert compare.run_name(compare.Run('cola', 0.002, 1), p) == 'cola_lr0.002_seed1_20it'
     assert compare.run_name(compare.Run('cola', 0.002, 1), dict(p, rank=5)) == 'cola_lr0.002_seed1_20it_rank5'
+
+
+def test_a_log_from_before_train_flops_was_logged_gets_it_from_flops_per_token(tmp_path):
+    rows = [dict(kind='config', batch_size=4, block_size=16, gradient_accumulation_steps=2),
+            *(dict(kind='eval', iter=i, val_loss=2.0, flops_per_token=1e5) for i in (0, 10)),
+            dict(kind='eval', iter=20, val_loss=1.9, flops_per_token=1e5, train_flops=123.0),
+            dict(kind='summary', iter=20, seconds=1.0)]
+    (tmp_path / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    evals = compare.summary_of(str(tmp_path))['evals']
+    assert [e['train_flops'] for e in evals] == [0, 1e5 * 128 * 10, 123.0]  # a logged value is kept as it is
 
 
 @pytest.mark.parametrize('argv, word', [

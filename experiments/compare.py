@@ -435,8 +435,12 @@ def chosen(results):
 
 
 def summary_of(path):
+    """a finished run's evals and time. Logs of train.py before it logged train_flops get it from FLOPs/token ×
+    tokens/step × steps: exact for the modes of fixed shape, the only ones such logs hold (TSVD's are all newer)."""
     rows = read_log(path)
-    evals = [r for r in rows if r['kind'] == 'eval']
+    c = next(r for r in rows if r['kind'] == 'config')
+    tokens = c['gradient_accumulation_steps'] * c['batch_size'] * c['block_size']
+    evals = [{'train_flops': r['flops_per_token'] * tokens * r['iter'], **r} for r in rows if r['kind'] == 'eval']
     return dict(evals=evals, seconds=next(r['seconds'] for r in rows if r['kind'] == 'summary'))
 
 
@@ -563,23 +567,39 @@ def plot_step_sizes(plan, results, picks, path):
 
 
 def plot_val_vs_flops(plan, runs, picks, opts, info, path):
+    """left: the chosen runs' val loss as they spend FLOPs; right: where each mode ends (the verdict), its labels the
+    legend of both"""
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw=dict(width_ratios=[1.5, 1]))
     for m in plan:
         for k, r in enumerate(runs[m]):
-            pts = [(e['train_flops'], e['val_loss']) for e in r['evals'] if e['train_flops'] > 0]
-            if pts:
-                style = dict(alpha=1, lw=1.8) if k == 0 else dict(alpha=0.45, lw=1)  # the first seed bold
-                ax.plot(*zip(*pts), '-o', ms=3, color=mode_color(m), **style,
-                        label=f"{m}, {plan[m]['key']}={picks[m]:g} ({len(runs[m])} seeds)" if k == 0 else None)
+            pts = [(e['train_flops'] / 1e12, e['val_loss']) for e in r['evals'] if e['train_flops'] > 0]
+            style = dict(alpha=1, lw=1.8) if k == 0 else dict(alpha=0.45, lw=1)  # the first seed bold
+            ax.plot(*zip(*pts), '-o', ms=3, color=mode_color(m), **style)
     if opts['axis'] == 'flops':
-        ax.axvline(info['flops_budget'], color='0.4', ls=':', label='the budget')
+        ax.axvline(info['flops_budget'] / 1e12, color='0.4', ls=':')
+        ax.text(info['flops_budget'] / 1e12, ax.get_ylim()[1], 'budget ', ha='right', va='top', color='0.4')
     ax.set_xscale('log')
-    ax.set_xlabel('training FLOPs')
-    ax.set_ylabel('val loss (nats)')
-    ax.set_title("the chosen runs: val loss against training FLOPs (faint: further seeds)", fontsize=10)
+    ax.xaxis.set_major_locator(plt.LogLocator(subs=(1, 2, 5)))  # 1, 2, 5, 10, ...: labels a reader can read
+    ax.xaxis.set_major_formatter('{x:g}')
+    ax.xaxis.set_minor_formatter('')
+    ax.set(xlabel='training FLOPs (TFLOPs, log scale)', ylabel='val loss (nats)')
+    ax.set_title('the chosen runs as they train (bold: seed 1337, faint: further seeds)', fontsize=10)
     ax.grid(alpha=0.3, which='both')
-    ax.legend(fontsize=9)
+    finals = {m: [r['evals'][-1]['val_loss'] for r in runs[m]] for m in plan}
+    order = sorted(plan, key=lambda m: statistics.mean(finals[m]))
+    for i, m in enumerate(order):
+        mean = statistics.mean(finals[m])
+        bx.errorbar(mean, i, xerr=[[mean - min(finals[m])], [max(finals[m]) - mean]], fmt='o', capsize=3,
+                    color=mode_color(m))
+    bx.axvline(statistics.mean(finals[opts['reference']]), color='0.4', ls=':')
+    bx.set_yticks(range(len(order)), [f"{m} ({plan[m]['key']} {picks[m]:g})" for m in order], fontsize=9)
+    for label, m in zip(bx.get_yticklabels(), order):
+        label.set_color(mode_color(m))
+    bx.invert_yaxis()  # the best on top
+    bx.set_xlabel('final val loss (nats): mean and range over seeds')
+    bx.set_title(f"where each mode ends (dotted: {opts['reference']})", fontsize=10)
+    bx.grid(alpha=0.3, axis='x')
     fig.tight_layout()
     save_png(fig, path)
     plt.close(fig)
