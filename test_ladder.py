@@ -87,17 +87,30 @@ def committed_runs():
 def test_every_committed_run_is_still_planned_with_its_settings():
     """bash experiments/ladder.sh resumes: each committed log (seed 1337, the first ladder's budgets) is the run of
     a line of the new plan, under the same name, with the same settings (a long run of then is a branch now: a branch
-    equals the straight WSD run); only log_interval differs (the runs logged every 10 steps, the plan says 100)"""
+    equals the straight WSD run); only log_interval differs (the runs logged every 10 steps, the plan says 100). Dense's
+    runs under its first step-size rule lie in assets/ladder/dense_lr1e-3, out of the plan"""
     lines = {line.split()[0]: line.split()[1:] for stage in ('long', 'branch', 'grid')
              for line in ladder.run_lines(stage, ['dense', 'muon', 'spectron'])}
     committed = committed_runs()
-    assert len(committed) >= 117
+    assert len(committed) >= 90
     for run, config in committed.items():
         assert run in lines, run
         for flag in lines[run]:
             key, value = flag[2:].split('=', 1)
             if key not in ('log_interval', 'save_at', 'init_from', 'branch_from'):
                 assert value == str(config[key]) or float(value) == pytest.approx(config[key], rel=1e-6), (run, key)
+
+
+def test_dense_trains_at_its_width_rule():
+    """dense's learning_rate is 1e-3·√(256/d) in every stage (its grid at ½× and 2× of it); at d = 256 it is dense's
+    default, so the first ladder's d = 256 runs are this rule's"""
+    for stage in ('long', 'branch', 'grid'):
+        for line in ladder.run_lines(stage, ['dense'], seeds=(1337,)):
+            d = int(line.split('--n_embd=')[1].split()[0])
+            lr = float(line.split('--learning_rate=')[-1].split()[0])
+            x = float(line.split('_x')[1].split('_')[0].split()[0]) if stage == 'grid' else 1
+            assert lr == pytest.approx(x * 1e-3 * (256 / d) ** 0.5, rel=1e-5), line
+    assert ladder.step_rule("dense", 256) == ladder.lowrank.MODES['dense'].defaults['learning_rate']
 
 
 def test_seed_names():

@@ -247,6 +247,17 @@ def step_key(mode):
     return lowrank.MODES[mode].step_size
 
 
+def step_rule(mode, d):
+    """the step size (step_key's value) a ladder run of mode trains at, at width d: muon_lr 0.01 at every width and
+    spectron_lr 0.02·√(256/d) (train.py's defaults); dense's learning_rate 1e-3·√(256/d), Spectron's law, since its
+    first rule (1e-3 at every width) lost to 2× at every width ≤ 48 checked (assets/ladder/dense_lr1e-3/grid.md); the
+    others their registry default"""
+    if mode == 'dense':
+        return 1e-3 * math.sqrt(256 / d)
+    return {'muon_lr': 0.01, 'spectron_lr': lowrank.spectron_lr_at_width(0.02, d)}.get(
+        step_key(mode), lowrank.MODES[mode].defaults['learning_rate'])
+
+
 def point_dir(mode, d, steps, seed=SEEDS[0]):
     """a ladder point's run: runs/ladder/{mode}_d{d}_T{steps}, with _s{seed} appended for a seed other than SEEDS[0]"""
     return f"runs/ladder/{mode}_d{d}_T{steps}" + ('' if seed == SEEDS[0] else f"_s{seed}")
@@ -279,6 +290,8 @@ def run_lines(stage, modes, seeds=SEEDS):
                          f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --log_interval=100 --seed={seed}")
                 if factorized(mode):
                     flags += f" --rank={rank_of(mode)}"
+                if mode == 'dense':  # the others train at their rule without a flag (train.py's defaults)
+                    flags += f" --learning_rate={step_rule(mode, d):.6g}"
                 top = steps[-1]
                 starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
                 long_dir = point_dir(mode, d, top, seed)
@@ -289,11 +302,9 @@ def run_lines(stage, modes, seeds=SEEDS):
                     lines += [f"{point_dir(mode, d, s, seed)} {flags} --max_iters={s} --init_from=branch "
                               f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
                 elif stage == 'grid':
-                    base = {'muon_lr': 0.01, 'spectron_lr': lowrank.spectron_lr_at_width(0.02, d)}.get(  # the rules
-                        step_key(mode), lowrank.MODES[mode].defaults['learning_rate'])  # (muon_lr: train.py's)
                     lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g}{tag} {flags} --max_iters={s} "
-                              f"--{step_key(mode)}={x * base:.6g}" for dd, s, tag in grid_points(mode) if dd == d
-                              for x in (0.5, 2)]
+                              f"--{step_key(mode)}={x * step_rule(mode, d):.6g}" for dd, s, tag in grid_points(mode)
+                              if dd == d for x in (0.5, 2)]
     return lines
 
 

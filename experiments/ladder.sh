@@ -6,8 +6,9 @@
 # epochs, hours): `python experiments/ladder.py plan`. One WSD run per (mode, width, seed) to the top budget it runs
 # keeps a checkpoint at every lower budget's decay start; each lower budget is a cooldown branch from it (a branch
 # equals the straight WSD run to the digit: test_train.py, so the first ladder's long runs count as branches now).
-# Step sizes: the repo's (learning_rate: each mode's default; muon_lr 0.01 at every width; spectron_lr
-# 0.02·√(256/d), the measured η ∝ 1/√d), checked by a grid at ½× and 2× at each mode's narrowest and widest widths,
+# Step sizes (ladder.py's step_rule): muon_lr 0.01 at every width; spectron_lr 0.02·√(256/d), the measured η ∝ 1/√d;
+# dense's learning_rate 1e-3·√(256/d) (1e-3 at every width lost to 2× at d ≤ 48: assets/ladder/dense_lr1e-3/); the
+# rest each mode's default. Checked by a grid at ½× and 2× at each mode's narrowest and widest widths,
 # at the highest budget up to 1e13 they run within 4 epochs (the first ladder's check) and at the lowest.
 # Then assets/ladder/: grid.md (the check), the figures, ladder.md, points.csv and every log (committed logs count as
 # finished runs, so a rerun only trains what is missing). Two 1-thread runs at a time. MODES picks modes (default
@@ -29,16 +30,19 @@ python prepare_data.py --input=data/shakespeare_complete > /dev/null
 python experiments/ladder.py plan > assets/ladder/plan.md  # sizes, params, steps, epochs, estimated hours
 keep() {  # train one run; its finished log goes to assets/ladder/logs at once, so a session that ends mid-stage keeps it
   train_one "$@" || return 1
+  grep -qs '"kind": "summary"' "$1/log.jsonl" || return 0  # stopped by a signal (train.py exits 0): not finished
   local name; name=$(basename "$1"); case $1 in */grid/*) name=grid_$name;; esac
   [ -e "assets/ladder/logs/$name.log.jsonl.gz" ] || save_log "$1" "assets/ladder/logs/$name.log.jsonl.gz"
 }
 export -f keep save_log
-for stage in grid long branch; do
-  case " $stages " in *" $stage "*)
-    for mode in $modes; do python experiments/ladder.py runs --stage=$stage --modes=$mode --seeds=${seeds// /,}; done |
+run_stage() {  # run_stage STAGE SEED: its runs of every mode, two at a time
+  case " $stages " in *" $1 "*)
+    for mode in $modes; do python experiments/ladder.py runs --stage=$1 --modes=$mode --seeds=$2; done |
       TRAIN_ONE=keep train_all;;
   esac
-done
+}
+run_stage grid "${seeds%% *}"
+for seed in $seeds; do run_stage long $seed; run_stage branch $seed; done  # a seed whole before the next
 finished() { grep -l '"kind": "summary"' "$@" 2>/dev/null | xargs -r -n 1 dirname; }
 for run in $(finished runs/ladder/*/log.jsonl); do save_log "$run" "assets/ladder/logs/$(basename "$run").log.jsonl.gz"; done
 for run in $(finished runs/ladder/grid/*/log.jsonl); do save_log "$run" "assets/ladder/logs/grid_$(basename "$run").log.jsonl.gz"; done
