@@ -22,8 +22,9 @@ and budgets group points by nominal FLOPs (TSVD's shrinking rank logs fewer: it 
 writes to --out: loss_vs_flops.png (every point and each mode's fitted frontier),
 isoflop.png (val loss against parameters at each budget, quadratic fits in log N; N_opt(C) and D_opt(C)),
 gap.png (each mode − dense at equal FLOPs), ladder.md (the fits, exponents, gaps and inference at equal quality)
-and points.csv (every run). Intervals are 90 % bootstrap intervals over the points, each point's loss drawn from its
-seeds in every resample, so they include the seed spread. ladder.md also checks the fits
+and points.csv (every run). A frontier is fitted to each budget's best point. Intervals are 90 % bootstrap intervals,
+each point's loss drawn from its seeds in every resample, so they include the seed spread: over the budgets' best
+points for a frontier, over the points for the rest. ladder.md also checks the fits
 (issue 29): each frontier refitted without its top budget and its prediction there against the measured best loss,
 and Approach 3 (Hoffmann et al.'s parametric L(N, D) = E + A/N^α + B/D^β over every point) beside the isoFLOP
 exponents (Approach 2); a fit that is degenerate or misses its held-out budget is called not a law.
@@ -290,16 +291,15 @@ def run_lines(stage, modes, seeds=SEEDS):
                          f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --log_interval=100 --seed={seed}")
                 if factorized(mode):
                     flags += f" --rank={rank_of(mode)}"
-                if mode == 'dense':  # the others train at their rule without a flag (train.py's defaults)
-                    flags += f" --learning_rate={step_rule(mode, d):.6g}"
                 top = steps[-1]
+                rule = (f" --learning_rate={step_rule(mode, d):.6g}" if mode == 'dense' else '')  # others: train.py's
                 starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
                 long_dir = point_dir(mode, d, top, seed)
                 if stage == 'long':
-                    lines.append(f"{long_dir} {flags} --max_iters={top}"
+                    lines.append(f"{long_dir} {flags}{rule} --max_iters={top}"
                                  + (f" --save_at={','.join(map(str, starts))}" if starts else ''))
                 elif stage == 'branch':
-                    lines += [f"{point_dir(mode, d, s, seed)} {flags} --max_iters={s} --init_from=branch "
+                    lines += [f"{point_dir(mode, d, s, seed)} {flags}{rule} --max_iters={s} --init_from=branch "
                               f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
                 elif stage == 'grid':
                     lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g}{tag} {flags} --max_iters={s} "
@@ -399,14 +399,26 @@ def group_budgets(points):
     return {float(np.exp(np.mean([np.log(p['budget']) for p in g]))): g for g in groups}
 
 
-def envelope(C, L):
-    """indices of the lower envelope: the points no cheaper point beats"""
-    order, best, keep = np.argsort(C, kind='stable'), np.inf, []
+def budget_best(B, L):
+    """indices of each budget's best point, the frontier's points: runs within BUDGET_TOL of each other in nominal FLOPs
+    (B) share a budget. Not the lower envelope of single runs: a budget's runs differ in FLOPs by up to a step's worth
+    (steps are whole), so its cheapest run would join that envelope whatever its loss and pull the frontier up."""
+    order, groups = np.argsort(B, kind='stable'), []
     for i in order:
-        if L[i] < best:
-            best = L[i]
-            keep.append(i)
-    return np.array(keep)
+        if groups and B[i] <= B[groups[-1][0]] * BUDGET_TOL:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return np.array([g[int(np.argmin(np.asarray(L)[g]))] for g in groups], int)
+
+
+def frontier_draw(C, B, S, rng):
+    """one bootstrap draw of the frontier's points: each point's loss drawn from its seeds, each budget's best of them,
+    the budgets resampled with replacement; (C, L) of the draw, or None with fewer than 3 distinct budgets"""
+    L = seed_draw(S, rng)
+    best = budget_best(B, L)
+    e = best[rng.integers(len(best), size=len(best))]
+    return (C[e], L[e]) if len(np.unique(C[e])) >= 3 else None
 
 
 def fit_frontier(C, L):
@@ -460,25 +472,21 @@ def at_bound(fit, L):
 def held_out_check(C, L, top, resamples, rng, losses=None, budget=None):
     """the frontier fit refitted without its top budget (points whose nominal budget, default C, is below top /
     BUDGET_TOL), its prediction against the measured best loss at top, at the FLOPs that point logged; the interval is
-    the 90% bootstrap of that prediction (resample the lower points, each one's loss from its seeds (losses), envelope,
-    refit). None with fewer than 3 lower budgets or no point at top."""
+    the 90% bootstrap of that prediction (frontier_draw of the lower points, refit). None with fewer than 3 lower
+    budgets or no point at top."""
     C, L = np.asarray(C, float), np.asarray(L, float)
     losses = [[v] for v in L] if losses is None else losses
-    low = (C if budget is None else np.asarray(budget, float)) < top / BUDGET_TOL
-    Cl, Ll, Sl = C[low], L[low], [s for s, k in zip(losses, low) if k]
-    env = envelope(Cl, Ll)
+    B = C if budget is None else np.asarray(budget, float)
+    low = B < top / BUDGET_TOL
+    Cl, Ll, Bl, Sl = C[low], L[low], B[low], [s for s, k in zip(losses, low) if k]
+    env = budget_best(Bl, Ll)
     if len(np.unique(Cl[env])) < 3 or low.all():
         return None
     fit = fit_frontier(Cl[env], Ll[env])
     at = C[~low][np.argmin(L[~low])]  # the FLOPs the best point at top spent (tsvd's: below its budget)
     pred, measured = float(frontier_loss(fit, at)), float(L[~low].min())
-    preds = []
-    for _ in range(resamples):
-        Lr = seed_draw(Sl, rng)
-        i = rng.integers(len(Cl), size=len(Cl))
-        e = i[envelope(Cl[i], Lr[i])]
-        if len(np.unique(Cl[e])) >= 3:
-            preds.append(float(frontier_loss(fit_frontier(Cl[e], Lr[e]), at)))
+    draws = (frontier_draw(Cl, Bl, Sl, rng) for _ in range(resamples))
+    preds = [float(frontier_loss(fit_frontier(*d), at)) for d in draws if d]
     iv = interval(preds)
     within = iv[0] - 1e-9 <= measured <= iv[1] + 1e-9
     degenerate = at_bound(fit, Ll[env])
@@ -590,7 +598,7 @@ def interval(xs):
 
 def mode_fits(points, budgets, resamples, rng):
     """everything fitted for one mode: frontier (E, A, α) and its bootstrap, N_opt and D_opt per budget, exponents.
-    Each bootstrap resample draws the points and each point's loss from its seeds (seed_draw)."""
+    The frontier is fitted to each budget's best point (budget_best); its bootstrap draws frontier_draw's."""
     C = np.array([p['train_flops'] for p in points], float)
     L = np.array([p['val_loss'] for p in points])
     N = np.array([p['params'] for p in points], float)
@@ -600,16 +608,12 @@ def mode_fits(points, budgets, resamples, rng):
                                   min(2, len(sizes) - 1))) if len(sizes) > 1 else None
     out = dict(C=C, L=L, N=N, S=S, B=np.array([p['budget'] for p in points]), fit=None, boot=[], opt={}, boot_exp=[],
                degenerate='', held=set())
-    env = envelope(C, L)
+    env = budget_best(out['B'], L)
     if len(np.unique(C[env])) >= 3:
         out['fit'] = fit_frontier(C[env], L[env])
         out['degenerate'] = at_bound(out['fit'], L[env])
-        for _ in range(resamples):  # resample the points, then take the envelope again
-            Lr = seed_draw(S, rng)
-            i = rng.integers(len(C), size=len(C))
-            e = i[envelope(C[i], Lr[i])]
-            if len(np.unique(C[e])) >= 3:
-                out['boot'].append(fit_frontier(C[e], Lr[e]))
+        draws = (frontier_draw(C, out['B'], S, rng) for _ in range(resamples))
+        out['boot'] = [fit_frontier(*d) for d in draws if d]
     groups = {b: np.array([k for k, p in enumerate(points) if any(p is q for q in g)], int)
               for b, g in budgets.items()}
     groups = {b: g for b, g in groups.items() if len(np.unique(N[g])) >= 3}
