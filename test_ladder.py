@@ -102,15 +102,14 @@ def test_every_committed_run_is_still_planned_with_its_settings():
 
 
 def test_dense_trains_at_its_width_rule():
-    """dense's learning_rate is 1e-3·√(256/d) in every stage (its grid at ½× and 2× of it); at d = 256 it is dense's
-    default, so the first ladder's d = 256 runs are this rule's"""
+    """dense's learning_rate is 1.3e-3·(256/d)^(2/3) in every stage (its grid at ½× and 2× of it)"""
     for stage in ('long', 'branch', 'grid'):
         for line in ladder.run_lines(stage, ['dense'], seeds=(1337,)):
             d = int(line.split('--n_embd=')[1].split()[0])
             lr = float(line.split('--learning_rate=')[-1].split()[0])
             x = float(line.split('_x')[1].split('_')[0].split()[0]) if stage == 'grid' else 1
-            assert lr == pytest.approx(x * 1e-3 * (256 / d) ** 0.5, rel=1e-5), line
-    assert ladder.step_rule("dense", 256) == ladder.lowrank.MODES['dense'].defaults['learning_rate']
+            assert lr == pytest.approx(x * 1.3e-3 * (256 / d) ** (2 / 3), rel=1e-5), line
+    assert ladder.step_rule('muon', 12) == 0.01 and ladder.step_rule('nfw', 64) == 2e-3
 
 
 def test_seed_names():

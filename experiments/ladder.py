@@ -91,6 +91,8 @@ MEASURED_MS = {  # ms/step, 1 thread, nice, while other work shared the 2 cores:
     ('muon', 64): 26.7, ('muon', 256): 381.8,  # other shapes: a power law in FLOPs/token through the two widths
     ('spectron', 64): 18.7, ('spectron', 256): 108.5,  # nfw and tsvd: TIMED_LIKE
 }
+DENSE_LR, DENSE_LR_POWER = 1.3e-3, 2 / 3  # dense's AdamW peak ∝ d^(−2/3) (step_rule): the sweep's best 9.2e-3 at d=12,
+# 6.5e-3 at 24, 5.3e-3 at 48, 1e-3 at 384; their least-squares line in log-log, 1.4e-3·(256/d)^0.65, rounded
 PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
 C_REF = 1e13  # the frontier's A is the reducible loss at this many FLOPs: L = E + A·(C / C_REF)^−α
 BUDGET_TOL = 1.15  # runs within this factor of nominal training FLOPs belong to the same budget (nominal: the steps
@@ -250,11 +252,11 @@ def step_key(mode):
 
 def step_rule(mode, d):
     """the step size (step_key's value) a ladder run of mode trains at, at width d: muon_lr 0.01 at every width and
-    spectron_lr 0.02·√(256/d) (train.py's defaults); dense's learning_rate 1e-3·√(256/d), Spectron's law, since its
-    first rule (1e-3 at every width) lost to 2× at every width ≤ 48 checked (assets/ladder/dense_lr1e-3/grid.md); the
-    others their registry default"""
+    spectron_lr 0.02·√(256/d) (train.py's defaults); dense's learning_rate DENSE_LR·(256/d)^DENSE_LR_POWER, fitted to
+    the best of a sweep at widths 12–384 (assets/ladder/dense_lr/: 1e-3 at every width, dense's default, lost up to
+    0.2 at the narrow widths); the others their registry default"""
     if mode == 'dense':
-        return 1e-3 * math.sqrt(256 / d)
+        return DENSE_LR * (256 / d) ** DENSE_LR_POWER
     return {'muon_lr': 0.01, 'spectron_lr': lowrank.spectron_lr_at_width(0.02, d)}.get(
         step_key(mode), lowrank.MODES[mode].defaults['learning_rate'])
 
