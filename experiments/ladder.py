@@ -759,10 +759,9 @@ def figure_frontier(points, fits, colors, out):
             ax.errorbar([p['train_flops'] for p in spread], [p['val_loss'] for p in spread], fmt='none', lw=0.7,
                         yerr=[[p['val_loss'] - p['losses'].min() for p in spread],
                               [p['losses'].max() - p['val_loss'] for p in spread]], ecolor=colors[mode], zorder=2)
-        for g in group_budgets(mine).values():  # the width of each budget's best point
-            p = min(g, key=lambda p: p['val_loss'])
-            ax.annotate(str(p['n_embd']), (p['train_flops'], p['val_loss']), xytext=(5, -4), fontsize=7,
-                        textcoords='offset points', color=colors[mode], fontweight='bold')
+        best = budget_best(f['B'], f['L'])  # the frontier's points, ringed
+        ax.scatter(f['C'][best], f['L'][best], s=110, facecolors='none', edgecolors=colors[mode], linewidths=1.5,
+                   zorder=4)
         if f['fit']:
             grid = np.geomspace(f['C'].min(), f['C'].max(), 100)
             E, A, alpha = f['fit']
@@ -778,12 +777,12 @@ def figure_frontier(points, fits, colors, out):
             ax.plot([], [], 'o', color=colors[mode], label=f"{mode}: too few budgets to fit")
     for size, what in ((8, 'narrowest'), (60, 'widest')):
         ax.scatter([], [], s=size, c='0.6', edgecolors='0.3', linewidths=0.3, label=f"{what} width of a mode")
+    ax.scatter([], [], s=110, facecolors='none', edgecolors='0.3', linewidths=1.5, label="a budget's best point")
     ax.set_xscale('log')
     ax.set_xlabel('training FLOPs (train_flops as logged)')
     ax.set_ylabel('final val loss (nats/char; the mean over seeds, bar: their range)')
-    ax.set_title('Val loss against training compute: dots = points (bigger, darker = wider; number: n_embd of each '
-                 "budget's best point),\nlines = fitted frontier E + A·C^−α (band: 90%; dashed: not a law)",
-                 fontsize=9)
+    ax.set_title("Val loss against training compute: dots = points (bigger, darker = wider; ringed: each budget's best),"
+                 "\nlines = frontier E + A·C^−α fitted to the ringed points (band: 90%; dashed: not a law)", fontsize=9)
     ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8, title='mode (fit)')
     fig.tight_layout()
     save_png(fig, os.path.join(out, 'loss_vs_flops.png'))
