@@ -93,6 +93,8 @@ MEASURED_MS = {  # ms/step, 1 thread, nice, while other work shared the 2 cores:
 }
 DENSE_LR, DENSE_LR_POWER = 1.3e-3, 2 / 3  # dense's AdamW peak ∝ d^(−2/3) (step_rule): the sweep's best 9.2e-3 at d=12,
 # 6.5e-3 at 24, 5.3e-3 at 48, 1e-3 at 384; their least-squares line in log-log, 1.4e-3·(256/d)^0.65, rounded
+FLOOR_MS = 15  # ms/step of the narrowest shapes, from their logs (dense d=12, 16, 24 at 1e-3: 987 s for 65,079 steps,
+# 648 s for 41,939, 629 s for 38,797; assets/ladder/dense_lr), where the power law says 2–5
 PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
 C_REF = 1e13  # the frontier's A is the reducible loss at this many FLOPs: L = E + A·(C / C_REF)^−α
 BUDGET_TOL = 1.15  # runs within this factor of nominal training FLOPs belong to the same budget (nominal: the steps
@@ -139,9 +141,9 @@ def shape(mode, d):
 
 def ms_per_step(mode, fpt, measured):
     """measured ms/step where there is a measurement, else a power law in FLOPs/token through the mode's two (or
-    through TIMED_LIKE's mode's)"""
+    through TIMED_LIKE's mode's), but never below FLOOR_MS: the narrowest shapes cost a step's overhead, not FLOPs"""
     (f0, m0), (f1, m1) = sorted(measured[mode if mode in measured else TIMED_LIKE[mode]])
-    return m0 * (fpt / f0) ** (math.log(m1 / m0) / math.log(f1 / f0))
+    return max(FLOOR_MS, m0 * (fpt / f0) ** (math.log(m1 / m0) / math.log(f1 / f0)))
 
 
 def measure():
@@ -219,7 +221,8 @@ def plan(opts):
         print(f"| {r['mode']} | {r['d']} | {r['rank']} | {r['params'] / 1e6:.3f}M | {r['fpt'] / 1e6:.2f} | {steps} "
               f"| {r['ms']:.0f}{'' if r['measured'] else ' (est.)'} | {r['hours']:.2f} |")
     print(f"\nms/step: measured at {sorted({d for _, d in MEASURED_MS})} (1 thread), the rest a power law in "
-          f"FLOPs/token between them (est.; nfw, tsvd: {', '.join(f'{a} as {b}' for a, b in TIMED_LIKE.items())}); "
+          f"FLOPs/token between them, at least {FLOOR_MS} (est.; nfw, tsvd: "
+          f"{', '.join(f'{a} as {b}' for a, b in TIMED_LIKE.items())}); "
           "CPU hours include the branches and the evals")
     for mode in WIDTHS:
         mine = [r for r in rows if r['mode'] == mode]
