@@ -244,7 +244,7 @@ def test_cpu_time_counts_a_branch_from_its_branch_point(tmp_path):
 
 BAD = [  # (command line: {tmp} a fresh folder, {run} a finished run in it; a key word of the one-line error)
     (['analyze', '--out={tmp}'], 'usage'), (['analyze', '{tmp}/no_evals', '--out={tmp}'], 'no_evals'),
-    (['analyze', '{tmp}/missing', '--out={tmp}'], 'missing'), (['fit'], 'usage'), (['plan', '--measur=True'], 'measur'),
+    (['analyze', '{tmp}/missing', '--out={tmp}'], 'missing'), (['fit'], 'usage'), (['third'], 'usage'), (['plan', '--measur=True'], 'measur'),
     (['plan', '--measure=yes'], 'measure'), (['plan', '--measure=1'], 'measure'),  # were a silent False
     (['plan', 'extra'], 'extra'),  # was ignored
     (['analyze', '{run}', '--out=/proc/ladder'], 'out'),  # unwritable: refused before the fits, not after them
@@ -314,6 +314,28 @@ def law_runs(mode, spread, seeds=(1337, 1), widths=None):
                                  train_flops=C, budget=C, tokens=C / fpt, val_loss=loss_of(params, C / fpt)
                                  + spread * (-1) ** (i + d + k)))
     return runs
+
+
+def test_a_third_seed_where_two_disagree_by_more_than_the_gap(capsys):
+    """ladder.py third: a budget's best points of a pair (mode against dense, or against muon) get seed 2 where their
+    seeds' range exceeds |gap|; none where the seeds agree, none twice, only the modes asked for; each a straight run"""
+    agree = law_runs('dense', 0.0) + law_runs('spectron', 0.0)
+    assert ladder.third_seed_lines(ladder.merge_seeds(agree), ['dense', 'spectron']) == []
+    runs = law_runs('dense', 0.05) + law_runs('spectron', 0.0)  # dense's ±0.05 > the gap at most budgets
+    points = ladder.merge_seeds(runs)
+    lines = ladder.third_seed_lines(points, ['dense', 'spectron'])
+    gaps = dict(ladder.measured_gaps(ladder.group_budgets(points), ['dense', 'spectron'], 10,
+                                     np.random.default_rng(0)))['spectron − dense']
+    assert len(lines) == 2 * sum(abs(g) < 0.1 for g, _ in gaps.values()) > 0  # both sides of each such budget
+    assert all('_s2 ' in ln and '--seed=2 ' in ln and 'branch' not in ln and 'save_at' not in ln for ln in lines)
+    dense = ladder.third_seed_lines(points, ['dense'])
+    assert dense == [ln for ln in lines if '--mode=dense ' in ln]
+    assert all('--learning_rate=' in ln for ln in dense)  # dense's rule, as in its other runs
+    third = [dict(r, seed=2, run=r['run'][:-5] + '_s2') for r in runs if r['seed'] == 1337 and any(
+        f"{ladder.point_dir(r['mode'], r['n_embd'], r['iter'], 2)} " in ln for ln in lines)]
+    again = ladder.third_seed_lines(ladder.merge_seeds(runs + third), ['dense', 'spectron'])  # a new best point may
+    assert not {ln.split()[0] for ln in again} & {ln.split()[0] for ln in lines}  # ask for its own, none twice
+    assert 'third seed: dense d=' in capsys.readouterr().err
 
 
 def test_seeds_are_one_point_and_widen_every_interval():

@@ -5,6 +5,7 @@ The compute ladder (issues 24 and 29): model sizes × modes × training-FLOP bud
     python experiments/ladder.py plan --measure=True      # re-time the measured shapes first (1 thread, 20 steps)
     python experiments/ladder.py runs --stage=long|branch|grid [--modes=dense,muon] [--seeds=1337,1]  # ladder.sh's
     python experiments/ladder.py grid                     # the step-size check's table, from runs/ladder
+    python experiments/ladder.py third runs/ladder/* [--modes=dense,muon]  # the third seed's runs (where 2 disagree)
     python experiments/ladder.py analyze runs/ladder/* --out=assets/ladder [--bench=bench.csv] [--resamples=1000]
 
 Keys in configurator's --key=value style (--help lists them); bad input is one line and exit status 2.
@@ -65,6 +66,7 @@ GRID_WIDTHS = {'dense': (12, 24, 48, 384), 'muon': (24, 32, 48, 384), 'spectron'
                'nfw': (32, 48, 576), 'tsvd': (16, 24, 384)}  # narrowest, the first ladder's checked ones, the widest
 GRID_TOP, GRID_EPOCHS = 1e13, 4  # the grid's first check (its runs grid/{mode}_d{d}_x{x}): each width at the highest
 # budget up to GRID_TOP it reaches within GRID_EPOCHS epochs, the first ladder's rule; its second at the lowest it runs
+THIRD_SEED = 2  # a budget's best point gets it where its two seeds disagree by more than a gap (third_seed_lines)
 SEEDS = (1337, 1)  # every (mode, width) at each; the first is the first ladder's (its runs keep their names), another
 # appends _s{seed} to the name (runs/ladder/dense_d64_T694_s1), its branches from that seed's long run
 MAX_EPOCHS = 16  # a (width, budget) point needing more epochs is not run. The complete works are all the data we have;
@@ -110,10 +112,10 @@ out = ''  # analyze: the folder for the figures, ladder.md and points.csv
 bench = ''  # analyze: a bench.py --csv file whose sampling tokens/s (gen_tok_s) the inference table shows
 resamples = 1000  # analyze: bootstrap resamples of the 90% intervals
 KEYS = dict(measure=measure, stage=stage, modes=modes, seeds=seeds, out=out, bench=bench, resamples=resamples)
-COMMANDS = {'plan': {'measure'}, 'runs': {'stage', 'modes', 'seeds'}, 'grid': {'modes'},
+COMMANDS = {'plan': {'measure'}, 'runs': {'stage', 'modes', 'seeds'}, 'grid': {'modes'}, 'third': {'modes'},
             'analyze': {'out', 'bench', 'resamples'}}
 USAGE = ("usage: ladder.py plan [--measure=True] | runs --stage=long|branch|grid [--modes=a,b] [--seeds=1337,1] | grid "
-         "[--modes=a,b]"
+         "[--modes=a,b] | third RUN_DIR|LOG.jsonl ... [--modes=a,b]"
          " | analyze RUN_DIR|LOG.jsonl ... --out=DIR [--bench=CSV] [--resamples=N]")
 
 
@@ -281,6 +283,42 @@ def grid_points(mode):
     return out
 
 
+def run_flags(mode, d, seed, x=1):
+    """train.py's flags of a ladder run of mode at width d and seed but its length, at x × step_rule (a flag only where
+    that is not train.py's default: dense's rule, or x ≠ 1)"""
+    return (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
+            f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
+            f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
+            f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --log_interval=100 --seed={seed}"
+            + (f" --rank={rank_of(mode)}" if factorized(mode) else '')
+            + (f" --{step_key(mode)}={x * step_rule(mode, d):.6g}" if mode == 'dense' or x != 1 else ''))
+
+
+def third_seed_lines(points, modes):
+    """issue 29's third seed: train_all's lines of the budgets' best points (a straight WSD run at THIRD_SEED, equal to
+    a branch of that seed's long run) where two seeds disagree by more than the gap they are used for: per budget, a
+    mode's best point against dense's and dense + Muon's (measured_gaps' pairs), both with ≥ 2 seeds, when either's
+    seed range exceeds |gap|. Only points of the modes given, and not those with a third seed already; each reason on
+    stderr."""
+    lines = {}
+    for ref in ('dense', 'muon'):
+        for b, g in sorted(group_budgets(points).items()):
+            best = {m: min((p for p in g if p['mode'] == m), key=lambda p: p['val_loss'])
+                    for m in {p['mode'] for p in g}}
+            for mode in (m for m in best if m not in ('dense', ref) and ref in best):
+                pair = best[mode], best[ref]
+                gap, spread = pair[0]['val_loss'] - pair[1]['val_loss'], max(np.ptp(p['losses']) for p in pair)
+                if min(len(p['losses']) for p in pair) < 2 or spread <= abs(gap):
+                    continue
+                for p in pair:
+                    if p['mode'] in modes and THIRD_SEED not in p['seeds'] and len(p['seeds']) < 3:
+                        name = point_dir(p['mode'], p['n_embd'], p['iter'], THIRD_SEED)
+                        lines[name] = f"{name} {run_flags(p['mode'], p['n_embd'], THIRD_SEED)} --max_iters={p['iter']}"
+                        print(f"third seed: {p['mode']} d={p['n_embd']} at {b:.2g} FLOPs ({mode} − {ref} {gap:+.4f}, "
+                              f"seeds spread {spread:.4f})", file=sys.stderr)
+    return list(lines.values())
+
+
 def run_lines(stage, modes, seeds=SEEDS):
     """train_all's lines (OUT_DIR --key=value ...) of one stage: 'long' (one WSD run per mode, size and seed to the
     highest budget it runs, keeping a checkpoint at every lower budget's decay start), 'branch' (the cooldowns from
@@ -290,26 +328,19 @@ def run_lines(stage, modes, seeds=SEEDS):
         for seed in seeds if stage != 'grid' else SEEDS[:1]:
             for d in WIDTHS[mode]:
                 steps = [s for _, s in budget_steps(mode, d)]
-                flags = (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
-                         f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
-                         f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
-                         f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --log_interval=100 --seed={seed}")
-                if factorized(mode):
-                    flags += f" --rank={rank_of(mode)}"
+                flags = run_flags(mode, d, seed)
                 top = steps[-1]
-                rule = (f" --learning_rate={step_rule(mode, d):.6g}" if mode == 'dense' else '')  # others: train.py's
                 starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
                 long_dir = point_dir(mode, d, top, seed)
                 if stage == 'long':
-                    lines.append(f"{long_dir} {flags}{rule} --max_iters={top}"
+                    lines.append(f"{long_dir} {flags} --max_iters={top}"
                                  + (f" --save_at={','.join(map(str, starts))}" if starts else ''))
                 elif stage == 'branch':
-                    lines += [f"{point_dir(mode, d, s, seed)} {flags}{rule} --max_iters={s} --init_from=branch "
+                    lines += [f"{point_dir(mode, d, s, seed)} {flags} --max_iters={s} --init_from=branch "
                               f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
                 elif stage == 'grid':
-                    lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g}{tag} {flags} --max_iters={s} "
-                              f"--{step_key(mode)}={x * step_rule(mode, d):.6g}" for dd, s, tag in grid_points(mode)
-                              if dd == d for x in (0.5, 2)]
+                    lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g}{tag} {run_flags(mode, d, seed, x)} --max_iters={s}"
+                              for dd, s, tag in grid_points(mode) if dd == d for x in (0.5, 2)]
     return lines
 
 
@@ -1082,7 +1113,7 @@ def main(argv):
     unknown = set(opts) - COMMANDS[args[0]]
     if unknown:
         die(f"unknown option(s) for {args[0]}: {', '.join(sorted(unknown))}")
-    if args[0] != 'analyze' and args[1:]:
+    if args[0] not in ('analyze', 'third') and args[1:]:
         die(f"{args[0]} takes no runs, got {args[1]!r}")
     opts = {**KEYS, **opts}
     modes = opts['modes'].split(',')
@@ -1097,6 +1128,10 @@ def main(argv):
         print('\n'.join(run_lines(opts['stage'], modes, tuple(map(int, seeds)))))
     elif args[0] == 'grid':
         print(grid_table(modes))
+    elif args[0] == 'third':
+        if not args[1:]:
+            die("usage: ladder.py third RUN_DIR|LOG.jsonl ... [--modes=a,b]")
+        print('\n'.join(third_seed_lines(merge_seeds([read(read_point, p) for p in args[1:]]), modes)))
     else:
         plan(opts) if args[0] == 'plan' else analyze(args[1:], opts)
 

@@ -13,13 +13,14 @@
 # Then assets/ladder/: grid.md (the check), the figures, ladder.md, points.csv and every log (committed logs count as
 # finished runs, so a rerun only trains what is missing). Two 1-thread runs at a time. MODES picks modes (default
 # "dense muon spectron nfw tsvd"), SEEDS the seeds of the long and branch stages (default "1337 1"), STAGES the
-# stages (default "grid long branch analyze"), e.g. MODES="nfw tsvd" SEEDS=1337 bash experiments/ladder.sh
+# stages (default "grid long branch third analyze"; third: seed 2 at a budget's best points whose seeds disagree by
+# more than the gap they are used for), e.g. MODES="nfw tsvd" SEEDS=1337 bash experiments/ladder.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
 modes=${MODES:-dense muon spectron nfw tsvd}
 seeds=${SEEDS:-1337 1}
-stages=${STAGES:-grid long branch analyze}
+stages=${STAGES:-grid long branch third analyze}
 mkdir -p assets/ladder/logs runs/ladder/grid
 for log in assets/ladder/logs/*.log.jsonl.gz; do  # committed runs: grid runs are named grid_*
   [ -e "$log" ] || continue
@@ -44,6 +45,9 @@ run_stage() {  # run_stage STAGE SEED: its runs of every mode, two at a time
 run_stage grid "${seeds%% *}"
 for seed in $seeds; do run_stage long $seed; run_stage branch $seed; done  # a seed whole before the next
 finished() { grep -l '"kind": "summary"' "$@" 2>/dev/null | xargs -r -n 1 dirname; }
+case " $stages " in *" third "*)  # a third seed where two disagree by more than a gap (ladder.py third_seed_lines)
+  python experiments/ladder.py third $(finished runs/ladder/*/log.jsonl) --modes=${modes// /,} | TRAIN_ONE=keep train_all;;
+esac
 for run in $(finished runs/ladder/*/log.jsonl); do save_log "$run" "assets/ladder/logs/$(basename "$run").log.jsonl.gz"; done
 for run in $(finished runs/ladder/grid/*/log.jsonl); do save_log "$run" "assets/ladder/logs/grid_$(basename "$run").log.jsonl.gz"; done
 case " $stages " in *" analyze "*)
