@@ -112,6 +112,15 @@ def test_dense_trains_at_its_width_rule():
     assert ladder.step_rule('muon', 12) == 0.01 and ladder.step_rule('nfw', 64) == 2e-3
 
 
+def test_speeds_writes_what_analyze_reads(tmp_path, monkeypatch):
+    """ladder.py speeds: one row per ladder shape of --modes, at the ladder's rank, in the CSV analyze's --bench reads"""
+    monkeypatch.setattr(ladder, 'WIDTHS', {'dense': (12,), 'spectron': (32,), 'tsvd': (16,)})
+    monkeypatch.setattr(ladder, 'SAMPLE_TOKENS', 3)
+    ladder.main(['speeds', '--modes=dense,spectron,tsvd', f'--out={tmp_path}/speeds.csv'])
+    speeds = ladder.read_bench(f'{tmp_path}/speeds.csv')
+    assert set(speeds) == {('dense', 12, 12), ('spectron', 32, 8), ('tsvd', 16, 8)} and min(speeds.values()) > 0
+
+
 def test_seed_names():
     """seed 1337's lines are the same with or without more seeds; another seed's are the same runs with _s{seed}
     appended to every name (its branches from its own long run) and its --seed"""
@@ -244,7 +253,7 @@ def test_cpu_time_counts_a_branch_from_its_branch_point(tmp_path):
 
 BAD = [  # (command line: {tmp} a fresh folder, {run} a finished run in it; a key word of the one-line error)
     (['analyze', '--out={tmp}'], 'usage'), (['analyze', '{tmp}/no_evals', '--out={tmp}'], 'no_evals'),
-    (['analyze', '{tmp}/missing', '--out={tmp}'], 'missing'), (['fit'], 'usage'), (['third'], 'usage'), (['plan', '--measur=True'], 'measur'),
+    (['analyze', '{tmp}/missing', '--out={tmp}'], 'missing'), (['fit'], 'usage'), (['third'], 'usage'), (['speeds'], 'out'), (['speeds', '--out=/proc/x.csv'], 'out'), (['plan', '--measur=True'], 'measur'),
     (['plan', '--measure=yes'], 'measure'), (['plan', '--measure=1'], 'measure'),  # were a silent False
     (['plan', 'extra'], 'extra'),  # was ignored
     (['analyze', '{run}', '--out=/proc/ladder'], 'out'),  # unwritable: refused before the fits, not after them

@@ -6,6 +6,7 @@ The compute ladder (issues 24 and 29): model sizes × modes × training-FLOP bud
     python experiments/ladder.py runs --stage=long|branch|grid [--modes=dense,muon] [--seeds=1337,1]  # ladder.sh's
     python experiments/ladder.py grid                     # the step-size check's table, from runs/ladder
     python experiments/ladder.py third runs/ladder/* [--modes=dense,muon]  # the third seed's runs (where 2 disagree)
+    python experiments/ladder.py speeds --out=assets/ladder/speeds.csv  # every shape's sampling tokens/s (--bench)
     python experiments/ladder.py analyze runs/ladder/* --out=assets/ladder [--bench=bench.csv] [--resamples=1000]
 
 Keys in configurator's --key=value style (--help lists them); bad input is one line and exit status 2.
@@ -81,6 +82,7 @@ OPTIONAL = ()  # modes run only if asked (--modes / MODES=...); the plan prints 
 BUDGETS = tuple(1e12 * 10 ** (k / 4) for k in range(5)) + (2e13, 4e13)  # training FLOPs: the first ladder's decade
 # in quarter decades, then two doublings past it (0.30 decades a step, near the quarter decade): round budgets, and
 # the most whose minima (N_opt ∝ C^0.7–0.8 from the first ladder) keep widths on both sides within MAX_EPOCHS
+SAMPLE_TOKENS = 500  # speeds: new tokens sampled per shape
 COOLDOWN = 0.2  # each branch cools down over this fraction of its budget's steps
 WARMUP = 50  # WSD warmup steps: below 0.8 × the shortest branch that is run
 MIN_STEPS = 150  # a (size, budget) point shorter than this is not run: it would be mostly warmup
@@ -108,14 +110,15 @@ measure = False  # plan: re-time the measured shapes first (1 thread, 20 steps)
 stage = ''  # runs: long | branch | grid
 modes = ','.join(m for m in WIDTHS if m not in OPTIONAL)  # runs, grid: comma-separated modes of WIDTHS
 seeds = ','.join(map(str, SEEDS))  # runs: comma-separated seeds (long and branch stages)
-out = ''  # analyze: the folder for the figures, ladder.md and points.csv
+out = ''  # analyze: the folder for the figures, ladder.md and points.csv; speeds: the CSV
 bench = ''  # analyze: a bench.py --csv file whose sampling tokens/s (gen_tok_s) the inference table shows
 resamples = 1000  # analyze: bootstrap resamples of the 90% intervals
 KEYS = dict(measure=measure, stage=stage, modes=modes, seeds=seeds, out=out, bench=bench, resamples=resamples)
 COMMANDS = {'plan': {'measure'}, 'runs': {'stage', 'modes', 'seeds'}, 'grid': {'modes'}, 'third': {'modes'},
+            'speeds': {'modes', 'out'},
             'analyze': {'out', 'bench', 'resamples'}}
 USAGE = ("usage: ladder.py plan [--measure=True] | runs --stage=long|branch|grid [--modes=a,b] [--seeds=1337,1] | grid "
-         "[--modes=a,b] | third RUN_DIR|LOG.jsonl ... [--modes=a,b]"
+         "[--modes=a,b] | third RUN_DIR|LOG.jsonl ... [--modes=a,b] | speeds --out=CSV [--modes=a,b]"
          " | analyze RUN_DIR|LOG.jsonl ... --out=DIR [--bench=CSV] [--resamples=N]")
 
 
@@ -148,15 +151,36 @@ def ms_per_step(mode, fpt, measured):
     return max(FLOOR_MS, m0 * (fpt / f0) ** (math.log(m1 / m0) / math.log(f1 / f0)))
 
 
-def measure():
-    """ms/step of MEASURED_MS's shapes, timed now by bench.py's train step (1 thread)"""
+def bench_config(**kw):
+    """bench.py's config of a ladder shape's timing (1 thread, the ladder's vocabulary and batch), after an untimed run
+    that loads kernels and thread pools"""
     import torch
     import bench
     torch.set_num_threads(1)
-    c = bench.validate(dict(bench.DEFAULTS, vocab_size=VOCAB, block_size=BLOCK_SIZE, batch_size=BATCH_SIZE,
-                            warmup=3, steps=20, sample_tokens=0))
+    c = bench.validate(dict(bench.DEFAULTS, vocab_size=VOCAB, block_size=BLOCK_SIZE, batch_size=BATCH_SIZE, **kw))
     c['opt_cfg'] = dict(bench.OPT_CFG, device_type='cpu', rank_warmup=10**9)
-    bench.run(dict(c, steps=1), 64, 'dense', 64)  # untimed: loads kernels and thread pools
+    bench.run(dict(c, steps=1), 64, 'dense', 64)
+    return bench, c
+
+
+def speeds(opts):
+    """sampling tokens/s (one token at a time, 1 thread) of every ladder shape of --modes, into --out as a CSV that
+    analyze's --bench reads; time it on a quiet machine (tsvd: at its start rank, an upper bound on its cost)"""
+    bench, c = bench_config(warmup=1, steps=1, sample_tokens=SAMPLE_TOKENS)
+    shapes = [(m, d) for m in opts['modes'].split(',') for d in WIDTHS[m]]
+    with open(opts['out'], 'w', newline='') as f:
+        out = csv.writer(f)
+        out.writerow(['mode', 'width', 'rank', 'params', 'mflops_tok', 'gen_tok_s'])
+        for k, (mode, d) in enumerate(shapes):
+            rank = max(1, round(rank_of(mode) * d)) if factorized(mode) else d
+            r = bench.run(c, d, mode, rank)
+            out.writerow([mode, d, rank, r['params'], f"{r['flops'] / 1e6:.4f}", f"{r['gen']:.1f}"])
+            print(f"{k + 1} of {len(shapes)}: {mode} d={d} rank {rank}: {r['gen']:,.0f} tokens/s", flush=True)
+
+
+def measure():
+    """ms/step of MEASURED_MS's shapes, timed now by bench.py's train step (1 thread)"""
+    bench, c = bench_config(warmup=3, steps=20, sample_tokens=0)
     out = {}
     for mode, d in MEASURED_MS:
         out[mode, d] = bench.run(c, d, mode, max(1, round(RANK * d)) if factorized(mode) else d)['ms']
@@ -1132,6 +1156,11 @@ def main(argv):
         if not args[1:]:
             die("usage: ladder.py third RUN_DIR|LOG.jsonl ... [--modes=a,b]")
         print('\n'.join(third_seed_lines(merge_seeds([read(read_point, p) for p in args[1:]]), modes)))
+    elif args[0] == 'speeds':
+        why = unwritable(opts['out']) if opts['out'] else 'speeds needs --out=CSV'
+        if why:
+            die(f"--out: {why}")
+        speeds(opts)
     else:
         plan(opts) if args[0] == 'plan' else analyze(args[1:], opts)
 

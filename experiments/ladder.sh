@@ -53,6 +53,8 @@ for run in $(finished runs/ladder/grid/*/log.jsonl); do save_log "$run" "assets/
 case " $stages " in *" analyze "*)
   python experiments/ladder.py grid --modes=${modes// /,} > assets/ladder/grid.md
   cat assets/ladder/grid.md
-  python experiments/ladder.py analyze $(finished runs/ladder/*/log.jsonl) --out=assets/ladder
+  # every shape's sampling speed, once (delete the CSV to re-time it), with nothing else running: one thread each
+  [ -e assets/ladder/speeds.csv ] || python experiments/ladder.py speeds --out=assets/ladder/speeds.csv
+  python experiments/ladder.py analyze $(finished runs/ladder/*/log.jsonl) --out=assets/ladder --bench=assets/ladder/speeds.csv
   ;;
 esac
