@@ -109,7 +109,10 @@ def test_dense_trains_at_its_width_rule():
             lr = float(line.split('--learning_rate=')[-1].split()[0])
             x = float(line.split('_x')[1].split('_')[0].split()[0]) if stage == 'grid' else 1
             assert lr == pytest.approx(x * 1.3e-3 * (256 / d) ** (2 / 3), rel=1e-5), line
-    assert ladder.step_rule('muon', 12) == 0.01 and ladder.step_rule('nfw', 64) == 2e-3
+    assert ladder.step_rule('muon', 12) == 0.01 and ladder.step_rule('spectron', 64) == 0.04
+    for mode, lr in (('nfw', 4e-3), ('tsvd', 6e-3)):  # 2× their registry's, every width, as a flag in every stage
+        assert all(f'--learning_rate={lr:g} ' in ln or ln.endswith(f'--learning_rate={lr:g}') or '_x' in ln
+                   for stage in ('long', 'branch') for ln in ladder.run_lines(stage, [mode], seeds=(1337,)))
 
 
 def test_speeds_writes_what_analyze_reads(tmp_path, monkeypatch):

@@ -99,6 +99,8 @@ DENSE_LR, DENSE_LR_POWER = 1.3e-3, 2 / 3  # dense's AdamW peak ∝ d^(−2/3) (s
 # 6.5e-3 at 24, 5.3e-3 at 48, 1e-3 at 384; their least-squares line in log-log, 1.4e-3·(256/d)^0.65, rounded
 FLOOR_MS = 15  # ms/step of the narrowest shapes, from their logs (dense d=12, 16, 24 at 1e-3: 987 s for 65,079 steps,
 # 648 s for 41,939, 629 s for 38,797; assets/ladder/dense_lr), where the power law says 2–5
+FACTOR_LR = {'nfw': 4e-3, 'tsvd': 6e-3}  # 2× their registry's at every width: the best of ½×, 1×, 2× (and 4×) at a
+# narrow and a wide width each (nfw d=32 and 128, tsvd d=16 and 96, each at its lowest budget; assets/ladder/factor_lr)
 PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
 C_REF = 1e13  # the frontier's A is the reducible loss at this many FLOPs: L = E + A·(C / C_REF)^−α
 BUDGET_TOL = 1.15  # runs within this factor of nominal training FLOPs belong to the same budget (nominal: the steps
@@ -283,9 +285,11 @@ def step_rule(mode, d):
     """the step size (step_key's value) a ladder run of mode trains at, at width d: muon_lr 0.01 at every width and
     spectron_lr 0.02·√(256/d) (train.py's defaults); dense's learning_rate DENSE_LR·(256/d)^DENSE_LR_POWER, fitted to
     the best of a sweep at widths 12–384 (assets/ladder/dense_lr/: 1e-3 at every width, dense's default, lost up to
-    0.2 at the narrow widths); the others their registry default"""
+    0.2 at the narrow widths); nfw's and tsvd's FACTOR_LR; the others their registry default"""
     if mode == 'dense':
         return DENSE_LR * (256 / d) ** DENSE_LR_POWER
+    if mode in FACTOR_LR:
+        return FACTOR_LR[mode]
     return {'muon_lr': 0.01, 'spectron_lr': lowrank.spectron_lr_at_width(0.02, d)}.get(
         step_key(mode), lowrank.MODES[mode].defaults['learning_rate'])
 
@@ -309,13 +313,14 @@ def grid_points(mode):
 
 def run_flags(mode, d, seed, x=1):
     """train.py's flags of a ladder run of mode at width d and seed but its length, at x × step_rule (a flag only where
-    that is not train.py's default: dense's rule, or x ≠ 1)"""
+    that is not train.py's default: dense's rule, FACTOR_LR, or x ≠ 1)"""
     return (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
             f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
             f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
             f"--eval_iters={EVAL_ITERS} --spectra_interval=0 --log_interval=100 --seed={seed}"
             + (f" --rank={rank_of(mode)}" if factorized(mode) else '')
-            + (f" --{step_key(mode)}={x * step_rule(mode, d):.6g}" if mode == 'dense' or x != 1 else ''))
+            + (f" --{step_key(mode)}={x * step_rule(mode, d):.6g}" if mode == 'dense' or mode in FACTOR_LR or x != 1
+               else ''))
 
 
 def third_seed_lines(points, modes):
