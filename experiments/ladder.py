@@ -855,8 +855,13 @@ def figure_frontier(points, fits, colors, out):
 def figure_isoflop(points, budgets, fits, colors, out):
     plt = pyplot()
     modes = list(fits)
-    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4 * (len(modes) + 1) + 2.5, 4.6), squeeze=False)
-    axes = axes[0]
+    cols = math.ceil(math.sqrt(len(modes) + 1))  # a panel per mode and one of the exponents, in a near-square grid
+    rows = math.ceil((len(modes) + 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 2.5, 4.4 * rows + 0.5), squeeze=False)
+    axes = list(axes.ravel())
+    for ax in axes[len(modes) + 1:]:
+        ax.set_visible(False)
+    axes = axes[:len(modes) + 1]
     shades = plt.cm.viridis(np.linspace(0, 0.85, len(budgets)))
     for ax, mode in zip(axes, modes):
         f = fits[mode]
@@ -888,7 +893,7 @@ def figure_isoflop(points, budgets, fits, colors, out):
                for s, b in zip(shades, sorted(budgets))]
     handles.append(plt.Line2D([], [], marker='*', ls='', ms=11, color='gray', mfc='none', mew=1.3,
                               label='hollow: N_opt outside the sizes run (extrapolated)'))
-    fig.legend(handles=handles, loc='lower center', ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc='lower center', ncol=math.ceil(len(handles) / 2), fontsize=8, frameon=False)
     ax = axes[-1]
     for mode in modes:
         f = fits[mode]
@@ -911,7 +916,7 @@ def figure_isoflop(points, budgets, fits, colors, out):
                  fontsize=10, pad=14)
     if ax.get_legend_handles_labels()[0]:  # beside the panel, off the lines
         ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1))
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.1 / rows, 1, 1))
     save_png(fig, os.path.join(out, 'isoflop.png'))
     plt.close(fig)
 
