@@ -23,7 +23,7 @@ down, so they are not points); the runs of one (mode, size, steps) at several se
 and budgets group points by nominal FLOPs (TSVD's shrinking rank logs fewer: it is fitted at what it logged). It
 writes to --out: loss_vs_flops.png (every point and each mode's fitted frontier),
 isoflop.png (val loss against parameters at each budget, quadratic fits in log N; N_opt(C) and D_opt(C)),
-gap.png (each mode − dense at equal FLOPs), ladder.md (the fits, exponents, gaps and inference at equal quality)
+gap.png (each mode − dense, and − dense + Muon, at equal FLOPs), ladder.md (the fits, exponents, gaps and inference at equal quality)
 and points.csv (every run). A frontier is fitted to each budget's best point. Intervals are 90 % bootstrap intervals,
 each point's loss drawn from its seeds in every resample, so they include the seed spread: over the budgets' best
 points for a frontier, over the points for the rest. ladder.md also checks the fits
@@ -733,24 +733,25 @@ def not_a_law(f):
     return '; '.join(why)
 
 
-def gap_curves(fits, grid):
-    """per non-dense mode: (central gap to dense on grid, 5th and 95th percentiles, Δ|gap| from the lowest to the
-    highest measured budget with its interval); the bootstrap pairs each mode's i-th resample with dense's i-th"""
-    dense, out = fits.get('dense'), {}
-    if not dense or not dense['fit']:
+def gap_curves(fits, grid, ref='dense'):
+    """per mode but ref (and but dense, against muon: measured_gaps' pairs): (central gap to ref on grid, 5th and 95th
+    percentiles, Δ|gap| from the lowest to the highest measured budget with its interval); the bootstrap pairs each
+    mode's i-th resample with ref's i-th"""
+    base, out = fits.get(ref), {}
+    if not base or not base['fit']:
         return out
     for mode, f in fits.items():
-        if mode == 'dense' or not f['fit']:
+        if mode in (ref, 'dense') or not f['fit']:
             continue
-        lo, hi = max(f['C'].min(), dense['C'].min()), min(f['C'].max(), dense['C'].max())
-        gaps = np.array([frontier_loss(a, grid) - frontier_loss(b, grid) for a, b in zip(f['boot'], dense['boot'])])
+        lo, hi = max(f['C'].min(), base['C'].min()), min(f['C'].max(), base['C'].max())
+        gaps = np.array([frontier_loss(a, grid) - frontier_loss(b, grid) for a, b in zip(f['boot'], base['boot'])])
         ends = np.array([abs(frontier_loss(a, [lo, hi]) - frontier_loss(b, [lo, hi])) for a, b in
-                         zip(f['boot'], dense['boot'])])
+                         zip(f['boot'], base['boot'])])
         change = ends[:, 1] - ends[:, 0] if len(ends) else np.array([])
-        out[mode] = dict(gap=frontier_loss(f['fit'], grid) - frontier_loss(dense['fit'], grid), measured=(lo, hi),
+        out[mode] = dict(gap=frontier_loss(f['fit'], grid) - frontier_loss(base['fit'], grid), measured=(lo, hi),
                          band=np.percentile(gaps, [5, 95], axis=0) if len(gaps) else None,
                          change=interval(change), flag=', '.join(  # a gap from a fit that is not a law says so
-                             f"{m}'s fit not a law" for m, x in ((mode, f), ('dense', dense)) if not_a_law(x)))
+                             f"{m}'s fit not a law" for m, x in ((mode, f), (ref, base)) if not_a_law(x)))
     return out
 
 
@@ -922,30 +923,35 @@ def figure_isoflop(points, budgets, fits, colors, out):
 
 
 def figure_gap(gaps, colors, grid, out):
+    """a panel per reference (dense, dense + Muon): each mode's gap to it at equal FLOPs, from the fitted frontiers"""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 5))
-    ax.axhline(0, color='black', lw=0.8)
-    ax.axvspan(max(g['measured'][1] for g in gaps.values()) if gaps else grid[-1], grid[-1], color='0.92', lw=0)
-    if gaps:
-        ax.text(grid[-1], 0.98, 'extrapolated ', transform=ax.get_xaxis_transform(), ha='right', va='top',
-                fontsize=9, color='0.35')
-    for mode, g in gaps.items():
-        lo, hi = g['measured']
-        inside = (grid >= lo * 0.999) & (grid <= hi * 1.001)
-        ax.plot(grid[inside], g['gap'][inside], '-', color=colors[mode], lw=2,
-                label=f"{mode} − dense" + (f"\n  ({g['flag']})" if g['flag'] else ''))
-        for part in (grid <= lo * 1.001, grid >= hi * 0.999):
-            if part.sum() > 1:
-                ax.plot(grid[part], g['gap'][part], '--', color=colors[mode], lw=1.5)
-        if g['band'] is not None:
-            ax.fill_between(grid, *g['band'], color=colors[mode], alpha=0.15, lw=0)
-    ax.plot([], [], 'k--', lw=1.5, label='extrapolated (beyond the measured budgets)')
-    ax.set_xscale('log')
-    ax.set_xlabel('training FLOPs C')
-    ax.set_ylabel('val loss − dense val loss (nats/char)')
-    ax.set_title('Gap to dense at equal FLOPs, from the fitted frontiers (> 0: worse than dense; band: 90%)',
-                 fontsize=10)
-    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8)
+    refs = [r for r in gaps if gaps[r]] or ['dense']
+    fig, axes = plt.subplots(len(refs), 1, figsize=(10, 4.2 * len(refs)), squeeze=False)
+    for ax, ref in zip(axes[:, 0], refs):
+        curves = gaps.get(ref, {})
+        ax.axhline(0, color='black', lw=0.8)
+        ax.axvspan(max(g['measured'][1] for g in curves.values()) if curves else grid[-1], grid[-1], color='0.92',
+                   lw=0)
+        if curves:
+            ax.text(grid[-1], 0.98, 'extrapolated ', transform=ax.get_xaxis_transform(), ha='right', va='top',
+                    fontsize=9, color='0.35')
+        for mode, g in curves.items():
+            lo, hi = g['measured']
+            inside = (grid >= lo * 0.999) & (grid <= hi * 1.001)
+            ax.plot(grid[inside], g['gap'][inside], '-', color=colors[mode], lw=2,
+                    label=f"{mode} − {ref}" + (f"\n  ({g['flag']})" if g['flag'] else ''))
+            for part in (grid <= lo * 1.001, grid >= hi * 0.999):
+                if part.sum() > 1:
+                    ax.plot(grid[part], g['gap'][part], '--', color=colors[mode], lw=1.5)
+            if g['band'] is not None:
+                ax.fill_between(grid, *g['band'], color=colors[mode], alpha=0.15, lw=0)
+        ax.plot([], [], 'k--', lw=1.5, label='extrapolated (beyond the measured budgets)')
+        ax.set_xscale('log')
+        ax.set_xlabel('training FLOPs C')
+        ax.set_ylabel(f'val loss − {ref} val loss (nats/char)')
+        name = 'dense + Muon' if ref == 'muon' else 'dense + AdamW'
+        ax.set_title(f'Gap to {name} at equal FLOPs, from the fitted frontiers (> 0: worse; band: 90%)', fontsize=10)
+        ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     save_png(fig, os.path.join(out, 'gap.png'))
     plt.close(fig)
@@ -1053,19 +1059,19 @@ def tables(runs, points, budgets, fits, gaps, measured, gen, out):
             edge = 'NO (edge; held half a decade past the sizes run)' if b in f['held'] else 'NO (edge)'
             lines.append(f"| {mode} | {b:.3g} | {n / 1e6:.3f}M | {d / 1e6:.2f}M | {loss:.4f} | "
                          f"{'yes' if inside else edge} |")
-    if gaps:
+    if any(gaps.values()):
         lines += ['', '| gap at equal FLOPs | ' + ' | '.join(f"C = {b:.2g}" for b in sorted(budgets))
                   + ' | lowest → highest budget |', '|---|' + '---|' * (len(budgets) + 1)]
-        for mode, g in gaps.items():
-            f, d = fits[mode], fits['dense']
+    for ref, curves in gaps.items():
+        for mode, g in curves.items():
+            f, d = fits[mode], fits[ref]
             cells = []
             for b in sorted(budgets):
                 boot = [frontier_loss(x, b) - frontier_loss(y, b) for x, y in zip(f['boot'], d['boot'])]
                 cells.append(fmt_fit(frontier_loss(f['fit'], b) - frontier_loss(d['fit'], b), interval(boot), '+.3f'))
-            flag = '; '.join(f"{m}'s fit not a law: {not_a_law(x)}" for m, x in ((mode, f), ('dense', d))
-                             if not_a_law(x))
+            flag = '; '.join(f"{m}'s fit not a law: {not_a_law(x)}" for m, x in ((mode, f), (ref, d)) if not_a_law(x))
             flag = f" ({flag})" if flag else ''
-            lines.append(f"| {mode} − dense{flag} | " + ' | '.join(cells) + f" | {trend(g['change'])} (Δ|gap| "
+            lines.append(f"| {mode} − {ref}{flag} | " + ' | '.join(cells) + f" | {trend(g['change'])} (Δ|gap| "
                          f"[{g['change'][0]:+.3f}, {g['change'][1]:+.3f}]) |")
     if measured:
         lines += ['', "Measured gap, fit-free: at each (nominal) budget a mode's best point (its seeds' mean) minus the "
@@ -1129,7 +1135,7 @@ def analyze(paths, opts):
     fits = {m: mode_fits([p for p in points if p['mode'] == m], budgets, int(resamples), rng) for m in modes}
     check_fits(points, budgets, fits, min(int(resamples), CHECK_RESAMPLES), np.random.default_rng(1))
     grid = np.geomspace(min(budgets), max(budgets) * 10, 120)
-    gaps = gap_curves(fits, grid)
+    gaps = {ref: gap_curves(fits, grid, ref) for ref in ('dense', 'muon')}
     measured = measured_gaps(budgets, modes, int(resamples), np.random.default_rng(2))
     figure_frontier(points, fits, colors, opts['out'])
     figure_isoflop(points, budgets, fits, colors, opts['out'])
