@@ -229,6 +229,8 @@ def test_analyze_end_to_end(tmp_path, capsys):
     assert fits['dense']['exp'][0] == pytest.approx(0.5, abs=0.08)  # N_opt ∝ C^0.5 by construction
     gap = ladder.gap_curves(fits, np.array(ladder.BUDGETS))['spectron']['gap']
     assert (gap > 0).all()
+    assert ladder.gap_curves(fits, np.array(ladder.BUDGETS), 'muon') == {}  # no dense + Muon run: no gap to it
+    assert list(ladder.gap_curves(dict(fits, muon=fits['dense']), np.array(ladder.BUDGETS), 'muon')) == ['spectron']
     for f in fits.values():  # the frontier runs through each budget's best point, not its cheapest run (the lower
         best = ladder.budget_best(f['B'], f['L'])  # envelope of single runs: 0.4 above dense's best at 1e12)
         assert len(best) == len(ladder.BUDGETS)
