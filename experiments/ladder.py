@@ -455,26 +455,26 @@ def group_budgets(points):
     """the points at each budget: runs within BUDGET_TOL of each other in nominal training FLOPs ('budget': the
     steps × their start shape's FLOPs/token, as logged for every shape that does not shrink; tsvd's logged FLOPs are
     below it, by what its rank shed); {geometric mean of the nominal FLOPs: points}"""
-    groups = []
-    for p in sorted(points, key=lambda p: p['budget']):
-        if groups and p['budget'] <= groups[-1][0]['budget'] * BUDGET_TOL:
-            groups[-1].append(p)
-        else:
-            groups.append([p])
+    groups = [[points[i] for i in g] for g in budget_groups([p['budget'] for p in points])]
     return {float(np.exp(np.mean([np.log(p['budget']) for p in g]))): g for g in groups}
+
+
+def budget_groups(B):
+    """indices of the runs at each budget, cheapest first: runs within BUDGET_TOL of each other in nominal FLOPs B"""
+    groups = []
+    for i in np.argsort(B, kind='stable'):
+        if groups and B[i] <= B[groups[-1][0]] * BUDGET_TOL:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def budget_best(B, L):
     """indices of each budget's best point, the frontier's points: runs within BUDGET_TOL of each other in nominal FLOPs
     (B) share a budget. Not the lower envelope of single runs: a budget's runs differ in FLOPs by up to a step's worth
     (steps are whole), so its cheapest run would join that envelope whatever its loss and pull the frontier up."""
-    order, groups = np.argsort(B, kind='stable'), []
-    for i in order:
-        if groups and B[i] <= B[groups[-1][0]] * BUDGET_TOL:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return np.array([g[int(np.argmin(np.asarray(L)[g]))] for g in groups], int)
+    return np.array([g[int(np.argmin(np.asarray(L)[g]))] for g in budget_groups(B)], int)
 
 
 def frontier_draw(C, B, S, rng):
