@@ -312,6 +312,9 @@ def test_held_out_check_flags_a_frontier_that_bends_at_the_top_budget():
     assert not off['within'] and not off['law'] and off['error'] == pytest.approx(0.08, abs=0.01)
     fits = dict(degenerate='', held_out=off)
     assert 'misses its held-out budget' in ladder.not_a_law(fits)
+    loose = bent + np.random.default_rng(10).normal(0, 0.05, len(L))  # seeds this far apart: an interval so wide
+    wide = ladder.held_out_check(C, loose, budgets[-1], 50, np.random.default_rng(0))  # that it holds the miss
+    assert wide['within'] and abs(wide['error']) > ladder.HELD_OUT_TOL and not wide['law']
 
 
 def law_runs(mode, spread, seeds=(1337, 1), widths=None):
