@@ -925,8 +925,9 @@ def figure_isoflop(points, budgets, fits, colors, out):
     plt.close(fig)
 
 
-def figure_gap(gaps, colors, grid, out):
-    """a panel per reference (dense, dense + Muon): each mode's gap to it at equal FLOPs, from the fitted frontiers"""
+def figure_gap(gaps, measured, colors, grid, out):
+    """a panel per reference (dense, dense + Muon): each mode's gap to it at equal FLOPs, from the fitted frontiers
+    (lines) and fit-free from the best measured points (dots, bars: their seed interval), which hold whatever a fit"""
     plt = pyplot()
     refs = [r for r in gaps if gaps[r]] or ['dense']
     fig, axes = plt.subplots(len(refs), 1, figsize=(10, 4.2 * len(refs)), squeeze=False)
@@ -948,12 +949,22 @@ def figure_gap(gaps, colors, grid, out):
                     ax.plot(grid[part], g['gap'][part], '--', color=colors[mode], lw=1.5)
             if g['band'] is not None:
                 ax.fill_between(grid, *g['band'], color=colors[mode], alpha=0.15, lw=0)
+        for label, cells in measured:
+            mode, r = label.split(' − ')
+            if r == ref and cells:
+                b = np.array(sorted(cells))
+                gap = np.array([cells[x][0] for x in b])
+                iv = np.array([cells[x][1] for x in b])
+                err = np.abs(np.where(np.isnan(iv), gap[:, None], iv) - gap[:, None]).T
+                ax.errorbar(b, gap, yerr=err, fmt='o', color=colors[mode], mec='black', ms=6, capsize=3, zorder=3)
+        ax.plot([], [], 'ko', mec='black', label='best measured minus best measured\n  (bar: 90% over seeds)')
         ax.plot([], [], 'k--', lw=1.5, label='extrapolated (beyond the measured budgets)')
         ax.set_xscale('log')
         ax.set_xlabel('training FLOPs C')
         ax.set_ylabel(f'val loss − {ref} val loss (nats/char)')
         name = 'dense + Muon' if ref == 'muon' else 'dense + AdamW'
-        ax.set_title(f'Gap to {name} at equal FLOPs, from the fitted frontiers (> 0: worse; band: 90%)', fontsize=10)
+        ax.set_title(f'Gap to {name} at equal FLOPs (> 0: worse)\nlines: fitted frontiers (band: 90%); dots: best measured points',
+                     fontsize=10)
         ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     save_png(fig, os.path.join(out, 'gap.png'))
@@ -1143,7 +1154,7 @@ def analyze(paths, opts):
     measured = measured_gaps(budgets, modes, int(resamples), np.random.default_rng(2))
     figure_frontier(points, fits, colors, opts['out'])
     figure_isoflop(points, budgets, fits, colors, opts['out'])
-    figure_gap(gaps, colors, grid, opts['out'])
+    figure_gap(gaps, measured, colors, grid, opts['out'])
     print(tables(runs, points, budgets, fits, gaps, measured, gen, opts['out']), end='')
     files = ('loss_vs_flops.png', 'isoflop.png', 'gap.png', 'ladder.md', 'points.csv')
     print(f"wrote {', '.join(os.path.join(opts['out'], f) for f in files)}")
