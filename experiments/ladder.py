@@ -67,6 +67,9 @@ GRID_WIDTHS = {'dense': (12, 24, 48, 384), 'muon': (24, 32, 48, 384), 'spectron'
                'nfw': (32, 48, 576), 'tsvd': (16, 24, 384)}  # narrowest, the first ladder's checked ones, the widest
 GRID_TOP, GRID_EPOCHS = 1e13, 4  # the grid's first check (its runs grid/{mode}_d{d}_x{x}): each width at the highest
 # budget up to GRID_TOP it reaches within GRID_EPOCHS epochs, the first ladder's rule; its second at the lowest it runs
+GRID_BEST = {'dense': ((32, 5.62e12), (64, 1e13), (96, 4e13)), 'muon': ((64, 5.62e12), (96, 4e13)),  # the grid's third
+             'spectron': ((96, 5.62e12), (192, 4e13))}  # check: seed 1337's best points at a mid budget and the top one
+# (dense's at every budget from 1.8e12 up, 32–96, none among its checked widths), once the grid at d=48 preferred 2×
 THIRD_SEED = 2  # a budget's best point gets it where its two seeds disagree by more than a gap (third_seed_lines)
 SEEDS = (1337, 1)  # every (mode, width) at each; the first is the first ladder's (its runs keep their names), another
 # appends _s{seed} to the name (runs/ladder/dense_d64_T694_s1), its branches from that seed's long run
@@ -304,12 +307,15 @@ def point_dir(mode, d, steps, seed=SEEDS[0]):
 def grid_points(mode):
     """the step-size check's (n_embd, steps, name suffix) of a mode: each GRID_WIDTHS width at the highest budget up to
     GRID_TOP it reaches within GRID_EPOCHS epochs (the first ladder's check: grid/{mode}_d{d}_x{x}) and at the lowest
-    budget it runs (grid/{mode}_d{d}_x{x}_T{steps}; one check where the two are the same)"""
+    budget it runs (grid/{mode}_d{d}_x{x}_T{steps}; one check where the two are the same), then GRID_BEST's points"""
     out = []
     for d in GRID_WIDTHS[mode]:
         top = [s for b, s in budget_steps(mode, d, GRID_EPOCHS) if b <= GRID_TOP * 1.001][-1]
         low = budget_steps(mode, d)[0][1]
         out += [(d, top, '')] + ([(d, low, f"_T{low}")] if low != top else [])
+    for d, budget in GRID_BEST.get(mode, ()):
+        steps = next(s for b, s in budget_steps(mode, d) if abs(b / budget - 1) < 0.01)
+        out += [(d, steps, f"_T{steps}")]
     return out
 
 
@@ -379,7 +385,8 @@ def grid_table(modes):
     """The step-size check as a markdown table: val loss at ½×, 1× (the ladder's own run of that width and steps) and
     2× each mode's rule, at each grid_points width and budget, and where the best of the three lies."""
     out = ["# Step-size check (experiments/ladder.sh): each mode's rule against ½× and 2×, WSD, at each checked "
-           f"width's highest budget up to {GRID_TOP:.0e} within {GRID_EPOCHS} epochs and at its lowest", "",
+           f"width's highest budget up to {GRID_TOP:.0e} within {GRID_EPOCHS} epochs and at its lowest, then at seed "
+           "1337's best points of a mid budget and the top one", "",
            "| mode | n_embd | budget | steps | step-size key | ½× | 1× (the rule) | 2× | best |", '|---' * 9 + '|']
     for mode in modes:
         for d, steps, tag in grid_points(mode):
