@@ -427,14 +427,17 @@ def tiny_log(path, mode, d, steps, loss):
 
 def test_the_grid_checks_the_lowest_budget_too(tmp_path, monkeypatch):
     """½× and 2× at each checked width's highest budget up to 1e13 within 4 epochs (the first ladder's runs, names
-    unchanged) and at its lowest budget (its name ends in _T{steps}); one check where the two are the same"""
+    unchanged) and at its lowest budget (its name ends in _T{steps}); one check where the two are the same; then at
+    GRID_BEST's (width, budget) points"""
     lines = {ln.split()[0].split('/')[-1]: int(ln.split('--max_iters=')[1].split()[0])
              for ln in ladder.run_lines('grid', ['dense'])}
     assert lines == {'dense_d12_x0.5': 11573, 'dense_d12_x2': 11573,  # 1.8e12 would be 4.6 epochs: one check
                      'dense_d24_x0.5': 12269, 'dense_d24_x2': 12269, 'dense_d24_x0.5_T3880': 3880,
                      'dense_d24_x2_T3880': 3880, 'dense_d48_x0.5': 11693, 'dense_d48_x2': 11693,
                      'dense_d48_x0.5_T1170': 1170, 'dense_d48_x2_T1170': 1170,
-                     'dense_d384_x0.5': 223, 'dense_d384_x2': 223}  # 1e13 is d=384's lowest budget and its check's
+                     'dense_d384_x0.5': 223, 'dense_d384_x2': 223,  # 1e13 is d=384's lowest budget and its check's
+                     'dense_d32_x0.5_T13416': 13416, 'dense_d32_x2_T13416': 13416, 'dense_d64_x0.5_T6934': 6934,
+                     'dense_d64_x2_T6934': 6934, 'dense_d96_x0.5_T13032': 13032, 'dense_d96_x2_T13032': 13032}
     monkeypatch.chdir(tmp_path)
     for name, steps, loss in (('grid/dense_d24_x0.5_T3880', 3880, 2.1), ('dense_d24_T3880', 3880, 2.0),
                               ('grid/dense_d24_x2_T3880', 3880, 1.9), ('dense_d24_T12269', 12269, 1.8)):
