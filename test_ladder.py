@@ -414,14 +414,15 @@ def test_tsvd_points_group_by_the_budget_they_were_given(tmp_path):
     assert held['pred'] == pytest.approx(ladder.frontier_loss(held['fit'], best['train_flops']))  # where it was
 
 
-def tiny_log(path, mode, d, steps, loss):
+def tiny_log(path, mode, d, steps, loss, finished=True):
     os.makedirs(path)
     fpt = ladder.shape(mode, d)[1]
+    end = (dict(kind='summary', seconds=1.0),) if finished else ()  # a run still going has none
     with open(os.path.join(path, 'log.jsonl'), 'w') as f:
         for r in (dict(kind='config', mode=mode, n_embd=d, n_layer=ladder.N_LAYER, block_size=ladder.BLOCK_SIZE,
                        batch_size=ladder.BATCH_SIZE, rank=d, seed=1337),
                   dict(kind='eval', iter=steps, val_loss=loss, params=1, flops_per_token=fpt,
-                       train_flops=steps * fpt * ladder.TOKENS_PER_STEP)):
+                       train_flops=steps * fpt * ladder.TOKENS_PER_STEP)) + end:
             f.write(json.dumps(r) + '\n')
 
 
@@ -442,6 +443,7 @@ def test_the_grid_checks_the_lowest_budget_too(tmp_path, monkeypatch):
     for name, steps, loss in (('grid/dense_d24_x0.5_T3880', 3880, 2.1), ('dense_d24_T3880', 3880, 2.0),
                               ('grid/dense_d24_x2_T3880', 3880, 1.9), ('dense_d24_T12269', 12269, 1.8)):
         tiny_log(f"runs/ladder/{name}", 'dense', 24, steps, loss)
+    tiny_log("runs/ladder/grid/dense_d24_x2", 'dense', 24, 5000, 1.7, finished=False)  # running: its last eval isn't
     rows = [r for r in ladder.grid_table(['dense']).splitlines() if r.startswith('| dense | 24 ')]
     assert rows == ['| dense | 24 | 3.16e+12 | 12,269 | learning_rate | nan | 1.8000 | nan | 1× |',
                     '| dense | 24 | 1e+12 | 3,880 | learning_rate | 2.1000 | 2.0000 | 1.9000 | 2× |']

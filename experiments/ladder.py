@@ -392,8 +392,8 @@ def grid_table(modes):
         for d, steps, tag in grid_points(mode):
             dirs = [f"runs/ladder/grid/{mode}_d{d}_x0.5{tag}", point_dir(mode, d, steps),
                     f"runs/ladder/grid/{mode}_d{d}_x2{tag}"]
-            vals = [read_point(r)['val_loss'] if os.path.isfile(os.path.join(r, 'log.jsonl')) else math.nan
-                    for r in dirs]
+            points = [read_point(r) if os.path.isfile(os.path.join(r, 'log.jsonl')) else None for r in dirs]
+            vals = [p['val_loss'] if p and p['seconds'] is not None else math.nan for p in points]  # finished only
             best = ('½×', '1×', '2×')[int(np.nanargmin(vals))] if not all(map(math.isnan, vals)) else '–'
             budget = next(b for b, s in budget_steps(mode, d) if s == steps)
             out.append(f"| {mode} | {d} | {budget:.3g} | {steps:,} | {step_key(mode)} | "
