@@ -444,7 +444,9 @@ def test_the_grid_checks_the_lowest_budget_too(tmp_path, monkeypatch):
                               ('grid/dense_d24_x2_T3880', 3880, 1.9), ('dense_d24_T12269', 12269, 1.8)):
         tiny_log(f"runs/ladder/{name}", 'dense', 24, steps, loss)
     tiny_log("runs/ladder/grid/dense_d24_x2", 'dense', 24, 5000, 1.7, finished=False)  # running: its last eval isn't
-    rows = [r for r in ladder.grid_table(['dense']).splitlines() if r.startswith('| dense | 24 ')]
+    table = ladder.grid_table(['dense', 'muon'])  # every mode's, rows only where a run finished: none of muon's
+    assert '| muon |' not in table and '| dense | 12 |' not in table
+    rows = [r for r in table.splitlines() if r.startswith('| dense | 24 ')]
     assert rows == ['| dense | 24 | 3.16e+12 | 12,269 | learning_rate | nan | 1.8000 | nan | 1× |',
                     '| dense | 24 | 1e+12 | 3,880 | learning_rate | 2.1000 | 2.0000 | 1.9000 | 2× |']
 

@@ -383,7 +383,8 @@ def run_lines(stage, modes, seeds=SEEDS):
 
 def grid_table(modes):
     """The step-size check as a markdown table: val loss at ½×, 1× (the ladder's own run of that width and steps) and
-    2× each mode's rule, at each grid_points width and budget, and where the best of the three lies."""
+    2× each mode's rule, at each grid_points width and budget, and where the best of the three lies; a row only where
+    one of them has finished, so every mode's grid fits one table whichever modes ran (ladder.sh's MODES)."""
     out = ["# Step-size check (experiments/ladder.sh): each mode's rule against ½× and 2×, WSD, at each checked "
            f"width's highest budget up to {GRID_TOP:.0e} within {GRID_EPOCHS} epochs and at its lowest, then at seed "
            "1337's best points of a mid budget and the top one", "",
@@ -394,7 +395,9 @@ def grid_table(modes):
                     f"runs/ladder/grid/{mode}_d{d}_x2{tag}"]
             points = [read_point(r) if os.path.isfile(os.path.join(r, 'log.jsonl')) else None for r in dirs]
             vals = [p['val_loss'] if p and p['seconds'] is not None else math.nan for p in points]  # finished only
-            best = ('½×', '1×', '2×')[int(np.nanargmin(vals))] if not all(map(math.isnan, vals)) else '–'
+            if all(map(math.isnan, vals)):
+                continue  # a mode or width not run (yet)
+            best = ('½×', '1×', '2×')[int(np.nanargmin(vals))]
             budget = next(b for b, s in budget_steps(mode, d) if s == steps)
             out.append(f"| {mode} | {d} | {budget:.3g} | {steps:,} | {step_key(mode)} | "
                        + ' | '.join(f"{v:.4f}" for v in vals) + f" | {best} |")

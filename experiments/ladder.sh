@@ -52,7 +52,7 @@ esac
 for run in $(finished runs/ladder/*/log.jsonl); do save_log "$run" "assets/ladder/logs/$(basename "$run").log.jsonl.gz"; done
 for run in $(finished runs/ladder/grid/*/log.jsonl); do save_log "$run" "assets/ladder/logs/grid_$(basename "$run").log.jsonl.gz"; done
 case " $stages " in *" analyze "*)
-  python experiments/ladder.py grid --modes=${modes// /,} > assets/ladder/grid.md
+  python experiments/ladder.py grid > assets/ladder/grid.md  # every mode run so far, whichever MODES this is
   cat assets/ladder/grid.md
   # every shape's sampling speed, once (delete the CSV to re-time it), with nothing else running: one thread each
   [ -e assets/ladder/speeds.csv ] || python experiments/ladder.py speeds --out=assets/ladder/speeds.csv
