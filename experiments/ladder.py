@@ -973,8 +973,8 @@ def figure_gap(gaps, measured, colors, grid, out):
         ax.set_xlabel('training FLOPs C')
         ax.set_ylabel(f'val loss − {ref} val loss (nats/char)')
         name = 'dense + Muon' if ref == 'muon' else 'dense + AdamW'
-        ax.set_title(f'Gap to {name} at equal FLOPs (> 0: worse)\nlines: fitted frontiers (band: 90%); dots: best measured points',
-                     fontsize=10)
+        ax.set_title(f'Gap to {name} at equal FLOPs (> 0: worse)\n'
+                     'lines: fitted frontiers (band: 90%); dots: best measured points', fontsize=10)
         ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     save_png(fig, os.path.join(out, 'gap.png'))
