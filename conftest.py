@@ -10,10 +10,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(REPO, 'experiments'))  # ladder.py, table.py, compress.py ... import as modules
 ENV = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')  # one thread: tests run beside each other
+torch.set_num_threads(1)  # in this process too: a run in_process computes what one in a subprocess does, to the bit
 
 
 def run(script, *args, check=True, timeout=300):

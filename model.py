@@ -7,7 +7,11 @@ V and O projections, kept separate so each has its own spectrum, and the MLP's u
 Embeddings, head and norms stay dense. The logs measure each such layer through its factors() (W = A Bᵀ), without
 forming W: svdvals_of_product (Spectra: spectra.npz) and update_norm (max|dW|). init_from=svd (GPT.load_dense) sets each
 layer that has a load_svd_ hook from the SVD of a dense model's weight.
+Also a run's files, for train.py: its checkpoints (load_checkpoint) and its out_dir (RunDir: log.jsonl, spectra.npz).
 """
+import fcntl
+import glob
+import json
 import math
 import os
 from dataclasses import dataclass, fields
@@ -106,6 +110,54 @@ def load_checkpoint(path):
         raise ValueError(f"{path} is not a readable nanoLowRank checkpoint (truncated or foreign?): "
                          f"{type(e).__name__}") from None
     return ckpt
+
+class RunDir:
+    """A train.py run's out_dir, locked for one process: flock on the folder goes with it however it ends, kill -9
+    too. Holds log.jsonl (a JSON record a line), spectra.npz and the checkpoints, each written whole or not at all."""
+
+    def __init__(self, path, fresh):
+        """Lock path; remove a killed run's half-written files and, for a fresh run, the checkpoints it replaces."""
+        os.makedirs(path, exist_ok=True)
+        self.path, self.lock = path, os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"out_dir {path} is in use by another train.py run") from None
+        for stale in glob.glob(f'{path}/*.tmp') + glob.glob(f'{path}/ckpt*.pt') * fresh:
+            os.remove(stale)
+
+    @staticmethod
+    def read_log(folder):
+        """The whole records of folder's log.jsonl (a line cut short by a kill has no newline yet)."""
+        path = os.path.join(folder, 'log.jsonl')
+        return [json.loads(line) for line in open(path) if line.endswith('\n')] if os.path.exists(path) else []
+
+    def start_log(self, parent, iter_num, eval_interval):
+        """A continuation from iter_num keeps what parent (its own out_dir, or a branch's parent) logged before that
+        step, and an eval at it that will not be redone; a fresh run starts an empty log."""
+        kept = [r for r in self.read_log(parent) if r['iter'] < iter_num or r['kind'] == 'eval' and r['iter'] ==
+                iter_num and iter_num % eval_interval] if iter_num else []
+        atomic_write(os.path.join(self.path, 'log.jsonl'), lambda f: f.write(''.join(
+            json.dumps(r) + '\n' for r in kept).encode()))
+
+    def log(self, kind, **fields):
+        with open(os.path.join(self.path, 'log.jsonl'), 'a') as f:
+            f.write(json.dumps({'kind': kind, **fields}) + '\n')
+
+def rng_states(ddp, world_size, cuda):
+    """Every process' RNG states (dropout's masks), so that a resume continues each process' stream. Collective."""
+    mine = dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if cuda else None)
+    states = [mine] * world_size
+    if ddp:
+        torch.distributed.all_gather_object(states, mine)
+    return states
+
+def set_rng_states(states, rank, cuda):
+    """A checkpoint's RNG states for process rank; a process the saving run did not have keeps its fresh seed."""
+    if rank < len(states):
+        torch.set_rng_state(states[rank]['cpu'])
+        if cuda and states[rank]['cuda'] is not None:
+            torch.cuda.set_rng_state(states[rank]['cuda'])
 
 def load_optimizer_states(optimizers, states):
     """A checkpoint's optimizer states, each with this device's kernels (fused, foreach, capturable), not the saver's:

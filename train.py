@@ -14,9 +14,7 @@ eval), log.jsonl and spectra.npz, each whole or not at all. Exit status: 0 done,
 checkpoint; 2 bad input (one line, before any work); 1 a file that cannot be written (a full disk: the last good
 checkpoint stays) or, with skip_nonfinite=False, a non-finite gradient.
 """
-import fcntl
 import glob
-import json
 import math
 import os
 import shutil
@@ -34,7 +32,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import configurator
 import lowrank
 from configurator import at_least, die, inherit, need, parse_args
-from model import GPT, GPTConfig, Spectra, load_checkpoint, load_optimizer_states, peak_flops
+from model import (GPT, GPTConfig, RunDir, Spectra, load_checkpoint, load_optimizer_states, peak_flops, rng_states,
+                   set_rng_states)
 from prepare_data import atomic_write, ensure_prepared, load_meta
 
 # -----------------------------------------------------------------------------
@@ -235,15 +234,12 @@ for group in (g for opt in optimizers for g in opt.param_groups):
     group['base_lr'] = group['lr']  # the schedule sets lr = base_lr × factor for every group
 train_gen = torch.Generator().manual_seed(seed)  # shared by all processes: each takes its slice
 iter_num, best_val_loss, skipped, seconds, spectra_seconds, train_flops = 0, float('inf'), 0, 0.0, 0.0, 0
+COUNTERS = ('iter_num', 'best_val_loss', 'skipped', 'train_flops', 'seconds', 'spectra_seconds')  # ckpt keys
 if continuing:
     load_optimizer_states(optimizers, checkpoint['optimizers'])
-    iter_num, best_val_loss, skipped, train_flops, seconds, spectra_seconds = (checkpoint[k] for k in (
-        'iter_num', 'best_val_loss', 'skipped', 'train_flops', 'seconds', 'spectra_seconds'))
+    iter_num, best_val_loss, skipped, train_flops, seconds, spectra_seconds = (checkpoint[k] for k in COUNTERS)
     train_gen.set_state(checkpoint['train_gen'])
-    if ddp_rank < len(checkpoint['rng']):  # a process the saving run did not have keeps its fresh seed
-        torch.set_rng_state(checkpoint['rng'][ddp_rank]['cpu'])
-        if device_type == 'cuda' and checkpoint['rng'][ddp_rank]['cuda'] is not None:
-            torch.cuda.set_rng_state(checkpoint['rng'][ddp_rank]['cuda'])
+    set_rng_states(checkpoint['rng'], ddp_rank, device_type == 'cuda')
 start_iter = iter_num
 
 def wrap(raw):
@@ -280,37 +276,17 @@ def estimate_loss(split):
     with autocast:
         return sum(raw_model(*get_batch(split, gen, batch_size))[1].item() for _ in range(eval_iters)) / eval_iters
 
-# out_dir: the log, spectra and checkpoints, written by process 0
-def log_record(kind, **fields):
-    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
-        f.write(json.dumps({'kind': kind, **fields}) + '\n')
-
-def read_log(folder):
-    """The whole lines of a log.jsonl (a line cut short by a kill has no newline yet)."""
-    path = os.path.join(folder, 'log.jsonl')
-    return [line for line in open(path) if line.endswith('\n')] if os.path.exists(path) else []
-
-def rng_states():
-    """Every process' RNG states (dropout's masks), so that a resume continues each process' stream. Collective."""
-    mine = dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if device_type == 'cuda' else None)
-    states = [mine] * world_size
-    if ddp:
-        dist.all_gather_object(states, mine)
-    return states
-
 def save_checkpoint(rng, path=ckpt_path):
     ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=config,
-                meta=meta, iter_num=iter_num, best_val_loss=best_val_loss, skipped=skipped,
-                train_gen=train_gen.get_state(), rng=rng, seconds=time.time() - run_start,
-                spectra_seconds=spectra_seconds, train_flops=train_flops)
-    atomic_write(path, lambda f: torch.save(ckpt, f))
+                meta=meta, train_gen=train_gen.get_state(), rng=rng, **{k: globals()[k] for k in COUNTERS})
+    atomic_write(path, lambda f: torch.save({**ckpt, 'seconds': time.time() - run_start}, f))
 
 def summary():
     """The last record of a finished run (experiments/lib.sh counts a run with one as done)."""
     total = time.time() - run_start
     print(f"done at step {iter_num}: {total:.0f} s" + f" ({total - seconds:.0f} s from step {start_iter})" * (
         start_iter > 0) + f", of which spectra logging {spectra_seconds:.1f} s ({spectra_seconds / total:.1%})")
-    log_record('summary', iter=iter_num, seconds=total, spectra_seconds=spectra_seconds, skipped=skipped)
+    run_dir.log('summary', iter=iter_num, seconds=total, spectra_seconds=spectra_seconds, skipped=skipped)
 
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 peak = peak_flops(device, dtype)  # one GPU's, for MFU on known GPUs
@@ -319,28 +295,18 @@ run_start = time.time() - seconds  # a continued run's time counts from its star
 stop_signals = []  # Ctrl-C or SIGTERM from here on (out_dir is written): finish the step, checkpoint, then exit
 for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
-if master:  # out_dir, locked for this run: flock on the folder goes with the process however it ends, kill -9 too
-    os.makedirs(out_dir, exist_ok=True)
-    lock = os.open(out_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        die(f"out_dir {out_dir} is in use by another train.py run")
-    for stale in glob.glob(f'{out_dir}/*.tmp') + glob.glob(f'{out_dir}/ckpt*.pt') * (not continuing):
-        os.remove(stale)  # a killed run's half-written files; with overwrite, the checkpoints of the run replaced
+run_dir = RunDir(out_dir, fresh=not continuing) if master else None  # process 0 writes out_dir
 if continuing and iter_num >= max_iters:  # nothing to train: say how to go on
     if master:
-        if not any(json.loads(line)['kind'] == 'summary' for line in read_log(out_dir)):
+        if not any(r['kind'] == 'summary' for r in run_dir.read_log(out_dir)):
             summary()  # a kill came between the last checkpoint and the summary
         print(f"{source} is at step {iter_num}, max_iters={max_iters}: nothing to train. To go on, resume with a "
               f"larger one (--max_iters={2 * iter_num}): the cosine then stretches to the new end, so the LR goes up")
     sys.exit(0)
 if master:  # a continuation keeps what was logged before its step (a branch: its parent's); the rest is redone
     parent = os.path.dirname(branch_from) if init_from == 'branch' else out_dir
-    lines = [line for line in read_log(parent) if (r := json.loads(line))['iter'] < iter_num or r['kind'] == 'eval'
-             and r['iter'] == iter_num and iter_num % eval_interval] if iter_num else []  # (an eval not redone stays)
-    atomic_write(os.path.join(out_dir, 'log.jsonl'), lambda f: f.write(''.join(lines).encode()))
-    log_record('config', **config, iter=iter_num)
+    run_dir.start_log(parent, iter_num, eval_interval)
+    run_dir.log('config', **config, iter=iter_num)
     spectra = Spectra(os.path.join(out_dir, 'spectra.npz'), os.path.join(parent, 'spectra.npz'), iter_num)
     print(f"continuing {source} from step {iter_num}\n" * (iter_num > 0) + f"mode {mode}" + f", rank {rank}" * (
         'rank' in the_mode.keys) + f": {params / 1e6:.3f}M parameters ({dense_params / 1e6:.3f}M dense-equivalent), "
@@ -368,7 +334,8 @@ while True:
         spectra.record(raw_model, iter_num)
         spectra_seconds += time.time() - t_spectra
     evaluating = iter_num % eval_interval == 0 or final
-    rng = rng_states() if evaluating and iter_num > 0 or iter_num in save_steps else None  # all, for process 0's
+    rng = rng_states(ddp, world_size, device_type == 'cuda') if evaluating and iter_num or iter_num in save_steps \
+        else None  # all processes' RNG states, for process 0's checkpoint
     if master and iter_num in save_steps:  # a branch point
         save_checkpoint(rng, os.path.join(out_dir, f'ckpt_{iter_num}.pt'))
     if master and evaluating:
@@ -380,8 +347,8 @@ while True:
         shown = f", ranks {min(r)}-{max(r)} (mean {np.mean(r):.1f})" if the_mode.after_step or len(set(r)) > 1 else ''
         bits = f" ({losses['val'] / math.log(2):.3f} bits/char)" if tokenizer == 'char' else ''
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bits}{shown}")
-        log_record('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], ranks=ranks,
-                   params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token(), train_flops=train_flops)
+        run_dir.log('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], ranks=ranks,
+                    params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token(), train_flops=train_flops)
         best_val_loss = min(best_val_loss, losses['val'])
         if iter_num > 0:
             save_checkpoint(rng)
@@ -435,8 +402,9 @@ while True:
         print(f"iter {iter_num}: loss {lossf:.4f}, {the_mode.step_size} {factor * config[the_mode.step_size]:.2e}, "
               f"{dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s, {flops_per_iter / dt / 1e9:.1f} GFLOP/s"
               f"{mfu}, max|dW| {max_dw:.2e}")
-        log_record('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, max_dW=max_dw, skipped=skipped,
-                   grad_norm=grad_norm.item(), lr=[g['lr'] for opt in optimizers for g in opt.param_groups])
+        run_dir.log('train', iter=iter_num, loss=lossf, lr_factor=factor, ms=dt * 1000, max_dW=max_dw,
+                    skipped=skipped, grad_norm=grad_norm.item(), lr=[g['lr'] for opt in optimizers for g in
+                                                                     opt.param_groups])
     iter_num += 1
     stop = bool(stop_signals)
     if ddp:  # torchrun signals its processes one by one: stop together, or one waits forever in an all-reduce
@@ -444,7 +412,7 @@ while True:
         dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
         stop = stop_flag.item() > 0
     if stop:
-        rng = rng_states()
+        rng = rng_states(ddp, world_size, device_type == 'cuda')
         if master:
             save_checkpoint(rng)
             print(f"stopped by a signal after step {iter_num}; checkpoint saved. Resume with: "
