@@ -84,13 +84,17 @@ def committed_runs():
     return out
 
 
-def test_every_committed_run_is_still_planned_with_its_settings():
+def test_every_committed_run_is_still_planned_with_its_settings(monkeypatch):
     """bash experiments/ladder.sh resumes: each committed log (seed 1337, the first ladder's budgets) is the run of
     a line of the new plan, under the same name, with the same settings (a long run of then is a branch now: a branch
     equals the straight WSD run); only log_interval differs (the runs logged every 10 steps, the plan says 100). Dense's
-    runs under its first step-size rule lie in assets/ladder/dense_lr1e-3, out of the plan"""
-    lines = {line.split()[0]: line.split()[1:] for stage in ('long', 'branch', 'grid')
-             for line in ladder.run_lines(stage, ['dense', 'muon', 'spectron'])}
+    runs under its first step-size rule lie in assets/ladder/dense_lr1e-3, out of the plan; those at 1× the rule of a
+    width STEP_X moved are the plan's without STEP_X (the grid's 1×)"""
+    lines = {}
+    for step_x in ({}, ladder.STEP_X):
+        monkeypatch.setattr(ladder, 'STEP_X', step_x)
+        lines.update({line.split()[0]: line.split()[1:] for stage in ('long', 'branch', 'grid')
+                      for line in ladder.run_lines(stage, ['dense', 'muon', 'spectron'], seeds=ladder.SEEDS)})
     committed = committed_runs()
     assert len(committed) >= 90
     for run, config in committed.items():
@@ -107,7 +111,8 @@ def test_dense_trains_at_its_width_rule():
         for line in ladder.run_lines(stage, ['dense'], seeds=(1337,)):
             d = int(line.split('--n_embd=')[1].split()[0])
             lr = float(line.split('--learning_rate=')[-1].split()[0])
-            x = float(line.split('_x')[1].split('_')[0].split()[0]) if stage == 'grid' else 1
+            x = float(line.split('_x')[1].split('_')[0].split()[0]) if stage == 'grid' else ladder.ladder_x('dense', d)
+            assert ('_x' in line.split()[0]) == (x != 1), line
             assert lr == pytest.approx(x * 1.3e-3 * (256 / d) ** (2 / 3), rel=1e-5), line
     assert ladder.step_rule('muon', 12) == 0.01 and ladder.step_rule('spectron', 64) == 0.04
     for mode, lr in (('nfw', 4e-3), ('tsvd', 6e-3)):  # 2× their registry's, every width, as a flag in every stage
@@ -139,8 +144,10 @@ def test_seed_names():
             expected[0] += '_s1'
             expected = [f.replace('/ckpt_', '_s1/ckpt_') if f.startswith('--branch_from=') else f for f in expected]
             assert b.split() == expected
-    assert ladder.point_dir('dense', 64, 2441, 1) == 'runs/ladder/dense_d64_T2441_s1'
-    assert ladder.point_dir('dense', 64, 2441, 1337) == 'runs/ladder/dense_d64_T2441'
+    assert ladder.point_dir('dense', 96, 2441, 1) == 'runs/ladder/dense_d96_T2441_s1'
+    assert ladder.point_dir('dense', 96, 2441, 1337) == 'runs/ladder/dense_d96_T2441'
+    assert ladder.point_dir('dense', 64, 2441, 1) == 'runs/ladder/dense_d64_x2_T2441_s1'  # STEP_X's width
+    assert ladder.point_dir('dense', 64, 2441, 1, x=1) == 'runs/ladder/dense_d64_T2441_s1'
     assert ladder.run_lines('grid', ['dense'], seeds=(1337, 1)) == ladder.run_lines('grid', ['dense'], seeds=(1337,))
 
 
@@ -181,7 +188,8 @@ def write_run(root, mode, d, budget, loss_of, seed=1337, offset=0.0, spent=1.0):
     path = os.path.join(root, f"{mode}_d{d}_C{budget:.2g}_s{seed}")
     os.makedirs(path)
     config = dict(kind='config', mode=mode, n_embd=d, n_layer=ladder.N_LAYER, block_size=ladder.BLOCK_SIZE,
-                  batch_size=ladder.BATCH_SIZE, rank=ladder.rank_of(mode) or d, seed=seed)
+                  batch_size=ladder.BATCH_SIZE, rank=ladder.rank_of(mode) or d, seed=seed,
+                  **{ladder.step_key(mode): ladder.ladder_x(mode, d) * ladder.step_rule(mode, d)})
     logged = params - ladder.BLOCK_SIZE * d  # num_params() leaves out the position embedding
     evals = [dict(kind='eval', iter=it, val_loss=loss_of(params, C / fpt) + extra + offset, params=logged,
                   train_flops=C * it / steps * (1 if it == 0 else spent), flops_per_token=fpt * (1 if it == 0 else
@@ -414,13 +422,13 @@ def test_tsvd_points_group_by_the_budget_they_were_given(tmp_path):
     assert held['pred'] == pytest.approx(ladder.frontier_loss(held['fit'], best['train_flops']))  # where it was
 
 
-def tiny_log(path, mode, d, steps, loss, finished=True):
+def tiny_log(path, mode, d, steps, loss, finished=True, x=1):
     os.makedirs(path)
     fpt = ladder.shape(mode, d)[1]
     end = (dict(kind='summary', seconds=1.0),) if finished else ()  # a run still going has none
     with open(os.path.join(path, 'log.jsonl'), 'w') as f:
         for r in (dict(kind='config', mode=mode, n_embd=d, n_layer=ladder.N_LAYER, block_size=ladder.BLOCK_SIZE,
-                       batch_size=ladder.BATCH_SIZE, rank=d, seed=1337),
+                       batch_size=ladder.BATCH_SIZE, rank=d, seed=1337, learning_rate=x * ladder.step_rule(mode, d)),
                   dict(kind='eval', iter=steps, val_loss=loss, params=1, flops_per_token=fpt,
                        train_flops=steps * fpt * ladder.TOKENS_PER_STEP)) + end:
             f.write(json.dumps(r) + '\n')
@@ -461,3 +469,21 @@ def test_approach_3_intervals_include_the_seed_spread():
         p = ladder.fit_parametric(N, D, L, 10, np.random.default_rng(0), losses)
         width[spread] = np.ptp(ladder.interval([q['a'] for q in p['boot']]))
     assert width[0.03] > width[0.0]
+
+
+def test_a_width_the_grid_moved_runs_at_its_step_size_and_only_those_runs_count(tmp_path, capsys):
+    """STEP_X: dense d=48 and 64 run at 2× the rule at every budget and seed (names _x2, the flag 2× the rule); their 1×
+    runs (the grid's 1× column) are set aside from the ladder's points, with a line saying so"""
+    assert ladder.STEP_X == {('dense', 48): 2, ('dense', 64): 2}
+    for line in ladder.run_lines('long', ['dense'], seeds=(1,)) + ladder.run_lines('branch', ['dense']):
+        d = int(line.split('--n_embd=')[1].split()[0])
+        lr = float(line.split('--learning_rate=')[1].split()[0])
+        assert lr == pytest.approx(ladder.ladder_x('dense', d) * ladder.step_rule('dense', d), rel=1e-5), line
+        assert ('_x2_T' in line.split()[0]) == (d in (48, 64)), line
+    old, new, other = (tmp_path / 'dense_d48_T1170', 1), (tmp_path / 'dense_d48_x2_T1170', 2), (tmp_path / 'd96', 1)
+    for (path, x), d in zip((old, new, other), (48, 48, 96)):
+        tiny_log(path, 'dense', d, 1170, 2.0, x=x)
+    runs = [ladder.read_point(str(p)) for p, _ in (old, new, other)]
+    kept = ladder.on_the_ladder(runs)
+    assert [r['run'] for r in kept] == [runs[1]['run'], runs[2]['run']]
+    assert 'dense_d48_T1170' in capsys.readouterr().err

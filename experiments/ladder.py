@@ -70,6 +70,9 @@ GRID_TOP, GRID_EPOCHS = 1e13, 4  # the grid's first check (its runs grid/{mode}_
 GRID_BEST = {'dense': ((32, 5.62e12), (64, 1e13), (96, 4e13)), 'muon': ((64, 5.62e12), (96, 4e13)),  # the grid's third
              'spectron': ((96, 5.62e12), (192, 4e13))}  # check: seed 1337's best points at a mid budget and the top one
 # (dense's at every budget from 1.8e12 up, 32–96, none among its checked widths), once the grid at d=48 preferred 2×
+STEP_X = {('dense', 48): 2, ('dense', 64): 2}  # the grid's verdict: where 2× the rule beat it near a mode's
+# minimum by more than seeds differ there (dense d=48 by 0.04 at 1e12 and at 1e13, d=64 by 0.017 at 1e13; seeds
+# 0.001–0.008), the width runs at 2× at every budget and seed (runs named _x2); its 1× runs stay as the grid's 1×
 THIRD_SEED = 2  # a budget's best point gets it where its two seeds disagree by more than a gap (third_seed_lines)
 SEEDS = (1337, 1)  # every (mode, width) at each; the first is the first ladder's (its runs keep their names), another
 # appends _s{seed} to the name (runs/ladder/dense_d64_T694_s1), its branches from that seed's long run
@@ -299,9 +302,17 @@ def step_rule(mode, d):
         step_key(mode), lowrank.MODES[mode].defaults['learning_rate'])
 
 
-def point_dir(mode, d, steps, seed=SEEDS[0]):
-    """a ladder point's run: runs/ladder/{mode}_d{d}_T{steps}, with _s{seed} appended for a seed other than SEEDS[0]"""
-    return f"runs/ladder/{mode}_d{d}_T{steps}" + ('' if seed == SEEDS[0] else f"_s{seed}")
+def ladder_x(mode, d):
+    """the ladder's step size at width d as a multiple of step_rule: 1, or STEP_X's"""
+    return STEP_X.get((mode, d), 1)
+
+
+def point_dir(mode, d, steps, seed=SEEDS[0], x=None):
+    """a ladder point's run: runs/ladder/{mode}_d{d}_T{steps}, _x{x} after the width where x (default: ladder_x) is
+    not 1, _s{seed} appended for a seed other than SEEDS[0]"""
+    x = ladder_x(mode, d) if x is None else x
+    return f"runs/ladder/{mode}_d{d}" + (f"_x{x:g}" if x != 1 else '') + f"_T{steps}" + (
+        '' if seed == SEEDS[0] else f"_s{seed}")
 
 
 def grid_points(mode):
@@ -319,9 +330,10 @@ def grid_points(mode):
     return out
 
 
-def run_flags(mode, d, seed, x=1):
-    """train.py's flags of a ladder run of mode at width d and seed but its length, at x × step_rule (a flag only where
-    that is not train.py's default: dense's rule, FACTOR_LR, or x ≠ 1)"""
+def run_flags(mode, d, seed, x=None):
+    """train.py's flags of a ladder run of mode at width d and seed but its length, at x (default: ladder_x) ×
+    step_rule (a flag only where that is not train.py's default: dense's rule, FACTOR_LR, or x ≠ 1)"""
+    x = ladder_x(mode, d) if x is None else x
     return (f"--mode={mode} --n_layer={N_LAYER} --n_head={N_HEAD} --n_embd={d} --block_size={BLOCK_SIZE} "
             f"--batch_size={BATCH_SIZE} --input_file=data/shakespeare_complete --lr_schedule=wsd "
             f"--decay_frac={COOLDOWN} --warmup_iters={WARMUP} --eval_interval={EVAL_INTERVAL} "
@@ -391,7 +403,7 @@ def grid_table(modes):
            "| mode | n_embd | budget | steps | step-size key | ½× | 1× (the rule) | 2× | best |", '|---' * 9 + '|']
     for mode in modes:
         for d, steps, tag in grid_points(mode):
-            dirs = [f"runs/ladder/grid/{mode}_d{d}_x0.5{tag}", point_dir(mode, d, steps),
+            dirs = [f"runs/ladder/grid/{mode}_d{d}_x0.5{tag}", point_dir(mode, d, steps, x=1),
                     f"runs/ladder/grid/{mode}_d{d}_x2{tag}"]
             points = [read_point(r) if os.path.isfile(os.path.join(r, 'log.jsonl')) else None for r in dirs]
             vals = [p['val_loss'] if p and p['seconds'] is not None else math.nan for p in points]  # finished only
@@ -429,12 +441,24 @@ def read_point(path):
     elif isinstance(rank, float):
         rank = max(1, round(rank * config['n_embd']))
     tokens = last['iter'] * config['block_size'] * config['batch_size'] * config.get('gradient_accumulation_steps', 1)
-    return dict(run=run_name(path), mode=config['mode'], seed=config.get('seed'),
+    x = config.get(step_key(config['mode']), math.nan) / step_rule(config['mode'], config['n_embd'])
+    return dict(run=run_name(path), mode=config['mode'], seed=config.get('seed'), x=float(f"{x:.3g}"),
                 n_embd=config['n_embd'], n_layer=config['n_layer'], rank=rank, iter=last['iter'],
                 params=last['params'] + config['block_size'] * config['n_embd'],  # num_params() leaves out wpe
                 flops_per_token=last['flops_per_token'], train_flops=last['train_flops'], tokens=tokens,
                 budget=first['flops_per_token'] * tokens,  # nominal: its start shape's (tsvd's rank then shrinks)
                 val_loss=last['val_loss'], seconds=summary and summary['seconds'], start=start)
+
+
+def on_the_ladder(runs):
+    """the runs at their width's ladder step size (ladder_x × step_rule); each other one (a width's 1× runs where
+    STEP_X moved it: the grid's) set aside with a line on stderr"""
+    kept = [r for r in runs if r['x'] == ladder_x(r['mode'], r['n_embd'])]
+    for r in runs:
+        if r not in kept:
+            print(f"not on the ladder: {r['run']} ({r['mode']} d={r['n_embd']} at {r['x']:g}× the rule, the ladder "
+                  f"{ladder_x(r['mode'], r['n_embd']):g}×)", file=sys.stderr)
+    return kept
 
 
 def merge_seeds(runs):
@@ -1148,7 +1172,7 @@ def analyze(paths, opts):
     resamples = opts['resamples']
     if resamples < 1:
         die(f"--resamples must be a positive integer, got {resamples!r}")
-    runs = [read(read_point, p) for p in paths]
+    runs = on_the_ladder([read(read_point, p) for p in paths])
     points = merge_seeds(runs)
     gen = read(read_bench, opts['bench'], what='bench.py CSV') if opts['bench'] else {}
     if unwritable(opts['out'], folder=True):
@@ -1196,7 +1220,8 @@ def main(argv):
     elif args[0] == 'third':
         if not args[1:]:
             die("usage: ladder.py third RUN_DIR|LOG.jsonl ... [--modes=a,b]")
-        print('\n'.join(third_seed_lines(merge_seeds([read(read_point, p) for p in args[1:]]), modes)))
+        print('\n'.join(third_seed_lines(merge_seeds(on_the_ladder([read(read_point, p) for p in args[1:]])),
+                                          modes)))
     elif args[0] == 'speeds':
         why = unwritable(opts['out']) if opts['out'] else 'speeds needs --out=CSV'
         if why:
