@@ -224,6 +224,7 @@ def test_analyze_end_to_end(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     text = (out / 'ladder.md').read_text()
     assert 'spectron − dense' in text and '| dense |' in text and 'Held-out check' in text and 'Approach 3: a' in text
+    assert "The first ladder's decade" in text and '| dense | 4e+13 |' in text.split("first ladder's decade")[1]
     n_dense = sum('/dense_' in p for p in paths) // 2
     assert f"seeds per point: dense {n_dense} with 2; spectron {len(paths) - 2 * n_dense} with 1" in text
     assert '| spectron − dense | ' in text.split('Measured gap')[1]  # fit-free, an interval from dense's seeds
@@ -320,6 +321,11 @@ def test_held_out_check_flags_a_frontier_that_bends_at_the_top_budget():
     assert not off['within'] and not off['law'] and off['error'] == pytest.approx(0.08, abs=0.01)
     fits = dict(degenerate='', held_out=off)
     assert 'misses its held-out budget' in ladder.not_a_law(fits)
+    # the first decade's fit (1e12–1e13) at each budget past it: on the law, then bent from 2e13 on
+    for loss, hit in ((L, True), (L - 0.08 * (C > ladder.FIRST_DECADE[1] * ladder.BUDGET_TOL), False)):
+        for top in budgets[budgets > 1.5e13]:
+            h = ladder.held_out_check(C, loss, top, 50, rng, fit_below=2e13)
+            assert h['hits'] == hit and h['measured'] == pytest.approx(loss[np.isclose(C / top, 1, rtol=0.1)].min())
     loose = bent + np.random.default_rng(10).normal(0, 0.05, len(L))  # seeds this far apart: an interval so wide
     wide = ladder.held_out_check(C, loose, budgets[-1], 50, np.random.default_rng(0))  # that it holds the miss
     assert wide['within'] and abs(wide['error']) > ladder.HELD_OUT_TOL and not wide['law']

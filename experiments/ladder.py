@@ -108,6 +108,8 @@ FLOOR_MS = 15  # ms/step of the narrowest shapes, from their logs (dense d=12, 1
 FACTOR_LR = {'nfw': 4e-3, 'tsvd': 6e-3}  # 2× their registry's at every width: the best of ½×, 1×, 2× (and 4×) at a
 # narrow and a wide width each (nfw d=32 and 128, tsvd d=16 and 96, each at its lowest budget; assets/ladder/factor_lr)
 PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
+FIRST_DECADE = (1e12, 1e13)  # the first ladder's budgets, whose fits its verdict extrapolated: ladder.md checks them
+# against every budget past it
 C_REF = 1e13  # the frontier's A is the reducible loss at this many FLOPs: L = E + A·(C / C_REF)^−α
 HELD_OUT_TOL = 0.02  # nats: a held-out prediction further off than this misses, however wide its interval (a wide
 # interval only says the lower budgets do not pin the curve; the ladder's gaps at the top budget are 0.01–0.1)
@@ -453,11 +455,15 @@ def read_point(path):
 def on_the_ladder(runs):
     """the runs at their width's ladder step size (ladder_x × step_rule); each other one (a width's 1× runs where
     STEP_X moved it: the grid's) set aside with a line on stderr"""
-    kept = [r for r in runs if r['x'] == ladder_x(r['mode'], r['n_embd'])]
+    kept, aside = [], {}
     for r in runs:
-        if r not in kept:
-            print(f"not on the ladder: {r['run']} ({r['mode']} d={r['n_embd']} at {r['x']:g}× the rule, the ladder "
-                  f"{ladder_x(r['mode'], r['n_embd']):g}×)", file=sys.stderr)
+        if r['x'] == ladder_x(r['mode'], r['n_embd']):
+            kept.append(r)
+        else:
+            aside.setdefault((r['mode'], r['n_embd'], r['x']), []).append(r['run'])
+    for (mode, d, x), names in aside.items():
+        print(f"not on the ladder: {len(names)} runs of {mode} d={d} at {x:g}× the rule, where the ladder runs "
+              f"{ladder_x(mode, d):g}× ({', '.join(names)})", file=sys.stderr)
     return kept
 
 
@@ -570,22 +576,22 @@ def at_bound(fit, L):
     return 'E at its bound 0' if E <= 0 else 'E at its bound, the lowest loss' if E >= top * (1 - 1e-12) else ''
 
 
-def held_out_check(C, L, top, resamples, rng, losses=None, budget=None):
+def held_out_check(C, L, top, resamples, rng, losses=None, budget=None, fit_below=None):
     """the frontier fit refitted without its top budget (points whose nominal budget, default C, is below top /
-    BUDGET_TOL), its prediction against the measured best loss at top, at the FLOPs that point logged; the interval is
-    the 90% bootstrap of that prediction (frontier_draw of the lower points, refit). None with fewer than 3 lower
-    budgets or no point at top."""
+    BUDGET_TOL; fit_below: below that budget instead), its prediction against the measured best loss at top, at the
+    FLOPs that point logged; the interval is the 90% bootstrap of that prediction (frontier_draw of the lower points,
+    refit). None with fewer than 3 lower budgets or no point at top."""
     C, L = np.asarray(C, float), np.asarray(L, float)
     losses = [[v] for v in L] if losses is None else losses
     B = C if budget is None else np.asarray(budget, float)
-    low = B < top / BUDGET_TOL
+    low, at_top = B < (fit_below or top) / BUDGET_TOL, abs(np.log(B / top)) < np.log(BUDGET_TOL)
     Cl, Ll, Bl, Sl = C[low], L[low], B[low], [s for s, k in zip(losses, low) if k]
     env = budget_best(Bl, Ll)
-    if len(np.unique(Cl[env])) < 3 or low.all():
+    if len(np.unique(Cl[env])) < 3 or not at_top.any():
         return None
     fit = fit_frontier(Cl[env], Ll[env])
-    at = C[~low][np.argmin(L[~low])]  # the FLOPs the best point at top spent (tsvd's: below its budget)
-    pred, measured = float(frontier_loss(fit, at)), float(L[~low].min())
+    at = C[at_top][np.argmin(L[at_top])]  # the FLOPs the best point at top spent (tsvd's: below its budget)
+    pred, measured = float(frontier_loss(fit, at)), float(L[at_top].min())
     draws = (frontier_draw(Cl, Bl, Sl, rng) for _ in range(resamples))
     preds = [float(frontier_loss(fit_frontier(*d), at)) for d in draws if d]
     iv = interval(preds)
@@ -751,10 +757,13 @@ def mode_fits(points, budgets, resamples, rng):
 
 def check_fits(points, budgets, fits, resamples, rng):
     """the checks of issue 29, into each mode's fits (their own random stream: the fits above are unchanged): the
-    frontier fit held out at the top budget ('held_out') and Approach 3 over every point ('parametric')"""
+    frontier fit held out at the top budget ('held_out'), the first decade's fit at each budget past it ('decade': the
+    first ladder's extrapolation) and Approach 3 over every point ('parametric')"""
+    past = sorted(b for b in budgets if b > FIRST_DECADE[1] * BUDGET_TOL)
     for mode, f in fits.items():
         mine = [p for p in points if p['mode'] == mode]
         f['held_out'] = held_out_check(f['C'], f['L'], max(budgets), resamples, rng, f['S'], f['B'])
+        f['decade'] = {b: held_out_check(f['C'], f['L'], b, resamples, rng, f['S'], f['B'], past[0]) for b in past}
         f['parametric'] = fit_parametric([p['params'] for p in mine], [p['tokens'] for p in mine], f['L'], resamples,
                                          rng, f['S']) if len(mine) >= 6 else None
 
@@ -1035,6 +1044,18 @@ def checks_table(fits, budgets):
         lines.append(f"| {mode} | {h['pred']:.4f} | {h['measured']:.4f} | {h['error']:+.4f} | "
                      f"[{h['interval'][0]:.4f}, {h['interval'][1]:.4f}] | {'yes' if h['within'] else 'NO'} | "
                      f"{'not a law (' + why + ')' if why else 'holds'} |")
+    lines += ['', f"The first ladder's decade ({FIRST_DECADE[0]:.0e}–{FIRST_DECADE[1]:.0e}), whose fits its verdict "
+              "extrapolated: each mode's frontier fitted on those budgets alone, its prediction at each budget past "
+              "them against the measured best loss (as above).\n",
+              '| mode | budget | predicted | measured | error (pred − meas) | prediction interval | verdict |',
+              '|---' * 7 + '|']
+    for mode, f in fits.items():
+        for b, h in f.get('decade', {}).items():
+            if h:
+                why = ' '.join(filter(None, (f"fit degenerate ({h['degenerate']})" if h['degenerate'] else '',
+                                             '' if h['hits'] else 'misses')))
+                lines.append(f"| {mode} | {b:.2g} | {h['pred']:.4f} | {h['measured']:.4f} | {h['error']:+.4f} | "
+                             f"[{h['interval'][0]:.4f}, {h['interval'][1]:.4f}] | {why or 'holds'} |")
     lines += ['', 'Approach 3 beside Approach 2: L(N, D) = E + A/N^α + B/D^β fitted over every point of a mode (N '
               'params, D tokens = C / FLOPs per token; Huber loss δ = 1e-3 on log L, L-BFGS from 18 starts, as '
               'Hoffmann et al.); compute-optimal N_opt ∝ C^a with a = β/(α+β), D_opt ∝ C^b with b = α/(α+β). '
