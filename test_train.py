@@ -1092,7 +1092,8 @@ def test_ddp_resume_with_dropout_continues_each_process_rng(corpus, tmp_path):
 def test_experiment_runner_resumes_an_unfinished_run_and_skips_a_finished_one(corpus, tmp_path, monkeypatch):
     """experiments/lib.sh's train_all: one run per line (blank lines and trailing blanks are no runs); it resumes a
     run that has only a checkpoint (as Ctrl-C leaves it), passing the run's own line again (flags equal to the
-    checkpoint's: allowed), and rerun, it skips a run whose log has its summary."""
+    checkpoint's: allowed), and rerun, it skips a run whose log has its summary. A run's line says how many of those
+    left to do are done."""
     args = [*TINY, f'--input_file={corpus}', '--mode=nfw', R, '--max_iters=6', '--eval_interval=3', '--seed=2']
     jobs = f"\n{tmp_path}/b {' '.join(args)} \n\n"
     ctrl_c_at_step(monkeypatch, 3)
@@ -1105,7 +1106,7 @@ def test_experiment_runner_resumes_an_unfinished_run_and_skips_a_finished_one(co
         return p.stdout
 
     out = train_all()
-    assert out.count('step 6: train loss') == 1, out
+    assert out.count('step 6: train loss') == 1 and '[1 of 1 done, ETA 0:00]' in out, out
     assert [(r['iter'], r['seed']) for r in records(tmp_path / 'b', 'config')] == [(0, 2), (3, 2)]  # resumed at 3
     assert len(records(tmp_path / 'b', 'summary')) == 1
     assert train_all().strip() == f'already done: {tmp_path}/b'

@@ -2,19 +2,27 @@
 # them JOBS at a time (default: one per core) with THREADS threads each (default 1): small models use two 1-thread
 # processes better than one 2-thread process. A run whose log.jsonl has its summary is skipped and one with a
 # checkpoint resumes, so rerunning a script after a crash or Ctrl-C only finishes what is missing. PYTHON picks
-# the interpreter (default: the `python` on PATH), e.g. PYTHON=.venv/bin/python when no venv is activated.
+# the interpreter (default: the `python` on PATH), e.g. PYTHON=.venv/bin/python when no venv is activated. Each run's
+# line when it ends says how many of the runs left to do are done, and when the last should end at that pace.
 train_one() {
   local out=$1; shift
   if grep -qs '"kind": "summary"' "$out/log.jsonl"; then echo "already done: $out"; return 0; fi
   local resume=; [ -f "$out/ckpt.pt" ] && resume=--init_from=resume
   mkdir -p "$out"
   if OMP_NUM_THREADS=${THREADS:-1} "${PYTHON:-python}" train.py --out_dir="$out" "$@" $resume > "$out/stdout.txt" 2>&1; then
-    echo "$(date +%T) $out: $(grep 'val loss' "$out/stdout.txt" | tail -n 1)"
+    echo "$(date +%T) $out: $(grep 'val loss' "$out/stdout.txt" | tail -n 1)$(progress)"
   else
-    echo "$(date +%T) FAILED $out: $(tail -n 1 "$out/stdout.txt")"; return 1
+    echo "$(date +%T) FAILED $out: $(tail -n 1 "$out/stdout.txt")$(progress)"; return 1
   fi
 }
-export -f train_one
+progress() {  # in train_all: " [N of M done, ETA H:MM]", this run counted; M: the runs it found unfinished
+  [ -n "${TRAIN_COUNT:-}" ] || return 0
+  echo >> "$TRAIN_COUNT"
+  local n eta; n=$(wc -l < "$TRAIN_COUNT")
+  eta=$(( ($(date +%s) - TRAIN_T0) * (TRAIN_TODO - n) / n ))  # the mean wall time a run took so far
+  printf ' [%d of %d done, ETA %d:%02d]' "$n" "$TRAIN_TODO" $((eta / 3600)) $((eta % 3600 / 60))
+}
+export -f train_one progress
 restore_run() {  # restore_run LOG RUN: a committed log becomes the finished run RUN (unless RUN has finished itself);
   # the logs under assets/ are gzipped (gzip -dcf also passes a plain one through)
   grep -qs '"kind": "summary"' "$2/log.jsonl" ||
@@ -32,7 +40,14 @@ save_log() {  # save_log RUN LOG: RUN's log.jsonl becomes the committed LOG (NAM
   gzip -9nc "$1/log.jsonl" > "$2"
 }
 train_all() {  # TRAIN_ONE names an exported function to run instead of train_one (one that also saves the log)
-  sed 's/[[:space:]]*$//' | grep -v '^$' | xargs -P "${JOBS:-$(nproc)}" -L 1 bash -c '"${TRAIN_ONE:-train_one}" "$@"' _
+  local lines todo=0 out
+  lines=$(sed 's/[[:space:]]*$//' | grep -v '^$') || return 0
+  while read -r out _; do grep -qs '"kind": "summary"' "$out/log.jsonl" || todo=$((todo + 1)); done <<< "$lines"
+  local count status=0; count=$(mktemp)
+  echo "$lines" | TRAIN_COUNT=$count TRAIN_T0=$(date +%s) TRAIN_TODO=$todo \
+    xargs -P "${JOBS:-$(nproc)}" -L 1 bash -c '"${TRAIN_ONE:-train_one}" "$@"' _ || status=$?
+  rm -f "$count"
+  return $status
 }
 # python_corpus: the second corpus of the rank sweeps, which every machine has offline: Python's own standard library
 # (the top-level *.py files in name order, cut to TinyShakespeare's 1,115,394 characters), written to
