@@ -1052,8 +1052,8 @@ def checks_table(fits, budgets):
     for mode, f in fits.items():
         for b, h in f.get('decade', {}).items():
             if h:
-                why = ' '.join(filter(None, (f"fit degenerate ({h['degenerate']})" if h['degenerate'] else '',
-                                             '' if h['hits'] else 'misses')))
+                why = '; '.join(filter(None, (f"fit degenerate ({h['degenerate']})" if h['degenerate'] else '',
+                                              '' if h['hits'] else 'misses')))
                 lines.append(f"| {mode} | {b:.2g} | {h['pred']:.4f} | {h['measured']:.4f} | {h['error']:+.4f} | "
                              f"[{h['interval'][0]:.4f}, {h['interval'][1]:.4f}] | {why or 'holds'} |")
     lines += ['', 'Approach 3 beside Approach 2: L(N, D) = E + A/N^α + B/D^β fitted over every point of a mode (N '
