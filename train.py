@@ -277,9 +277,10 @@ def estimate_loss(split):
         return sum(raw_model(*get_batch(split, gen, batch_size))[1].item() for _ in range(eval_iters)) / eval_iters
 
 def save_checkpoint(rng, path=ckpt_path):
+    counters = {k: globals()[k] for k in COUNTERS} | dict(seconds=time.time() - run_start)  # the run's time so far
     ckpt = dict(model=raw_model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers], config=config,
-                meta=meta, train_gen=train_gen.get_state(), rng=rng, **{k: globals()[k] for k in COUNTERS})
-    atomic_write(path, lambda f: torch.save({**ckpt, 'seconds': time.time() - run_start}, f))
+                meta=meta, train_gen=train_gen.get_state(), rng=rng, **counters)
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 def summary():
     """The last record of a finished run (experiments/lib.sh counts a run with one as done)."""
