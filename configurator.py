@@ -28,12 +28,24 @@ def at_least(least, values, *keys):
         need(values[key] >= least, f"{key} must be >= {least}, got {values[key]}")
 
 
-def inherit(saved, given, keys, may_change, source, verb):
-    """The values of keys a run takes from a saved config (source's): given ones may differ only for keys in
-    may_change, since any other would make it another run."""
+# a resume or a branch continues the run its checkpoint holds: each key is that run's unless given, and a flag may
+# differ from it only for these, which decide where the run ends and what it reports (any other would change the run)
+MAY_CHANGE = ('max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'spectra_interval', 'spectra_early',
+              'device', 'dtype', 'compile', 'skip_nonfinite')
+OWN = ('out_dir', 'init_from', 'branch_from', 'svd_from', 'overwrite')  # a continuation's own: never inherited
+SVD_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')  # init_from=svd's
+
+
+def inherit(saved, given, config_keys, init_from, source):
+    """The values a run takes from a saved config (source's): a resume or branch every key but its own (a branch
+    picks its own save_at), svd the model's shape and corpus. Given ones may differ only for MAY_CHANGE's keys in a
+    continuation, not at all for svd, since any other would make it another run."""
+    continuing = init_from in ('resume', 'branch')
+    own = OWN + ('save_at',) * (init_from == 'branch')
+    keys = [k for k in saved if k in config_keys and k not in own] if continuing else SVD_KEYS
     for key in keys:
-        need(key not in given or given[key] == saved[key] or key in may_change,
-             f"{source} has {key}={saved[key]!r}; cannot {verb} it with {key}={given.get(key)!r}")
+        need(key not in given or given[key] == saved[key] or continuing and key in MAY_CHANGE,
+             f"{source} has {key}={saved[key]!r}; cannot {init_from} it with {key}={given.get(key)!r}")
     return {key: given.get(key, saved[key]) for key in keys}
 
 

@@ -7,14 +7,18 @@ V and O projections, kept separate so each has its own spectrum, and the MLP's u
 Embeddings, head and norms stay dense. The logs measure each such layer through its factors() (W = A Bᵀ), without
 forming W: svdvals_of_product (Spectra: spectra.npz) and update_norm (max|dW|). init_from=svd (GPT.load_dense) sets each
 layer that has a load_svd_ hook from the SVD of a dense model's weight.
-Also a run's files, for train.py: its checkpoints (load_checkpoint) and its out_dir (RunDir: log.jsonl, spectra.npz).
+Also a run's machinery, for train.py: its device and processes (setup_device, wrap), its checkpoints
+(load_checkpoint) and its out_dir (RunDir: log.jsonl, spectra.npz).
 """
 import fcntl
 import glob
 import json
 import math
 import os
+import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -143,6 +147,37 @@ class RunDir:
     def log(self, kind, **fields):
         with open(os.path.join(self.path, 'log.jsonl'), 'a') as f:
             f.write(json.dumps({'kind': kind, **fields}) + '\n')
+
+def setup_device(device, dtype, compile):
+    """(ddp, rank, device, dtype, autocast) of this process: under torchrun (RANK set), its process group joined and
+    its own GPU; device 'auto' is cuda if there is one, dtype 'auto' bfloat16 where the GPU computes it natively."""
+    ddp, rank = 'RANK' in os.environ, int(os.environ.get('RANK', 0))
+    device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
+    if ddp:  # process 0 may evaluate and checkpoint while the others wait: more than NCCL's default 10 minutes
+        torch.distributed.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo',
+                                             timeout=timedelta(hours=1))
+        device = f"cuda:{os.environ['LOCAL_RANK']}" if device.startswith('cuda') else device
+    torch.zeros(1, device=device)  # a device this machine lacks: torch's own one-line error, now
+    device_type = torch.device(device).type
+    if device.startswith('cuda:'):  # the current device is the one RNG state, synchronize and SDPA default to
+        torch.cuda.set_device(device)
+    if dtype == 'auto':  # V100 and T4 emulate bf16 slowly: float32 there
+        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported(False) else 'float32'
+    if dtype not in ('float32', 'bfloat16'):
+        raise ValueError(f"dtype must be auto, float32 or bfloat16, got {dtype!r}")
+    if compile and device_type == 'cpu' and not (shutil.which('g++') or shutil.which('clang++')):
+        raise ValueError("compile=True on a CPU needs a C++ compiler (g++ or clang++) on PATH")
+    autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, dtype=torch.bfloat16)
+    return ddp, rank, device, dtype, autocast
+
+def wrap(model, compile, ddp):
+    """The module a training step calls: compiled and/or DDP-wrapped. Rebuilt when parameter shapes change."""
+    if compile:  # a fresh cache: each new shape would otherwise recompile until dynamo's limit (8), then eager
+        torch._dynamo.reset()
+    m = torch.compile(model) if compile else model
+    cuda = next(model.parameters()).is_cuda
+    return torch.nn.parallel.DistributedDataParallel(m, device_ids=[torch.cuda.current_device()] if cuda else None) \
+        if ddp else m
 
 def rng_states(ddp, world_size, cuda):
     """Every process' RNG states (dropout's masks), so that a resume continues each process' stream. Collective."""

@@ -198,6 +198,18 @@ def load_meta(data_dir):
         return json.load(f)
 
 
+def load_splits(data_dir, train_tokens=0, block_size=1):
+    """(meta, {'train': tokens, 'val': tokens}) of a prepared corpus, memory-mapped; train_tokens > 0 keeps the
+    training split's first train_tokens only (it must hold a window of block_size + 1 tokens)."""
+    data = {s: np.memmap(os.path.join(data_dir, f'{s}.bin'), dtype=np.uint16, mode='r') for s in ('train', 'val')}
+    if train_tokens:  # a batch never reads a split's last token: with N + 1, any window in the first N may come
+        if not block_size < train_tokens <= len(data['train']):
+            raise DataError(f"train_tokens={train_tokens:,} must hold a window (block_size + 1 tokens) and fit the "
+                            f"training split ({len(data['train']):,} tokens)")
+        data['train'] = data['train'][:train_tokens + 1]
+    return load_meta(data_dir), data
+
+
 def ensure_prepared(input_file, tokenizer, min_tokens):
     """The data dir for (input_file, tokenizer), (re)made if missing or if the corpus changed since."""
     if not os.path.exists(input_file):

@@ -366,7 +366,7 @@ def test_a_config_file_may_set_keys_its_mode_does_not_use(corpus, tmp_path):
 
 
 def test_a_continuation_may_change_only_where_the_run_ends_and_what_it_reports(corpus, tmp_path):
-    """train.MAY_CHANGE flags may differ from the checkpoint's values; any other is refused (the table of bad
+    """configurator.MAY_CHANGE flags may differ from the checkpoint's values; any other is refused (the table of bad
     continuations); flags equal to the checkpoint's are fine (experiments/lib.sh resumes with the run's own line)."""
     common = ['--mode=nfw', '--rank=8', '--eval_interval=2', '--learning_rate=3e-3']
     train(corpus, tmp_path, *common, '--max_iters=2')

@@ -17,24 +17,20 @@ checkpoint stays) or, with skip_nonfinite=False, a non-finite gradient.
 import glob
 import math
 import os
-import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
-from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import configurator
 import lowrank
 from configurator import at_least, die, inherit, need, parse_args
 from model import (GPT, GPTConfig, RunDir, Spectra, load_checkpoint, load_optimizer_states, peak_flops, rng_states,
-                   set_rng_states)
-from prepare_data import atomic_write, ensure_prepared, load_meta
+                   set_rng_states, setup_device, wrap)
+from prepare_data import atomic_write, ensure_prepared, load_splits
 
 # -----------------------------------------------------------------------------
 # default config: a spectron GPT at rank 64 (d/4) on TinyShakespeare characters, a few minutes on 1 CPU core
@@ -109,10 +105,6 @@ given = parse_args({k: globals()[k] for k in config_keys}, sys.argv[1:], ('rank'
 globals().update(given)
 flags = {arg[2:].partition('=')[0] for arg in sys.argv[1:] if arg.startswith('--')}  # not a config file's keys
 
-# a resume or a branch continues the run its checkpoint holds: each key is that run's unless given, and a flag may
-# differ from it only for these, which decide where the run ends and what it reports (any other would change the run)
-MAY_CHANGE = ('max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'spectra_interval', 'spectra_early',
-              'device', 'dtype', 'compile', 'skip_nonfinite')
 need(init_from in ('scratch', 'resume', 'svd', 'branch'), f"unknown init_from {init_from!r}: scratch|resume|svd|branch")
 for key, needs in (('branch_from', 'branch'), ('svd_from', 'svd')):
     need((key in given) == (init_from == needs), f"--{key} and --init_from={needs} go together")
@@ -120,12 +112,9 @@ continuing = init_from in ('resume', 'branch')  # (svd starts afresh from a dens
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 source = dict(resume=ckpt_path, branch=branch_from, svd=os.path.join(svd_from, 'ckpt.pt')).get(init_from)
 checkpoint = load_checkpoint(source) if source else None
-if checkpoint:
+if checkpoint:  # its run's keys: a continuation may change only where it ends and what it reports (MAY_CHANGE)
     saved = checkpoint['config']
-    own = ('out_dir', 'init_from', 'branch_from', 'svd_from', 'overwrite') + ('save_at',) * (init_from == 'branch')
-    keys = [k for k in saved if k in config_keys and k not in own] if continuing else \
-        ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'input_file', 'tokenizer')
-    globals().update(inherit(saved, given, keys, MAY_CHANGE if continuing else (), source, init_from))
+    globals().update(inherit(saved, given, config_keys, init_from, source))
     need(continuing or lowrank.get_mode(saved['mode']).layer is lowrank.DenseLinear,
          f"{source} is from a mode={saved['mode']} run; init_from=svd factorizes a dense (or muon) one")
 the_mode = lowrank.get_mode(mode)
@@ -172,40 +161,21 @@ need(continuing or overwrite or not glob.glob(os.path.join(out_dir, 'ckpt*.pt'))
      f"{out_dir} holds checkpoints: continue with --init_from=resume, or replace them with --overwrite=True")
 
 # DDP, device and data
-ddp = int(os.environ.get('RANK', -1)) != -1
-ddp_rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
-master = ddp_rank == 0
+world_size = int(os.environ.get('WORLD_SIZE', 1))  # processes under torchrun
 need(gradient_accumulation_steps % world_size == 0,
      f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by {world_size} DDP processes")
 micro_steps = gradient_accumulation_steps // world_size  # this process' share of the global batch
-device = ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
-if ddp:  # process 0 may evaluate and checkpoint while the others wait: more than NCCL's default 10 minutes
-    dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo', timeout=timedelta(hours=1))
-    device = f"cuda:{os.environ['LOCAL_RANK']}" if device.startswith('cuda') else device
-torch.zeros(1, device=device)  # a device this machine lacks: torch's own one-line error, now
-device_type = torch.device(device).type
-if device.startswith('cuda:'):  # the current device is the one RNG state, synchronize and SDPA default to
-    torch.cuda.set_device(device)
-if dtype == 'auto':  # V100 and T4 emulate bf16 slowly: float32 there
-    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported(False) else 'float32'
-need(dtype in ('float32', 'bfloat16'), f"dtype must be auto, float32 or bfloat16, got {dtype!r}")
-need(not compile or device_type != 'cpu' or shutil.which('g++') or shutil.which('clang++'),
-     "compile=True on a CPU needs a C++ compiler (g++ or clang++) on PATH")
-autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type, dtype=torch.bfloat16)
+ddp, ddp_rank, device, dtype, autocast = setup_device(device, dtype, compile)
+master, device_type = ddp_rank == 0, torch.device(device).type
 local_master = int(os.environ.get('LOCAL_RANK', 0)) == 0  # one process per machine tokenises; the others wait
 if ddp and not local_master:
     dist.barrier()  # ... here, until the files are whole
 data_dir = ensure_prepared(input_file, tokenizer, min_tokens=block_size + 2)
 if ddp and local_master:
     dist.barrier()
-meta = load_meta(data_dir)
+meta, data = load_splits(data_dir, train_tokens, block_size)  # memory-mapped token files
 need(checkpoint is None or checkpoint['meta'].get('input_sha256', meta['input_sha256']) == meta['input_sha256'],
      f"{input_file} has changed since {source} was trained on it")
-data = {s: np.memmap(os.path.join(data_dir, f'{s}.bin'), dtype=np.uint16, mode='r') for s in ('train', 'val')}
-need(not train_tokens or block_size < train_tokens <= len(data['train']), f"train_tokens={train_tokens:,} must hold a "
-     f"window (block_size + 1 tokens) and fit the training split ({len(data['train']):,} tokens)")
-if train_tokens:  # get_batch never reads a split's last token: with N + 1, any window in the first N may come
-    data['train'] = data['train'][:train_tokens + 1]
 def get_batch(split, gen, n):
     """n random windows of block_size + 1 tokens; gen decides which, so that runs and resumes repeat exactly."""
     d = data[split]
@@ -242,14 +212,7 @@ if continuing:
     set_rng_states(checkpoint['rng'], ddp_rank, device_type == 'cuda')
 start_iter = iter_num
 
-def wrap(raw):
-    """The module the training step calls: compiled and/or DDP-wrapped. Rebuilt when parameter shapes change."""
-    if compile:  # a fresh cache: each new shape would otherwise recompile until dynamo's limit (8), then eager
-        torch._dynamo.reset()
-    m = torch.compile(raw) if compile else raw
-    return DDP(m, device_ids=[torch.cuda.current_device()] if device_type == 'cuda' else None) if ddp else m
-
-model = wrap(raw_model)
+model = wrap(raw_model, compile, ddp)  # what the training step calls; raw_model: evals, logs, checkpoints
 
 def lr_factor(it):
     """Linear warmup, then cosine from 1 down to min_lr / learning_rate at decay_end; or (wsd) 1 until decay_start,
@@ -387,7 +350,7 @@ while True:
         for opt in optimizers:
             opt.step()
         if the_mode.after_step and the_mode.after_step(raw_model, optimizers, iter_num + 1, config):
-            model = wrap(raw_model)  # new parameter tensors: DDP and compile must see them
+            model = wrap(raw_model, compile, ddp)  # new parameter tensors: DDP and compile must see them
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
 
