@@ -263,6 +263,13 @@ def test_cpu_time_counts_a_branch_from_its_branch_point(tmp_path):
     line = ladder.cpu_time(runs, ladder.group_budgets(ladder.merge_seeds(runs)))
     own = (3600 + 36000 * (runs[1]['iter'] - runs[1]['start']) / runs[1]['iter']) / 3600
     assert f"the 2 runs with a summary took {own:.1f} core-hours" in line and 'C = 1e+12 11.0 core-hours' in line
+    # the straight run again at seed 1, 1800 s: the clone's budget counts one seed (the point's mean), not both
+    twin = write_run(tmp_path, 'dense', ladder.WIDTHS['dense'][2], 1e12, loss, seed=1)
+    with open(os.path.join(twin, 'log.jsonl'), 'a') as f:
+        f.write(json.dumps(dict(kind='summary', seconds=1800)) + '\n')
+    runs.append(ladder.read_point(twin))
+    line = ladder.cpu_time(runs, ladder.group_budgets(ladder.merge_seeds(runs)))
+    assert 'runs with a summary took' in line and 'C = 1e+12 10.8 core-hours' in line
 
 
 BAD = [  # (command line: {tmp} a fresh folder, {run} a finished run in it; a key word of the one-line error)

@@ -1080,13 +1080,15 @@ def checks_table(fits, budgets):
 def cpu_time(runs, budgets):
     """ladder.md's line on CPU time, from the runs' summaries: a branch's seconds count from its parent's start, so
     its own share is (steps − branch step) / steps of them (about: at the same seconds per step), and they are what a
-    straight WSD run to its budget takes, which is how a fresh clone reproduces one budget without the long runs"""
+    straight WSD run to its budget takes, which is how a fresh clone reproduces one budget (at one seed: a point's
+    runs at several seeds count as their mean) without the long runs"""
     timed = [r for r in runs if r['seconds']]
     own = sum(r['seconds'] * (r['iter'] - r['start']) / r['iter'] for r in timed)
-    straight = {b: sum(r['seconds'] for p in g for r in p['members'] if r['seconds']) for b, g in budgets.items()}
+    straight = {b: sum(np.mean([r['seconds'] for r in p['members'] if r['seconds']] or [0]) for p in g)
+                for b, g in budgets.items()}
     return (f"CPU time, as logged (1-thread runs, two at a time on 2 cores): the {len(timed)} runs with a summary took "
             f"{own / 3600:.1f} core-hours (each branch from its branch point; the step-size grid not included). One "
-            f"budget alone from a fresh clone, each of its points a straight WSD run: " + ', '.join(
+            f"budget alone at one seed from a fresh clone, each of its points a straight WSD run: " + ', '.join(
                 f"C = {b:.2g} {t / 3600:.1f}" for b, t in sorted(straight.items())) + " core-hours (half that in hours "
             "on 2 cores)" + (f"; {len(runs) - len(timed)} runs have no summary" if len(timed) < len(runs) else '') + '.')
 
