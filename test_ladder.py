@@ -84,13 +84,14 @@ def committed_runs():
     return out
 
 
-def test_every_committed_run_is_still_planned_with_its_settings(monkeypatch):
+def test_every_committed_run_is_still_planned_with_its_settings(monkeypatch, tmp_path):
     """bash experiments/ladder.sh resumes: each committed log (seed 1337, the first ladder's budgets) is the run of
     a line of the new plan, under the same name, with the same settings (a long run of then is a branch now: a branch
     equals the straight WSD run); only log_interval differs (the runs logged every 10 steps, the plan says 100). Dense's
     runs under its first step-size rule lie in assets/ladder/dense_lr1e-3, out of the plan; those at 1× the rule of a
     width STEP_X moved are the plan's without STEP_X (the grid's 1×)"""
     lines = {}
+    monkeypatch.chdir(tmp_path)  # no runs/ here: the plan alone
     for step_x in ({}, ladder.STEP_X):
         monkeypatch.setattr(ladder, 'STEP_X', step_x)
         lines.update({line.split()[0]: line.split()[1:] for stage in ('long', 'branch', 'grid')
@@ -103,6 +104,36 @@ def test_every_committed_run_is_still_planned_with_its_settings(monkeypatch):
             key, value = flag[2:].split('=', 1)
             if key not in ('log_interval', 'save_at', 'init_from', 'branch_from'):
                 assert value == str(config[key]) or float(value) == pytest.approx(config[key], rel=1e-6), (run, key)
+
+
+def test_a_long_run_whose_checkpoints_are_gone_is_remade_by_its_highest_unfinished_branch(tmp_path, monkeypatch):
+    """a long run restored from its committed log has no branch checkpoints (they stay on the machine that made
+    them): the long stage then trains the highest unfinished branch straight, keeping the lower ones' branch points,
+    and the branch stage branches from those; with its checkpoints there, the long run serves every branch"""
+    monkeypatch.chdir(tmp_path)
+    d = 32
+    steps = [s for _, s in ladder.budget_steps('dense', d)]
+    starts = [s - max(1, round(ladder.COOLDOWN * s)) for s in steps[:-1]]
+    run = lambda s: ladder.point_dir('dense', d, s, 1)
+    def line_of(stage, s):
+        return next(ln for ln in ladder.run_lines(stage, ['dense'], seeds=(1,)) if ln.split()[0] == run(s))
+    def finish(s, ckpts=()):
+        os.makedirs(run(s), exist_ok=True)
+        with open(f"{run(s)}/log.jsonl", 'w') as f:
+            f.write(json.dumps(dict(kind='summary')) + '\n')
+        for k in ckpts:
+            open(f"{run(s)}/ckpt_{k}.pt", 'w').close()
+    assert line_of('long', steps[-1]).endswith(f"--max_iters={steps[-1]} --save_at={','.join(map(str, starts))}")
+    finish(steps[-1])  # restored: no checkpoints
+    finish(steps[0])  # one branch done already
+    assert not any(ln.split()[0] == run(steps[-1]) for ln in ladder.run_lines('long', ['dense'], seeds=(1,)))
+    assert line_of('long', steps[-2]).endswith(f"--max_iters={steps[-2]} --save_at={','.join(map(str, starts[1:-1]))}")
+    finish(steps[-2], starts[1:-1])
+    assert all(line_of('branch', s).endswith(f"--branch_from={run(steps[-2])}/ckpt_{k}.pt")
+               for s, k in zip(steps[1:-2], starts[1:-2]))
+    finish(steps[-1], starts)  # the long run's own checkpoints come first
+    assert all(line_of('branch', s).endswith(f"--branch_from={run(steps[-1])}/ckpt_{k}.pt")
+               for s, k in zip(steps[:-1], starts))
 
 
 def test_dense_trains_at_its_width_rule():

@@ -370,6 +370,12 @@ def third_seed_lines(points, modes):
     return list(lines.values())
 
 
+def finished(run):
+    """a run with its summary (experiments/lib.sh's test)"""
+    path = os.path.join(run, 'log.jsonl')
+    return os.path.exists(path) and '"kind": "summary"' in open(path).read()
+
+
 def run_lines(stage, modes, seeds=SEEDS):
     """train_all's lines (OUT_DIR --key=value ...) of one stage: 'long' (one WSD run per mode, size and seed to the
     highest budget it runs, keeping a checkpoint at every lower budget's decay start), 'branch' (the cooldowns from
@@ -384,11 +390,18 @@ def run_lines(stage, modes, seeds=SEEDS):
                 starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
                 long_dir = point_dir(mode, d, top, seed)
                 if stage == 'long':
-                    lines.append(f"{long_dir} {flags} --max_iters={top}"
-                                 + (f" --save_at={','.join(map(str, starts))}" if starts else ''))
-                elif stage == 'branch':
-                    lines += [f"{point_dir(mode, d, s, seed)} {flags} --max_iters={s} --init_from=branch "
-                              f"--branch_from={long_dir}/ckpt_{k}.pt" for s, k in zip(steps[:-1], starts)]
+                    # a long run restored from its committed log lacks its checkpoints (they stay on the machine that
+                    # made them): the straight run to its highest unfinished branch makes the ones still needed
+                    todo = [(s, k) for s, k in zip(steps, starts) if not finished(point_dir(mode, d, s, seed))]
+                    lost = finished(long_dir) and any(not os.path.exists(f"{long_dir}/ckpt_{k}.pt") for _, k in todo)
+                    end, keep = (todo[-1][0], [k for _, k in todo[:-1]]) if lost else (top, starts)
+                    lines.append(f"{point_dir(mode, d, end, seed)} {flags} --max_iters={end}"
+                                 + (f" --save_at={','.join(map(str, keep))}" if keep else ''))
+                elif stage == 'branch':  # from the long run's checkpoint, or else a longer branch's that made it
+                    lines += [f"{point_dir(mode, d, s, seed)} {flags} --max_iters={s} --init_from=branch --branch_from="
+                              + next((p for p in (f"{point_dir(mode, d, t, seed)}/ckpt_{k}.pt" for t in steps[:i:-1])
+                                      if os.path.exists(p)), f"{long_dir}/ckpt_{k}.pt")
+                              for i, (s, k) in enumerate(zip(steps[:-1], starts))]
                 elif stage == 'grid':
                     lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g}{tag} {run_flags(mode, d, seed, x)} --max_iters={s}"
                               for dd, s, tag in grid_points(mode) if dd == d for x in (0.5, 2)]
