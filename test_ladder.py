@@ -39,6 +39,12 @@ def plan_rows():
                              for m in ('dense', 'muon', 'spectron')})
 
 
+@pytest.fixture(autouse=True)
+def fresh_clone(tmp_path, monkeypatch):
+    """every test in an empty folder: run_lines reads runs/ladder (a restored long run without its checkpoints), so a
+    test sees the plan as a fresh clone does, whatever this machine's ladder has run"""
+    monkeypatch.chdir(tmp_path)
+
 def test_plan_keeps_epochs_and_spans():
     rows, grid = plan_rows()
     assert max(r['tokens'] for r in rows) / ladder.TRAIN_TOKENS <= ladder.MAX_EPOCHS
@@ -84,14 +90,13 @@ def committed_runs():
     return out
 
 
-def test_every_committed_run_is_still_planned_with_its_settings(monkeypatch, tmp_path):
+def test_every_committed_run_is_still_planned_with_its_settings(monkeypatch):
     """bash experiments/ladder.sh resumes: each committed log (seed 1337, the first ladder's budgets) is the run of
     a line of the new plan, under the same name, with the same settings (a long run of then is a branch now: a branch
     equals the straight WSD run); only log_interval differs (the runs logged every 10 steps, the plan says 100). Dense's
     runs under its first step-size rule lie in assets/ladder/dense_lr1e-3, out of the plan; those at 1× the rule of a
     width STEP_X moved are the plan's without STEP_X (the grid's 1×)"""
     lines = {}
-    monkeypatch.chdir(tmp_path)  # no runs/ here: the plan alone
     for step_x in ({}, ladder.STEP_X):
         monkeypatch.setattr(ladder, 'STEP_X', step_x)
         lines.update({line.split()[0]: line.split()[1:] for stage in ('long', 'branch', 'grid')
