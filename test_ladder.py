@@ -136,6 +136,7 @@ def test_a_long_run_whose_checkpoints_are_gone_is_remade_by_its_highest_unfinish
     finish(steps[-2], starts[1:-1])
     assert all(line_of('branch', s).endswith(f"--branch_from={run(steps[-2])}/ckpt_{k}.pt")
                for s, k in zip(steps[1:-2], starts[1:-2]))
+    assert line_of('long', steps[-1]).endswith(f"--save_at={','.join(map(str, starts))}")  # nothing more to remake
     finish(steps[-1], starts)  # the long run's own checkpoints come first
     assert all(line_of('branch', s).endswith(f"--branch_from={run(steps[-1])}/ckpt_{k}.pt")
                for s, k in zip(steps[:-1], starts))

@@ -389,19 +389,20 @@ def run_lines(stage, modes, seeds=SEEDS):
                 top = steps[-1]
                 starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
                 long_dir = point_dir(mode, d, top, seed)
+                def source(i):  # branch i's checkpoint: the long run's, or else a longer point's that made it
+                    return next((p for p in (f"{point_dir(mode, d, t, seed)}/ckpt_{starts[i]}.pt" for t in
+                                             steps[:i:-1]) if os.path.exists(p)), None)
                 if stage == 'long':
                     # a long run restored from its committed log lacks its checkpoints (they stay on the machine that
                     # made them): the straight run to its highest unfinished branch makes the ones still needed
-                    todo = [(s, k) for s, k in zip(steps, starts) if not finished(point_dir(mode, d, s, seed))]
-                    lost = finished(long_dir) and any(not os.path.exists(f"{long_dir}/ckpt_{k}.pt") for _, k in todo)
-                    end, keep = (todo[-1][0], [k for _, k in todo[:-1]]) if lost else (top, starts)
+                    todo = [i for i, s in enumerate(steps[:-1]) if not finished(point_dir(mode, d, s, seed))]
+                    lost = finished(long_dir) and any(source(i) is None for i in todo)
+                    end, keep = (steps[todo[-1]], [starts[i] for i in todo[:-1]]) if lost else (top, starts)
                     lines.append(f"{point_dir(mode, d, end, seed)} {flags} --max_iters={end}"
                                  + (f" --save_at={','.join(map(str, keep))}" if keep else ''))
-                elif stage == 'branch':  # from the long run's checkpoint, or else a longer branch's that made it
+                elif stage == 'branch':
                     lines += [f"{point_dir(mode, d, s, seed)} {flags} --max_iters={s} --init_from=branch --branch_from="
-                              + next((p for p in (f"{point_dir(mode, d, t, seed)}/ckpt_{k}.pt" for t in steps[:i:-1])
-                                      if os.path.exists(p)), f"{long_dir}/ckpt_{k}.pt")
-                              for i, (s, k) in enumerate(zip(steps[:-1], starts))]
+                              + (source(i) or f"{long_dir}/ckpt_{k}.pt") for i, (s, k) in enumerate(zip(steps, starts))]
                 elif stage == 'grid':
                     lines += [f"runs/ladder/grid/{mode}_d{d}_x{x:g}{tag} {run_flags(mode, d, seed, x)} --max_iters={s}"
                               for dd, s, tag in grid_points(mode) if dd == d for x in (0.5, 2)]
