@@ -14,7 +14,8 @@
 # one (ladder.py's GRID_BEST); where 2× won by more than seeds differ (dense d=48 and 64), that width runs at 2×
 # (ladder.py's STEP_X; runs named _x2), its 1× runs kept as the grid's.
 # Then assets/ladder/: grid.md (the check), the figures, ladder.md, points.csv and every log (committed logs count as
-# finished runs, so a rerun only trains what is missing). Two 1-thread runs at a time. MODES picks modes (default
+# finished runs, so a rerun only trains what is missing; a long run restored so has no checkpoints, and the straight
+# run to its highest unfinished branch remakes those its branches still need: ladder.py run_lines). Two 1-thread runs at a time. MODES picks modes (default
 # "dense muon spectron nfw tsvd"), SEEDS the seeds of the long and branch stages (default "1337 1"), STAGES the
 # stages (default "grid long branch third analyze"; third: seed 2 at a budget's best points whose seeds disagree by
 # more than the gap they are used for), e.g. MODES="nfw tsvd" SEEDS=1337 bash experiments/ladder.sh
@@ -39,14 +40,16 @@ keep() {  # train one run; its finished log goes to assets/ladder/logs at once, 
   [ -e "assets/ladder/logs/$name.log.jsonl.gz" ] || save_log "$1" "assets/ladder/logs/$name.log.jsonl.gz"
 }
 export -f keep save_log
-run_stage() {  # run_stage STAGE SEED: its runs of every mode, two at a time
+run_stage() {  # run_stage STAGE SEED [MODES]: its runs of each mode (default: all), two at a time
   case " $stages " in *" $1 "*)
-    for mode in $modes; do python experiments/ladder.py runs --stage=$1 --modes=$mode --seeds=$2; done |
+    for mode in ${3:-$modes}; do python experiments/ladder.py runs --stage=$1 --modes=$mode --seeds=$2; done |
       TRAIN_ONE=keep train_all;;
   esac
 }
 run_stage grid "${seeds%% *}"
-for seed in $seeds; do run_stage long $seed; run_stage branch $seed; done  # a seed whole before the next
+for seed in $seeds; do  # a (seed, mode) whole before the next: the branch checkpoints stay on this machine, so a
+  for mode in $modes; do run_stage long $seed $mode; run_stage branch $seed $mode; done  # session's end loses less
+done
 finished() { grep -l '"kind": "summary"' "$@" 2>/dev/null | xargs -r -n 1 dirname; }
 case " $stages " in *" third "*)  # a third seed where two disagree by more than a gap (ladder.py third_seed_lines)
   python experiments/ladder.py third $(finished runs/ladder/*/log.jsonl) --modes=${modes// /,} | TRAIN_ONE=keep train_all;;
