@@ -371,9 +371,8 @@ def third_seed_lines(points, modes):
 
 
 def finished(run):
-    """a run with its summary (experiments/lib.sh's test)"""
-    path = os.path.join(run, 'log.jsonl')
-    return os.path.exists(path) and '"kind": "summary"' in open(path).read()
+    """a run with its summary (experiments/lib.sh's test), read by the one log reader"""
+    return os.path.exists(os.path.join(run, 'log.jsonl')) and any(r['kind'] == 'summary' for r in read_log(run))
 
 
 def run_lines(stage, modes, seeds=SEEDS):
