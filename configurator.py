@@ -2,10 +2,11 @@
 Config files and --key=value overrides in nanoGPT's style (python train.py config/x.py --batch_size=32 --rank=0.25),
 applied in order: a config file is Python that assigns keys, a value a Python literal (a string may be bare); a key
 must be the script's and keep its type. Also the one place where the scripts' errors become one line, and the checks
-that make them: need, at_least, inherit (the values a continued run takes from its saved config).
+that make them: need, at_least, inherit (the values a continued run takes from its saved config), check (train.py's).
 """
 import ast
 import difflib
+import glob
 import os
 import sys
 
@@ -47,6 +48,45 @@ def inherit(saved, given, config_keys, init_from, source):
         need(key not in given or given[key] == saved[key] or continuing and key in MAY_CHANGE,
              f"{source} has {key}={saved[key]!r}; cannot {init_from} it with {key}={given.get(key)!r}")
     return {key: given.get(key, saved[key]) for key in keys}
+
+
+def stable_steps(n, decay_frac):
+    """wsd: an n-step run's decay starts here. It depends on n alone, so runs of any length share a stable phase."""
+    return n - max(1, round(decay_frac * n))
+
+
+def check(c, checkpoint=None, source=None):
+    """Bad input in train.py's resolved config c (a continuation's: and the checkpoint it continues, source's): each
+    value's own check, then whether the schedule admits them. Returns the wsd decay start and save_at's steps."""
+    need(all(s.strip().isdigit() for s in c['save_at'].split(',') if s.strip()),
+         f"save_at takes steps (1600,3200): {c['save_at']!r}")
+    save_steps = sorted(int(s) for s in c['save_at'].split(',') if s.strip())  # wsd branch points
+    need(c['learning_rate'] > 0, f"learning_rate must be > 0, got {c['learning_rate']}")
+    need(0 <= c['dropout'] < 1, f"dropout must be in [0, 1), got {c['dropout']}")
+    at_least(1, c, 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval',
+             'eval_iters', 'gradient_accumulation_steps')
+    at_least(0, c, 'max_iters', 'warmup_iters', 'lr_decay_iters', 'spectra_interval', 'spectra_early', 'min_lr',
+             'grad_clip', 'train_tokens', 'weight_decay', 'spectron_wd')  # (AdamW checks only its default's decay)
+    need(c['lr_schedule'] in ('cosine', 'wsd') and c['decay_shape'] in ('linear', 'sqrt') and 0 < c['decay_frac'] <= 1,
+         "lr_schedule must be cosine|wsd, decay_shape linear|sqrt, decay_frac in (0, 1]")
+    wsd, max_iters = c['lr_schedule'] == 'wsd', c['max_iters']
+    decay_start = stable_steps(max_iters, c['decay_frac'])
+    need(not wsd or not c['lr_decay_iters'] and (decay_start >= c['warmup_iters'] or not c['decay_lr']),
+         "wsd decays over the last decay_frac of max_iters: no lr_decay_iters, and not inside the warmup")
+    need(not save_steps or wsd and 0 < save_steps[0] <= save_steps[-1] <= decay_start,
+         f"save_at keeps branch points in the stable phase of a wsd run (steps 1..{decay_start})")
+    if checkpoint:  # a continuation of a wsd run must be the straight run from its step k on
+        saved, k = checkpoint['config'], checkpoint['iter_num']
+        need(c['init_from'] == 'resume' or wsd and k <= max_iters, f"{source} (step {k}): a branch continues a wsd "
+             f"run from a step in its stable phase, up to max_iters={max_iters}")
+        need(not wsd or max_iters == saved['max_iters'] or k <= min(stable_steps(saved['max_iters'], c['decay_frac']),
+                                                                    decay_start),
+             f"{source} is at step {k}, past the stable phase its run shares with max_iters={max_iters}: continue it "
+             f"with max_iters={saved['max_iters']}, or branch from an earlier checkpoint")
+    need(not os.path.isfile(c['out_dir']), f"out_dir {c['out_dir']} is a file, not a folder")
+    need(checkpoint or c['overwrite'] or not glob.glob(os.path.join(c['out_dir'], 'ckpt*.pt')),
+         f"{c['out_dir']} holds checkpoints: continue with --init_from=resume, or replace them with --overwrite=True")
+    return decay_start, save_steps
 
 
 def catch_setup_errors():

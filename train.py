@@ -14,7 +14,6 @@ eval), log.jsonl and spectra.npz, each whole or not at all. Exit status: 0 done,
 checkpoint; 2 bad input (one line, before any work); 1 a file that cannot be written (a full disk: the last good
 checkpoint stays) or, with skip_nonfinite=False, a non-finite gradient.
 """
-import glob
 import math
 import os
 import signal
@@ -27,7 +26,7 @@ import torch.distributed as dist
 
 import configurator
 import lowrank
-from configurator import at_least, die, inherit, need, parse_args
+from configurator import die, inherit, need, parse_args
 from model import (GPT, GPTConfig, RunDir, Spectra, load_checkpoint, load_optimizer_states, peak_flops, rng_states,
                    set_rng_states, setup_device, wrap)
 from prepare_data import atomic_write, ensure_prepared, load_splits
@@ -130,35 +129,7 @@ if not continuing:  # the mode's own tuned values (lowrank.MODES; --help lists t
     if 'min_lr' not in given:
         min_lr = learning_rate / 10  # nanoGPT's floor
 decay_end = lr_decay_iters or max_iters  # cosine: where the LR reaches min_lr
-def stable_steps(n):
-    """wsd: an n-step run's decay starts here. It depends on n alone, so runs of any length share a stable phase."""
-    return n - max(1, round(decay_frac * n))
-
-decay_start = stable_steps(max_iters)
-need(all(s.strip().isdigit() for s in save_at.split(',') if s.strip()), f"save_at takes steps (1600,3200): {save_at!r}")
-save_steps = sorted(int(s) for s in save_at.split(',') if s.strip())  # wsd branch points
-need(learning_rate > 0, f"learning_rate must be > 0, got {learning_rate}")
-need(0 <= dropout < 1, f"dropout must be in [0, 1), got {dropout}")
-at_least(1, globals(), 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'eval_interval', 'log_interval',
-         'eval_iters', 'gradient_accumulation_steps')
-at_least(0, globals(), 'max_iters', 'warmup_iters', 'lr_decay_iters', 'spectra_interval', 'spectra_early', 'min_lr',
-         'grad_clip', 'train_tokens', 'weight_decay', 'spectron_wd')  # (AdamW checks only its default's decay)
-need(lr_schedule in ('cosine', 'wsd') and decay_shape in ('linear', 'sqrt') and 0 < decay_frac <= 1,
-     "lr_schedule must be cosine|wsd, decay_shape linear|sqrt, decay_frac in (0, 1]")
-need(lr_schedule == 'cosine' or not lr_decay_iters and (decay_start >= warmup_iters or not decay_lr),
-     "wsd decays over the last decay_frac of max_iters: no lr_decay_iters, and not inside the warmup")
-need(not save_steps or lr_schedule == 'wsd' and 0 < save_steps[0] <= save_steps[-1] <= decay_start,
-     f"save_at keeps branch points in the stable phase of a wsd run (steps 1..{decay_start})")
-if continuing:  # a continuation of a wsd run must be the straight run from k on
-    k, saved_start = checkpoint['iter_num'], stable_steps(saved['max_iters'])
-    need(init_from == 'resume' or lr_schedule == 'wsd' and k <= max_iters, f"{source} (step {k}): a branch "
-         f"continues a wsd run from a step in its stable phase, up to max_iters={max_iters}")
-    need(lr_schedule == 'cosine' or max_iters == saved['max_iters'] or k <= min(saved_start, decay_start),
-         f"{source} is at step {k}, past the stable phase its run shares with max_iters={max_iters}: continue it "
-         f"with max_iters={saved['max_iters']}, or branch from an earlier checkpoint")
-need(not os.path.isfile(out_dir), f"out_dir {out_dir} is a file, not a folder")
-need(continuing or overwrite or not glob.glob(os.path.join(out_dir, 'ckpt*.pt')),
-     f"{out_dir} holds checkpoints: continue with --init_from=resume, or replace them with --overwrite=True")
+decay_start, save_steps = configurator.check({k: globals()[k] for k in config_keys}, continuing and checkpoint, source)
 
 # DDP, device and data
 world_size = int(os.environ.get('WORLD_SIZE', 1))  # processes under torchrun

@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lowrank  # noqa: E402
-from configurator import parse_args  # noqa: E402
+from configurator import parse_args, stable_steps  # noqa: E402
 from plot_spectra import log_file, read_log, run_name, save_png, unwritable  # noqa: E402
 from table import die, read  # noqa: E402
 
@@ -386,7 +386,7 @@ def run_lines(stage, modes, seeds=SEEDS):
                 steps = [s for _, s in budget_steps(mode, d)]
                 flags = run_flags(mode, d, seed)
                 top = steps[-1]
-                starts = [s - max(1, round(COOLDOWN * s)) for s in steps[:-1]]  # train.py's decay_start rule
+                starts = [stable_steps(s, COOLDOWN) for s in steps[:-1]]  # each lower budget's decay start
                 long_dir = point_dir(mode, d, top, seed)
                 def source(i):  # branch i's checkpoint: the long run's, or else a longer point's that made it
                     return next((p for p in (f"{point_dir(mode, d, t, seed)}/ckpt_{starts[i]}.pt" for t in
