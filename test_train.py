@@ -1112,6 +1112,24 @@ def test_experiment_runner_resumes_an_unfinished_run_and_skips_a_finished_one(co
     assert train_all().strip() == f'already done: {tmp_path}/b'
 
 
+
+def test_experiment_runner_resumes_an_interrupted_branch_as_the_straight_branch(corpus, tmp_path, monkeypatch):
+    """A branch stopped by Ctrl-C has a checkpoint of its own: train_all resumes it from that, without its line's
+    --init_from=branch and --branch_from (train.py refuses a resume that names a source), and it ends where the
+    branch run through in one go ends."""
+    wsd = ['--mode=nfw', R, '--lr_schedule=wsd', '--eval_interval=3', '--seed=2']
+    train(corpus, tmp_path / 'long', *wsd, '--max_iters=10', '--save_at=4')
+    line = [*TINY, f'--input_file={corpus}', *wsd, '--max_iters=7', '--init_from=branch',
+            f'--branch_from={tmp_path / "long" / "ckpt_4.pt"}']
+    train(corpus, tmp_path / 'straight', *line)
+    ctrl_c_at_step(monkeypatch, 1)
+    assert 'stopped by a signal after step 5' in continue_run(tmp_path / 'b', *line)
+    p = subprocess.run(['bash', '-c', 'source experiments/lib.sh && train_all'], input=f"{tmp_path}/b {' '.join(line)}",
+                       cwd=REPO, text=True, capture_output=True, timeout=300, env=dict(ENV, PYTHON=sys.executable))
+    assert p.returncode == 0 and 'FAILED' not in p.stdout, p.stdout + p.stderr
+    assert [r['init_from'] for r in records(tmp_path / 'b', 'config')] == ['scratch', 'branch', 'resume']  # its parent's
+    assert records(tmp_path / 'b', 'eval')[-1] == records(tmp_path / 'straight', 'eval')[-1]
+
 # -----------------------------------------------------------------------------
 # prepare_data.py: corpora, tokenizers and folders of works
 

@@ -7,9 +7,13 @@
 train_one() {
   local out=$1; shift
   if grep -qs '"kind": "summary"' "$out/log.jsonl"; then echo "already done: $out"; return 0; fi
-  local resume=; [ -f "$out/ckpt.pt" ] && resume=--init_from=resume
+  if [ -f "$out/ckpt.pt" ]; then  # resume: the run's own line, but not where it started (a branch's or svd's source)
+    local arg args=()
+    for arg; do case $arg in --init_from=*|--branch_from=*|--svd_from=*) ;; *) args+=("$arg");; esac; done
+    set -- "${args[@]}" --init_from=resume
+  fi
   mkdir -p "$out"
-  if OMP_NUM_THREADS=${THREADS:-1} "${PYTHON:-python}" train.py --out_dir="$out" "$@" $resume > "$out/stdout.txt" 2>&1; then
+  if OMP_NUM_THREADS=${THREADS:-1} "${PYTHON:-python}" train.py --out_dir="$out" "$@" > "$out/stdout.txt" 2>&1; then
     echo "$(date +%T) $out: $(grep 'val loss' "$out/stdout.txt" | tail -n 1)$(progress)"
   else
     echo "$(date +%T) FAILED $out: $(tail -n 1 "$out/stdout.txt")$(progress)"; return 1
