@@ -1127,7 +1127,7 @@ def test_experiment_runner_resumes_an_interrupted_branch_as_the_straight_branch(
     p = subprocess.run(['bash', '-c', 'source experiments/lib.sh && train_all'], input=f"{tmp_path}/b {' '.join(line)}",
                        cwd=REPO, text=True, capture_output=True, timeout=300, env=dict(ENV, PYTHON=sys.executable))
     assert p.returncode == 0 and 'FAILED' not in p.stdout, p.stdout + p.stderr
-    assert [r['init_from'] for r in records(tmp_path / 'b', 'config')] == ['scratch', 'branch', 'resume']  # parent's first
+    assert [r['init_from'] for r in records(tmp_path / 'b', 'config')] == ['scratch', 'branch', 'resume']
     assert records(tmp_path / 'b', 'eval')[-1] == records(tmp_path / 'straight', 'eval')[-1]
 
 # -----------------------------------------------------------------------------
