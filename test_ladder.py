@@ -100,7 +100,7 @@ def test_every_committed_run_is_still_planned_with_its_settings(monkeypatch):
     for step_x in ({}, ladder.STEP_X):
         monkeypatch.setattr(ladder, 'STEP_X', step_x)
         lines.update({line.split()[0]: line.split()[1:] for stage in ('long', 'branch', 'grid')
-                      for line in ladder.run_lines(stage, ['dense', 'muon', 'spectron'], seeds=ladder.SEEDS)})
+                      for line in ladder.run_lines(stage, list(ladder.WIDTHS), seeds=ladder.SEEDS)})
     committed = committed_runs()
     assert len(committed) >= 90
     for run, config in committed.items():
