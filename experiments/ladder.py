@@ -105,8 +105,9 @@ DENSE_LR, DENSE_LR_POWER = 1.3e-3, 2 / 3  # dense's AdamW peak ∝ d^(−2/3) (s
 # 6.5e-3 at 24, 5.3e-3 at 48, 1e-3 at 384; their least-squares line in log-log, 1.4e-3·(256/d)^0.65, rounded
 FLOOR_MS = 15  # ms/step of the narrowest shapes, from their logs (dense d=12, 16, 24 at 1e-3: 987 s for 65,079 steps,
 # 648 s for 41,939, 629 s for 38,797; assets/ladder/dense_lr), where the power law says 2–5
-FACTOR_LR = {'nfw': 4e-3, 'tsvd': 6e-3}  # 2× their registry's at every width: the best of ½×, 1×, 2× (and 4×) at a
-# narrow and a wide width each (nfw d=32 and 128, tsvd d=16 and 96, each at its lowest budget; assets/ladder/factor_lr)
+FACTOR_LR = {'nfw': (4e-3, 128, 1), 'tsvd': (6e-3, 96, 0.5)}  # (lr, d₀, p): learning_rate lr·min(1, d₀/d)^p, the
+# best of ½×–4× at each width checked, each at its lowest budget (assets/ladder/factor_lr): 2× the registry's up to
+# d₀, then NFW's best falls as 1/d (2e-3 at d=256 and 384, 1e-3 at 576, where 4e-3 stalls at 3.08) and TSVD's as 1/√d
 PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
 FIRST_DECADE = (1e12, 1e13)  # the first ladder's budgets, whose fits its verdict extrapolated: ladder.md checks them
 # against every budget past it
@@ -295,11 +296,12 @@ def step_rule(mode, d):
     """the step size (step_key's value) a ladder run of mode trains at, at width d: muon_lr 0.01 at every width and
     spectron_lr 0.02·√(256/d) (train.py's defaults); dense's learning_rate DENSE_LR·(256/d)^DENSE_LR_POWER, fitted to
     the best of a sweep at widths 12–384 (assets/ladder/dense_lr/: 1e-3 at every width, dense's default, lost up to
-    0.2 at the narrow widths); nfw's and tsvd's FACTOR_LR; the others their registry default"""
+    0.2 at the narrow widths); nfw's and tsvd's FACTOR_LR rule; the others their registry default"""
     if mode == 'dense':
         return DENSE_LR * (256 / d) ** DENSE_LR_POWER
     if mode in FACTOR_LR:
-        return FACTOR_LR[mode]
+        lr, d0, power = FACTOR_LR[mode]
+        return lr * min(1, d0 / d) ** power
     return {'muon_lr': 0.01, 'spectron_lr': lowrank.spectron_lr_at_width(0.02, d)}.get(
         step_key(mode), lowrank.MODES[mode].defaults['learning_rate'])
 
