@@ -1112,7 +1112,6 @@ def test_experiment_runner_resumes_an_unfinished_run_and_skips_a_finished_one(co
     assert train_all().strip() == f'already done: {tmp_path}/b'
 
 
-
 def test_experiment_runner_resumes_an_interrupted_branch_as_the_straight_branch(corpus, tmp_path, monkeypatch):
     """A branch stopped by Ctrl-C has a checkpoint of its own: train_all resumes it from that, without its line's
     --init_from=branch and --branch_from (train.py refuses a resume that names a source), and it ends where the
@@ -1129,6 +1128,7 @@ def test_experiment_runner_resumes_an_interrupted_branch_as_the_straight_branch(
     assert p.returncode == 0 and 'FAILED' not in p.stdout, p.stdout + p.stderr
     assert [r['init_from'] for r in records(tmp_path / 'b', 'config')] == ['scratch', 'branch', 'resume']
     assert records(tmp_path / 'b', 'eval')[-1] == records(tmp_path / 'straight', 'eval')[-1]
+
 
 # -----------------------------------------------------------------------------
 # prepare_data.py: corpora, tokenizers and folders of works

@@ -8,10 +8,10 @@
 # equals the straight WSD run to the digit: test_train.py, so the first ladder's long runs count as branches now).
 # Step sizes (ladder.py's step_rule): muon_lr 0.01 at every width; spectron_lr 0.02·√(256/d), the measured η ∝ 1/√d;
 # dense's learning_rate 1.3e-3·(256/d)^(2/3), from a sweep (1e-3 at every width lost up to 0.2 at narrow widths:
-# assets/ladder/dense_lr/); NFW at 4e-3·min(1, 128/d) and TSVD at 6e-3·min(1, √(96/d)) (assets/ladder/factor_lr/). Checked
-# by a grid at ½× and 2× at each mode's narrowest and widest widths, at the highest budget up to 1e13 they run within
-# 4 epochs (the first ladder's check) and at the lowest, and at seed 1337's best points of a mid budget and the top
-# one (ladder.py's GRID_BEST); where 2× won by more than seeds differ (dense d=48 and 64), that width runs at 2×
+# assets/ladder/dense_lr/); NFW at 4e-3·min(1, 128/d), TSVD at 6e-3·min(1, √(96/d)) (assets/ladder/factor_lr/).
+# Checked by a grid at ½× and 2× at each mode's narrowest and widest widths, at the highest budget up to 1e13 they run
+# within 4 epochs (the first ladder's check) and at the lowest, and at seed 1337's best points of a mid budget and the
+# top one (ladder.py's GRID_BEST); where 2× won by more than seeds differ (dense d=48 and 64), that width runs at 2×
 # (ladder.py's STEP_X; runs named _x2), its 1× runs kept as the grid's.
 # Then assets/ladder/: grid.md (the check), the figures, ladder.md, points.csv and every log (committed logs count as
 # finished runs, so a rerun only trains what is missing; a long run restored so has no checkpoints, and the straight
