@@ -68,8 +68,9 @@ GRID_WIDTHS = {'dense': (12, 24, 48, 384), 'muon': (24, 32, 48, 384), 'spectron'
 GRID_TOP, GRID_EPOCHS = 1e13, 4  # the grid's first check (its runs grid/{mode}_d{d}_x{x}): each width at the highest
 # budget up to GRID_TOP it reaches within GRID_EPOCHS epochs, the first ladder's rule; its second at the lowest it runs
 GRID_BEST = {'dense': ((32, 5.62e12), (64, 1e13), (96, 4e13)), 'muon': ((64, 5.62e12), (96, 4e13)),  # the grid's third
-             'spectron': ((96, 5.62e12), (192, 4e13))}  # check: seed 1337's best points at a mid budget and the top one
-# (dense's at every budget from 1.8e12 up, 32–96, none among its checked widths), once the grid at d=48 preferred 2×
+             'spectron': ((96, 5.62e12), (192, 4e13)),  # check: seed 1337's best points at a mid budget and the top one
+             'nfw': ((64, 1e13), (128, 4e13))}  # (dense's at every budget from 1.8e12 up, 32–96, none among its
+# checked widths, once the grid at d=48 preferred 2×; nfw's at 5.6e12, d=48, is its first check's)
 STEP_X = {('dense', 48): 2, ('dense', 64): 2}  # the grid's verdict: where 2× the rule beat it near a mode's
 # minimum by more than seeds differ there (dense d=48 by 0.04 at 1e12 and at 1e13, d=64 by 0.017 at 1e13; seeds
 # 0.001–0.008), the width runs at 2× at every budget and seed (runs named _x2); its 1× runs stay as the grid's 1×
