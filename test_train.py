@@ -290,6 +290,23 @@ def test_nonfinite_gradients_are_skipped_and_counted_or_stop_the_run(corpus, tmp
     assert 'Intel' not in err + out  # no LAPACK noise from logging a diverged model
 
 
+def test_a_gradient_norm_that_overflows_while_each_gradient_is_finite_is_skipped_or_stops_the_run(
+        corpus, tmp_path, monkeypatch):
+    """Weights grown huge (a diverging run) give finite gradients whose norm overflows float32: the step is skipped
+    as a non-finite one, or the run stops with one line, never a traceback"""
+    clip = torch.nn.utils.clip_grad_norm_
+    calls = iter(range(10**6))
+    monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_', lambda *a, **k: clip(*a, **k) * (
+        float('inf') if next(calls) == 1 else 1))  # step 1's norm overflows
+    short = ['--mode=nfw', '--rank=8', '--max_iters=3', '--eval_interval=3']
+    train(corpus, tmp_path / 'skip', *short)
+    assert records(tmp_path / 'skip', 'train')[-1]['skipped'] == 1
+    calls = iter(range(10**6))
+    code, out, err = train(corpus, tmp_path / 'stop', *short, '--skip_nonfinite=False', check=False)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
+    assert 'stopping at step 1: non-finite gradient' in err
+
+
 def test_resuming_a_checkpoint_saved_with_fused_adamw_uses_this_devices_kernel(corpus, tmp_path):
     """A checkpoint carries its AdamW's `fused` flag; resuming loads the state but keeps the kernel this device
     chose (fused on CUDA, the plain loop on CPU), so a GPU checkpoint resumed on CPU repeats a CPU run exactly."""

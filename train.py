@@ -310,12 +310,13 @@ while True:
 
     logging = iter_num % log_interval == 0
     if not torch.isfinite(grad_norm):  # never write a non-finite update into the weights
-        bad = next(n for n, p in raw_model.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
+        bad = next((f"first in {n}" for n, p in raw_model.named_parameters() if p.grad is not None and
+                    not p.grad.isfinite().all()), "each one finite, their norm overflows")  # huge weights do that
         if not skip_nonfinite:
-            die(f"stopping at step {iter_num}: non-finite gradient, first in {bad}; the last good checkpoint is "
+            die(f"stopping at step {iter_num}: non-finite gradient ({bad}); the last good checkpoint is "
                 f"{ckpt_path if os.path.exists(ckpt_path) else 'none yet'}", 1)
         skipped += 1
-        print(f"step {iter_num}: non-finite gradient (first in {bad}), step skipped ({skipped} so far)")
+        print(f"step {iter_num}: non-finite gradient ({bad}), step skipped ({skipped} so far)")
     else:
         before = raw_model.snapshot_factors() if logging and master else None
         for opt in optimizers:
