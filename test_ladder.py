@@ -152,7 +152,7 @@ def test_dense_trains_at_its_width_rule():
             assert ('_x' in line.split()[0]) == (x != 1), line
             assert lr == pytest.approx(x * 1.3e-3 * (256 / d) ** (2 / 3), rel=1e-5), line
     assert ladder.step_rule('muon', 12) == 0.01 and ladder.step_rule('spectron', 64) == 0.04
-    for mode, rule in (('nfw', lambda d: 4e-3 * min(1, 128 / d)), ('tsvd', lambda d: 6e-3 * min(1, (96 / d) ** 0.5))):
+    for mode, rule in (('nfw', lambda d: 4e-3 * min(1, 32 / d)), ('tsvd', lambda d: 6e-3 * min(1, (96 / d) ** 0.5))):
         for ln in (ln for stage in ('long', 'branch') for ln in ladder.run_lines(stage, [mode], seeds=(1337,))):
             d = int(ln.split('--n_embd=')[1].split()[0])  # 2× their registry's up to d₀, then falling: a flag
             assert float(ln.split('--learning_rate=')[1].split()[0]) == pytest.approx(rule(d), rel=1e-5), ln
