@@ -3,6 +3,7 @@ and analyze end to end on synthetic log.jsonl files (CPU, no training)."""
 import json
 import math
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -538,3 +539,13 @@ def test_a_width_the_grid_moved_runs_at_its_step_size_and_only_those_runs_count(
     kept = ladder.on_the_ladder(runs)
     assert [r['run'] for r in kept] == [runs[1]['run'], runs[2]['run']]
     assert 'dense_d48_T1170' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('check', ['nfw 50 100 0.001', 'bogus 64 100 0.001', 'nfw 64 x 0.001'])
+def test_factor_lr_checks_refuse_a_bad_check_in_one_line_before_any_run(check):
+    """experiments/factor_lr.sh "MODE D STEPS LR": a width the ladder does not run, a mode it does not know or a
+    malformed check is one line on stderr and exit status 2"""
+    root = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run(['bash', os.path.join(root, 'experiments', 'factor_lr.sh'), check], capture_output=True,
+                       text=True, cwd=root)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -12,9 +12,18 @@ restore_runs "$assets" runs/factor_lr
 keep() { train_one "$@" && { ! grep -qs '"kind": "summary"' "$1/log.jsonl" ||
   save_log "$1" "assets/ladder/factor_lr/$(basename "$1").log.jsonl.gz"; }; }
 export -f keep save_log
+lines=()
+for check; do  # every check's ladder line first, so a bad one stops the script before any run (one line, exit 2)
+  read -r mode d steps lr <<< "$check"
+  [[ $steps =~ ^[0-9]+$ && $lr =~ ^[0-9.e-]+$ ]] || { echo "error: \"$check\": want \"MODE D STEPS LR\"" >&2; exit 2; }
+  line=$(python experiments/ladder.py runs --stage=long --modes="$mode" --seeds=1337 2>/dev/null |
+    grep "^runs/ladder/${mode}_d${d}_") ||
+    { echo "error: \"$check\": no ladder run of $mode at d=$d" >&2; exit 2; }
+  lines+=("$line")
+done
+k=0
 for check; do
   read -r mode d steps lr <<< "$check"
-  python experiments/ladder.py runs --stage=long --modes="$mode" --seeds=1337 | grep "^runs/ladder/${mode}_d${d}_" |
-    sed -E "s|^[^ ]+|runs/factor_lr/${mode}_d${d}_lr${lr}_T${steps}|; s/ --save_at=[^ ]*//;
+  echo "${lines[k++]}" | sed -E "s|^[^ ]+|runs/factor_lr/${mode}_d${d}_lr${lr}_T${steps}|; s/ --save_at=[^ ]*//;
             s/--learning_rate=[^ ]*/--learning_rate=$lr/; s/--max_iters=[^ ]*/--max_iters=$steps/"
 done | TRAIN_ONE=keep train_all
