@@ -395,18 +395,42 @@ def test_tsvd_init_is_orthonormal_and_matches_dense_std(n_in, n_out):
     assert torch.all(layer.s[:-1] >= layer.s[1:])  # sorted, distinct
 
 
-def test_tsvd_retraction_keeps_w_and_restores_orthonormality():
+@pytest.mark.parametrize('remembered', [False, True])
+def test_tsvd_retraction_keeps_w_at_first_order_column_lengths_and_restores_orthonormality(remembered):
+    """W is kept with each column of U, V at length u0·u, its first-order length (u0: the column before the step;
+    unit if none was remembered): the step's part along u0 rescales s, its part across u0 only turns the column."""
     torch.manual_seed(9)
     layer = TSVDLinear(48, 80, 16, False, 0.02)
+    if remembered:
+        lowrank.remember_factors([layer])
+    before = [p.detach().clone() for p in (layer.U, layer.V)]
     with torch.no_grad():
         for p in (layer.U, layer.V, layer.s):
-            p.add_(torch.randn_like(p) * 0.01)  # an optimizer step leaves the manifold
-    W = dense_w(layer).detach().clone()
+            p.add_(torch.randn_like(p) * 0.05)  # an optimizer step leaves the manifold
+    U, V = (p.detach() * ((p0 * p.detach()).sum(0) if remembered else 1) / p.detach().norm(dim=0)
+            for p, p0 in zip((layer.U, layer.V), before))
+    W = (U * layer.s.detach()) @ V.T
     lowrank.retract_all([layer])
     assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
     assert rel_err(dense_w(layer).detach(), W) < 1e-5
     assert torch.allclose(layer.s, torch.linalg.svdvals(W)[:16], rtol=1e-4)  # s is W's spectrum
     assert torch.all(layer.s >= 0)
+
+
+def test_tsvd_retraction_does_not_turn_step_noise_into_growth_of_s():
+    """AdamW-sized steps of pure noise on U and V (every coordinate ±lr): had the columns kept their length, their
+    growth by |Δ⊥|² a step would compound into s as exp(steps·lr²·(m+n)), here e^14; at first-order length, s only
+    random-walks (by about lr a step in log s)."""
+    torch.manual_seed(0)
+    layer = TSVDLinear(96, 384, 48, False, 0.02)
+    energy, lr = layer.s.detach().square().sum(), 1e-2
+    with torch.no_grad():
+        for _ in range(300):
+            lowrank.remember_factors([layer])
+            layer.U.add_(lr * torch.sign(torch.randn_like(layer.U)))
+            layer.V.add_(lr * torch.sign(torch.randn_like(layer.V)))
+            lowrank.retract_all([layer])
+    assert 0.5 < layer.s.detach().square().sum() / energy < 2
 
 
 def test_energy_rank_on_hand_made_spectrum():
