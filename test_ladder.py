@@ -549,3 +549,20 @@ def test_factor_lr_checks_refuse_a_bad_check_in_one_line_before_any_run(check):
     r = subprocess.run(['bash', os.path.join(root, 'experiments', 'factor_lr.sh'), check], capture_output=True,
                        text=True, cwd=root)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_factor_lr_runs_each_check_at_its_own_width_step_size_and_length():
+    """PLAN=1 prints the runs: each check's line is the ladder's run at that check's width (not the first check's)"""
+    root = os.path.dirname(os.path.abspath(__file__))
+    checks = ['tsvd 96 419 0.003', 'nfw 64 8770 0.006']
+    r = subprocess.run(['bash', os.path.join(root, 'experiments', 'factor_lr.sh'), *checks], capture_output=True,
+                       text=True, cwd=root, env={**os.environ, 'PLAN': '1'})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line, check in zip(lines, checks):
+        mode, d, steps, lr = check.split()
+        assert line.startswith(f'runs/factor_lr/{mode}_d{d}_lr{lr}_T{steps} ')
+        for flag in (f'--mode={mode}', f'--n_embd={d}', f'--max_iters={steps}', f'--learning_rate={lr}'):
+            assert f' {flag} ' in f'{line} ', (flag, line)
+        assert '--save_at' not in line

@@ -3,6 +3,7 @@
 # that mode and width (`python experiments/ladder.py runs --stage=long`) as one straight WSD run of STEPS steps at
 # LR, seed 1337; its log goes to assets/ladder/factor_lr/{mode}_d{d}_lr{LR}_T{STEPS}.log.jsonl.gz (a committed one
 # counts as done). Two 1-thread runs at a time. Usage: bash experiments/factor_lr.sh "MODE D STEPS LR" ...
+# (PLAN=1 first: the runs it would train, one line each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/lib.sh
@@ -19,11 +20,8 @@ for check; do  # every check's ladder line first, so a bad one stops the script 
   line=$(python experiments/ladder.py runs --stage=long --modes="$mode" --seeds=1337 2>/dev/null |
     grep "^runs/ladder/${mode}_d${d}_") ||
     { echo "error: \"$check\": no ladder run of $mode at d=$d" >&2; exit 2; }
-  lines+=("$line")
+  lines+=("$(echo "$line" | sed -E "s|^[^ ]+|runs/factor_lr/${mode}_d${d}_lr${lr}_T${steps}|; s/ --save_at=[^ ]*//;
+            s/--learning_rate=[^ ]*/--learning_rate=$lr/; s/--max_iters=[^ ]*/--max_iters=$steps/")")
 done
-k=0
-for check; do
-  read -r mode d steps lr <<< "$check"
-  echo "${lines[k++]}" | sed -E "s|^[^ ]+|runs/factor_lr/${mode}_d${d}_lr${lr}_T${steps}|; s/ --save_at=[^ ]*//;
-            s/--learning_rate=[^ ]*/--learning_rate=$lr/; s/--max_iters=[^ ]*/--max_iters=$steps/"
-done | TRAIN_ONE=keep train_all
+[ -z "${PLAN:-}" ] || { printf '%s\n' "${lines[@]}"; exit 0; }  # PLAN=1: print the runs, run none
+printf '%s\n' "${lines[@]}" | TRAIN_ONE=keep train_all
