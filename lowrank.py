@@ -263,7 +263,6 @@ class TSVDLinear(nn.Module):
         self.s = nn.Parameter(s)
         self.V = nn.Parameter(Vh[:r].T.contiguous())
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.before_step = None  # (U, V) as the optimizer step found them: see retract_all
 
     @property
     def rank(self):
@@ -287,23 +286,18 @@ def r_factor(M):
     return torch.linalg.qr(M, mode='r').R if info.any() else L.mT
 
 @torch.no_grad()
-def remember_factors(layers):
-    """Before an optimizer step, each layer's orthonormal U, V: retract_all measures the step against them."""
-    for layer in layers:
-        layer.before_step = (layer.U.detach().clone(), layer.V.detach().clone())
-
-@torch.no_grad()
 def retract_all(layers):
-    """Back to orthonormal U, V after an optimizer step, batched over layers of the same shapes. First each column's
-    length: of the step Δ that took unit u0 to u = u0 + Δ, the part along u0 changes s (to first order, by the
-    factor u0·u = 1 + u0·Δ) and the part across u0 only turns u. That part also lengthens u, by |Δ⊥|² in the square:
-    under AdamW, which moves every coordinate by about lr, that would compound into s as exp(steps·lr²·(m+n)), so
-    the column is set to length u0·u (unit if no step was remembered). Then W = U diag(s) Vᵀ is kept exactly:
+    """Back to orthonormal U, V after an optimizer step, batched over layers of the same shapes. First each column of
+    U and V back to unit length, so that s alone carries W's scale and moves only by its own AdamW steps (at most
+    about lr a step, as a dense W's entries do). Kept, a column's length would move s multiplicatively: AdamW moves
+    every coordinate by about lr, so the part of a step across the column lengthens it by |Δ⊥|² in the square, which
+    compounds as exp(steps·lr²·(m+n)) even for pure noise, and the part along it changes s by a factor 1 + u·Δ that
+    compounds too (both ran away in long runs: RESULTS, the ladder's TSVD). Then W = U diag(s) Vᵀ is kept exactly:
     U = Qu Ru, V = Qv Rv  ⇒  W = Qu (Ru diag(s) Rvᵀ) Qvᵀ = (Qu P) diag(s') (Qv Q)ᵀ with P s' Qᵀ the core's SVD;
     Qu P = U (Ru⁻¹ P) needs only an r×r triangular solve and one m×r×r matmul."""
     for group in by_shape(layers, shape=lambda layer: (layer.U.shape, layer.V.shape)):
         U, s, V = (torch.stack([getattr(layer, name) for layer in group]).float() for name in ('U', 's', 'V'))
-        U, V = (M * (first_order_length(group, i, M) / M.norm(dim=-2, keepdim=True)) for i, M in enumerate((U, V)))
+        U, V = U / U.norm(dim=-2, keepdim=True), V / V.norm(dim=-2, keepdim=True)
         Ru, Rv = r_factor(U), r_factor(V)
         P, s, Qh = torch.linalg.svd((Ru * s.unsqueeze(-2)) @ Rv.mT)
         # QR and SVD fix columns up to sign: keep each pointing the way it did (Uᵀ U_new = Ruᵀ P), for AdamW's moments
@@ -312,13 +306,6 @@ def retract_all(layers):
         V = V @ torch.linalg.solve_triangular(Rv, Qh.mT * sign, upper=True)
         for j, layer in enumerate(group):
             layer.load_svd_(U[j], s[j], V[j])
-            layer.before_step = None  # used once: a later retraction without a step must not measure against it
-
-def first_order_length(group, i, M):
-    """u0·u per column of M (the group's U if i = 0, V if 1), u0 as remember_factors kept it; 1 where none was."""
-    if any(layer.before_step is None for layer in group):
-        return 1.0
-    return (torch.stack([layer.before_step[i] for layer in group]).float() * M).sum(-2, keepdim=True)
 
 def energy_rank(s, tau):
     """Smallest k with Σ_{i≤k} s_i² ≥ τ Σ s_i² (s sorted descending): the rank holding a fraction τ of the energy."""
@@ -419,9 +406,7 @@ def tsvd_adamw(model, cfg):
     least = min(m.rank for m in layers)
     check(1 <= cfg['min_rank'] <= least, f"min_rank={cfg['min_rank']} must be in 1..rank={least}")
     check(cfg['rank_interval'] >= 1, f"rank_interval must be >= 1, got {cfg['rank_interval']}")
-    optimizers = and_adamw(model, cfg, no_decay=[p for m in layers for p in (m.U, m.V)])
-    optimizers[0].register_step_pre_hook(lambda *_: remember_factors(layers))
-    return optimizers
+    return and_adamw(model, cfg, no_decay=[p for m in layers for p in (m.U, m.V)])
 
 # The one list of modes: every other file asks a mode what it needs through these fields, never by its name.
 #   layer       the class of every non-embedding linear, or {'attn': class, 'mlp': class}, one per part of a block

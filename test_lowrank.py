@@ -395,21 +395,14 @@ def test_tsvd_init_is_orthonormal_and_matches_dense_std(n_in, n_out):
     assert torch.all(layer.s[:-1] >= layer.s[1:])  # sorted, distinct
 
 
-@pytest.mark.parametrize('remembered', [False, True])
-def test_tsvd_retraction_keeps_w_at_first_order_column_lengths_and_restores_orthonormality(remembered):
-    """W is kept with each column of U, V at length u0·u, its first-order length (u0: the column before the step;
-    unit if none was remembered): the step's part along u0 rescales s, its part across u0 only turns the column."""
+def test_tsvd_retraction_keeps_w_of_unit_columns_and_restores_orthonormality():
     torch.manual_seed(9)
     layer = TSVDLinear(48, 80, 16, False, 0.02)
-    if remembered:
-        lowrank.remember_factors([layer])
-    before = [p.detach().clone() for p in (layer.U, layer.V)]
     with torch.no_grad():
         for p in (layer.U, layer.V, layer.s):
             p.add_(torch.randn_like(p) * 0.05)  # an optimizer step leaves the manifold
-    U, V = (p.detach() * ((p0 * p.detach()).sum(0) if remembered else 1) / p.detach().norm(dim=0)
-            for p, p0 in zip((layer.U, layer.V), before))
-    W = (U * layer.s.detach()) @ V.T
+    U, V = (p.detach() / p.detach().norm(dim=0) for p in (layer.U, layer.V))
+    W = (U * layer.s.detach()) @ V.T  # the step's W with each factor column at unit length: s alone sets the scale
     lowrank.retract_all([layer])
     assert orthonormality_error(layer.U) < 1e-5 and orthonormality_error(layer.V) < 1e-5
     assert rel_err(dense_w(layer).detach(), W) < 1e-5
@@ -419,18 +412,16 @@ def test_tsvd_retraction_keeps_w_at_first_order_column_lengths_and_restores_orth
 
 def test_tsvd_retraction_does_not_turn_step_noise_into_growth_of_s():
     """AdamW-sized steps of pure noise on U and V (every coordinate ±lr): had the columns kept their length, their
-    growth by |Δ⊥|² a step would compound into s as exp(steps·lr²·(m+n)), here e^14; at first-order length, s only
-    random-walks (by about lr a step in log s)."""
+    growth by |Δ⊥|² a step would compound into s as exp(steps·lr²·(m+n)), here e^14; at unit length Σ s² stays put"""
     torch.manual_seed(0)
     layer = TSVDLinear(96, 384, 48, False, 0.02)
     energy, lr = layer.s.detach().square().sum(), 1e-2
     with torch.no_grad():
         for _ in range(300):
-            lowrank.remember_factors([layer])
             layer.U.add_(lr * torch.sign(torch.randn_like(layer.U)))
             layer.V.add_(lr * torch.sign(torch.randn_like(layer.V)))
             lowrank.retract_all([layer])
-    assert 0.5 < layer.s.detach().square().sum() / energy < 2
+    assert layer.s.detach().square().sum() / energy == pytest.approx(1, rel=0.05)
 
 
 def test_energy_rank_on_hand_made_spectrum():
@@ -444,7 +435,7 @@ def test_energy_rank_on_hand_made_spectrum():
 def test_tsvd_training_truncates_keeps_orthonormality_and_optimizer_state_and_loss_falls():
     torch.manual_seed(10)
     layer = TSVDLinear(32, 48, 24, False, 0.2)
-    target = torch.randn(48, 4) @ torch.randn(4, 32) * 0.3  # a rank-4 map to learn
+    target = torch.randn(48, 4) @ torch.randn(4, 32) * 0.1  # rank 4, singular values 3-6: s moves ~lr a step
     x = torch.randn(256, 32)
     cfg = dict(rank_warmup=50, rank_interval=50, energy=0.99, min_rank=2, learning_rate=1e-2,
                weight_decay=0.0, beta1=0.9, beta2=0.99)
