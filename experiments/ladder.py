@@ -110,8 +110,9 @@ FLOOR_MS = 15  # ms/step of the narrowest shapes, from their logs (dense d=12, 1
 FACTOR_LR = {'nfw': (4e-3, 32, 1), 'tsvd': (6e-3, 96, 0.5)}  # (lr, d₀, p): learning_rate lr·min(1, d₀/d)^p
 # (assets/ladder/factor_lr). NFW's: the best of ⅛×–2× where each width is near its budget's best, the long runs
 # (4e-3 at d=32, 13,724 steps; 2e-3 at 64, 14,549; 1e-3 at 128, 17,539; 2e-3 and 4e-3 tie at 48): its first rule,
-# 4e-3·min(1, 128/d) from the shortest runs, lost 0.04 and 0.10 there. TSVD's: the best at its shortest runs;
-# longer runs diverge at it (its retraction inflates s), so TSVD is off the ladder until that is fixed
+# 4e-3·min(1, 128/d) from the shortest runs, lost 0.04 and 0.10 there. TSVD's: with its retraction fixed (unit
+# columns; the first one inflated s and diverged in long runs), the best at d=96's shortest runs and at d=64 in 1e13's
+# 8,770 steps (at d=384's shortest, 6e-3 beats the rule's 3e-3 by 0.010)
 PAPER = (0.479, 0.521)  # the paper's N_opt and D_opt exponents; Chinchilla's are ≈ 0.5 each
 FIRST_DECADE = (1e12, 1e13)  # the first ladder's budgets, whose fits its verdict extrapolated: ladder.md checks them
 # against every budget past it

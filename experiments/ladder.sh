@@ -8,8 +8,8 @@
 # equals the straight WSD run to the digit: test_train.py, so the first ladder's long runs count as branches now).
 # Step sizes (ladder.py's step_rule): muon_lr 0.01 at every width; spectron_lr 0.02·√(256/d), the measured η ∝ 1/√d;
 # dense's learning_rate 1.3e-3·(256/d)^(2/3), from a sweep (1e-3 at every width lost up to 0.2 at narrow widths:
-# assets/ladder/dense_lr/); NFW at 4e-3·min(1, 32/d), its best in long runs; TSVD waits for a fix of its retraction
-# (assets/ladder/factor_lr/).
+# assets/ladder/dense_lr/); NFW at 4e-3·min(1, 32/d), its best in long runs; TSVD at 6e-3·min(1, √(96/d)), its best
+# at its shortest runs and in a long one, with its retraction fixed (assets/ladder/factor_lr/).
 # Checked by a grid at ½× and 2× at each mode's narrowest and widest widths, at the highest budget up to 1e13 they run
 # within 4 epochs (the first ladder's check) and at the lowest, and at seed 1337's best points of a mid budget and the
 # top one (ladder.py's GRID_BEST); where 2× won by more than seeds differ (dense d=48 and 64), that width runs at 2×
