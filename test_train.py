@@ -282,12 +282,23 @@ def test_nonfinite_gradients_are_skipped_and_counted_or_stop_the_run(corpus, tmp
               '--eval_interval=4']
     train(corpus, tmp_path / 'skip', *blowup)
     assert records(tmp_path / 'skip', 'train')[-1]['skipped'] == 3
-    state = torch.load(tmp_path / 'skip' / 'ckpt.pt', weights_only=True)['model']
-    assert all(torch.isfinite(v).all() for v in state.values())  # nothing non-finite was written
+    assert not (tmp_path / 'skip' / 'ckpt.pt').exists()  # its one eval after step 0 is NaN: that model is not saved
     code, out, err = train(corpus, tmp_path / 'stop', *blowup, '--skip_nonfinite=False', check=False)
     assert code == 1 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
     assert 'stopping at step 1: non-finite gradient' in err
     assert 'Intel' not in err + out  # no LAPACK noise from logging a diverged model
+
+
+def test_a_run_whose_loss_turns_non_finite_keeps_its_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    """Outputs that overflow while the weights stay finite: every later step is skipped, and the evals after it
+    (val loss NaN) must not save that model over the last good checkpoint (here step 2's)"""
+    save, cross_entropy, broken = torch.save, torch.nn.functional.cross_entropy, []
+    monkeypatch.setattr(torch, 'save', lambda *a, **k: (save(*a, **k), broken.append(True)))  # broken after a save
+    monkeypatch.setattr(torch.nn.functional, 'cross_entropy',
+                        lambda *a, **k: cross_entropy(*a, **k) * (float('nan') if broken else 1))
+    train(corpus, tmp_path / 'run', '--mode=nfw', '--rank=8', '--max_iters=6', '--eval_interval=2')
+    assert records(tmp_path / 'run', 'train')[-1]['skipped'] == 4  # steps 2-5
+    assert torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=True)['iter_num'] == 2
 
 
 def test_a_gradient_norm_that_overflows_while_each_gradient_is_finite_is_skipped_or_stops_the_run(

@@ -257,6 +257,7 @@ checkpoint = None  # free its memory
 configurator.setting_up = False
 
 # training loop
+good = True  # the last eval's val loss was finite: a diverged model never replaces the last good checkpoint
 while True:
     factor = lr_factor(iter_num)
     for group in (g for opt in optimizers for g in opt.param_groups):
@@ -284,9 +285,11 @@ while True:
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bits}{shown}")
         run_dir.log('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], ranks=ranks,
                     params=raw_model.num_params(), flops_per_token=raw_model.flops_per_token(), train_flops=train_flops)
-        best_val_loss = min(best_val_loss, losses['val'])
-        if iter_num > 0:
+        best_val_loss, good = min(best_val_loss, losses['val']), math.isfinite(losses['val'])
+        if iter_num > 0 and good:
             save_checkpoint(rng)
+        elif iter_num > 0:
+            print(f"step {iter_num}: val loss not finite, ckpt.pt stays the last good checkpoint")
     if final:
         if master:
             summary()
@@ -349,7 +352,7 @@ while True:
         stop = stop_flag.item() > 0
     if stop:
         rng = rng_states(ddp, world_size, device_type == 'cuda')
-        if master:
+        if master and good:
             save_checkpoint(rng)
             print(f"stopped by a signal after step {iter_num}; checkpoint saved. Resume with: "
                   f"python train.py --out_dir={out_dir} --init_from=resume")
