@@ -775,13 +775,19 @@ def mode_fits(points, budgets, resamples, rng):
     return out
 
 
-def check_fits(points, budgets, fits, resamples, rng):
+def stream(seed, *modes):
+    """the random numbers of one mode's (or one pair's) bootstrap: its own stream, so that adding a mode to the
+    analysis never moves another's intervals"""
+    return np.random.default_rng([seed, *(list(lowrank.MODES).index(m) for m in modes)])
+
+
+def check_fits(points, budgets, fits, resamples, seed):
     """the checks of issue 29, into each mode's fits (their own random stream: the fits above are unchanged): the
     frontier fit held out at the top budget ('held_out'), the first decade's fit at each budget past it ('decade': the
     first ladder's extrapolation) and Approach 3 over every point ('parametric')"""
     past = sorted(b for b in budgets if b > FIRST_DECADE[1] * BUDGET_TOL)
     for mode, f in fits.items():
-        mine = [p for p in points if p['mode'] == mode]
+        mine, rng = [p for p in points if p['mode'] == mode], stream(seed, mode)
         f['held_out'] = held_out_check(f['C'], f['L'], max(budgets), resamples, rng, f['S'], f['B'])
         f['decade'] = {b: held_out_check(f['C'], f['L'], b, resamples, rng, f['S'], f['B'], past[0]) for b in past}
         f['parametric'] = fit_parametric([p['params'] for p in mine], [p['tokens'] for p in mine], f['L'], resamples,
@@ -821,14 +827,14 @@ def gap_curves(fits, grid, ref='dense'):
     return out
 
 
-def measured_gaps(budgets, modes, resamples, rng):
+def measured_gaps(budgets, modes, resamples, seed):
     """the gap between the best measured points, fit-free: per budget, each mode's lowest (seed-mean) loss minus
     dense's and minus dense + Muon's (pairs with a low-rank mode), its interval from each point's loss drawn from its
     seeds as seed_draw does (one seed each: no interval); [(label, {budget: (gap, interval)})]"""
     rows = []
     for ref in (m for m in ('dense', 'muon') if m in modes):
         for mode in (m for m in modes if m not in ('dense', ref)):
-            cells = {}
+            cells, rng = {}, stream(seed, mode, ref)
             for b, g in sorted(budgets.items()):
                 a, r = ([p for p in g if p['mode'] == m] for m in (mode, ref))
                 if a and r:  # per resample, each side's best of its points' seed-mean draws
@@ -1221,14 +1227,14 @@ def analyze(paths, opts):
     if unwritable(opts['out'], folder=True):
         die(f"--out: {unwritable(opts['out'], folder=True)}")
     budgets = group_budgets(points)
-    rng = np.random.default_rng(0)
     modes = [m for m in lowrank.MODES if any(p['mode'] == m for p in points)]
     colors = {m: color(m, k) for k, m in enumerate(lowrank.MODES) if m in modes}
-    fits = {m: mode_fits([p for p in points if p['mode'] == m], budgets, int(resamples), rng) for m in modes}
-    check_fits(points, budgets, fits, min(int(resamples), CHECK_RESAMPLES), np.random.default_rng(1))
+    fits = {m: mode_fits([p for p in points if p['mode'] == m], budgets, int(resamples), stream(0, m))
+            for m in modes}
+    check_fits(points, budgets, fits, min(int(resamples), CHECK_RESAMPLES), 1)
     grid = np.geomspace(min(budgets), max(budgets) * 10, 120)
     gaps = {ref: gap_curves(fits, grid, ref) for ref in ('dense', 'muon')}
-    measured = measured_gaps(budgets, modes, int(resamples), np.random.default_rng(2))
+    measured = measured_gaps(budgets, modes, int(resamples), 2)
     figure_frontier(points, fits, colors, opts['out'])
     figure_isoflop(points, budgets, fits, colors, opts['out'])
     figure_gap(gaps, measured, colors, grid, opts['out'])
