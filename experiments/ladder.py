@@ -1011,13 +1011,16 @@ def figure_gap(gaps, measured, colors, grid, out):
         for mode, g in curves.items():
             lo, hi = g['measured']
             inside = (grid >= lo * 0.999) & (grid <= hi * 1.001)
-            ax.plot(grid[inside], g['gap'][inside], '-', color=colors[mode], lw=2,
-                    label=f"{mode} − {ref}" + (f"\n  ({g['flag']})" if g['flag'] else ''))
-            for part in (grid <= lo * 1.001, grid >= hi * 0.999):
+            law = not g['flag']  # a fit that is not a law is drawn dotted over the budgets run, never extended
+            ax.plot(grid[inside], g['gap'][inside], '-' if law else ':', color=colors[mode], lw=2,
+                    label=f"{mode} − {ref}" + (f"\n  ({g['flag']}: dotted, not extended)" if g['flag'] else ''))
+            for part in (grid <= lo * 1.001, grid >= hi * 0.999) if law else ():
                 if part.sum() > 1:
                     ax.plot(grid[part], g['gap'][part], '--', color=colors[mode], lw=1.5)
             if g['band'] is not None:
-                ax.fill_between(grid, *g['band'], color=colors[mode], alpha=0.15, lw=0)
+                shown = np.ones_like(inside) if law else inside
+                ax.fill_between(grid[shown], *(edge[shown] for edge in g['band']), color=colors[mode], alpha=0.15,
+                                lw=0)
         for label, cells in measured:
             mode, r = label.split(' − ')
             if r == ref and cells:
