@@ -432,7 +432,7 @@ def grid_table(modes):
             vals = [p['val_loss'] if p and p['seconds'] is not None else math.nan for p in points]  # finished only
             if all(map(math.isnan, vals)):
                 continue  # a mode or width not run (yet)
-            best = ('½×', '1×', '2×')[int(np.nanargmin(vals))]
+            best = ('½×', '1×', '2×')[int(np.nanargmin(vals))] if not any(map(math.isnan, vals)) else 'not yet run'
             budget = next(b for b, s in budget_steps(mode, d) if s == steps)
             out.append(f"| {mode} | {d} | {budget:.3g} | {steps:,} | {step_key(mode)} | "
                        + ' | '.join(f"{v:.4f}" for v in vals) + f" | {best} |")
@@ -939,8 +939,13 @@ def figure_isoflop(points, budgets, fits, colors, out):
     shades = plt.cm.viridis(np.linspace(0, 0.85, len(budgets)))
     for ax, mode in zip(axes, modes):
         f = fits[mode]
-        for n, d in sorted({(p['params'], p['n_embd']) for p in points if p['mode'] == mode}):  # each size's width
-            ax.text(n, 1.01, str(d), transform=ax.get_xaxis_transform(), ha='center', va='bottom', fontsize=7)
+        sizes = {}  # each width once, over its points' sizes (tsvd's differ by budget: its rank shrinks)
+        for p in points:
+            if p['mode'] == mode:
+                sizes.setdefault(p['n_embd'], []).append(math.log(p['params']))
+        for d, logn in sorted(sizes.items()):
+            ax.text(math.exp(np.mean(logn)), 1.01, str(d), transform=ax.get_xaxis_transform(), ha='center',
+                    va='bottom', fontsize=7)
         ax.text(0, 1.01, 'n_embd ', transform=ax.transAxes, ha='right', va='bottom', fontsize=7)
         for shade, b in zip(shades, sorted(budgets)):
             at = [p for p in budgets[b] if p['mode'] == mode]
