@@ -506,7 +506,7 @@ def test_the_grid_checks_the_lowest_budget_too(tmp_path, monkeypatch):
     table = ladder.grid_table(['dense', 'muon'])  # every mode's, rows only where a run finished: none of muon's
     assert '| muon |' not in table and '| dense | 12 |' not in table
     rows = [r for r in table.splitlines() if r.startswith('| dense | 24 ')]
-    assert rows == ['| dense | 24 | 3.16e+12 | 12,269 | learning_rate | nan | 1.8000 | nan | 1× |',
+    assert rows == ['| dense | 24 | 3.16e+12 | 12,269 | learning_rate | nan | 1.8000 | nan | not yet run |',
                     '| dense | 24 | 1e+12 | 3,880 | learning_rate | 2.1000 | 2.0000 | 1.9000 | 2× |']
 
 
