@@ -156,7 +156,9 @@ def test_dense_trains_at_its_width_rule():
     for mode, rule in (('nfw', lambda d: 4e-3 * min(1, 32 / d)), ('tsvd', lambda d: 6e-3 * min(1, (96 / d) ** 0.5))):
         for ln in (ln for stage in ('long', 'branch') for ln in ladder.run_lines(stage, [mode], seeds=(1337,))):
             d = int(ln.split('--n_embd=')[1].split()[0])  # 2× their registry's up to d₀, then falling: a flag
-            assert float(ln.split('--learning_rate=')[1].split()[0]) == pytest.approx(rule(d), rel=1e-5), ln
+            x = ladder.ladder_x(mode, d)  # STEP_X's widths (tsvd d=24) at their multiple, named _x2
+            assert ('_x' in ln.split()[0]) == (x != 1), ln
+            assert float(ln.split('--learning_rate=')[1].split()[0]) == pytest.approx(x * rule(d), rel=1e-5), ln
 
 
 def test_speeds_writes_what_analyze_reads(tmp_path, monkeypatch):
@@ -523,9 +525,9 @@ def test_approach_3_intervals_include_the_seed_spread():
 
 
 def test_a_width_the_grid_moved_runs_at_its_step_size_and_only_those_runs_count(tmp_path, capsys):
-    """STEP_X: dense d=48 and 64 run at 2× the rule at every budget and seed (names _x2, the flag 2× the rule); their 1×
-    runs (the grid's 1× column) are set aside from the ladder's points, with a line saying so"""
-    assert ladder.STEP_X == {('dense', 48): 2, ('dense', 64): 2}
+    """STEP_X: dense d=48 and 64 (and tsvd d=24) run at 2× the rule at every budget and seed (names _x2, the flag 2×
+    the rule); their 1× runs (the grid's 1× column) are set aside from the ladder's points, with a line saying so"""
+    assert ladder.STEP_X == {('dense', 48): 2, ('dense', 64): 2, ('tsvd', 24): 2}
     for line in ladder.run_lines('long', ['dense'], seeds=(1,)) + ladder.run_lines('branch', ['dense']):
         d = int(line.split('--n_embd=')[1].split()[0])
         lr = float(line.split('--learning_rate=')[1].split()[0])

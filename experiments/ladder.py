@@ -69,13 +69,14 @@ GRID_TOP, GRID_EPOCHS = 1e13, 4  # the grid's first check (its runs grid/{mode}_
 # budget up to GRID_TOP it reaches within GRID_EPOCHS epochs, the first ladder's rule; its second at the lowest it runs
 GRID_BEST = {'dense': ((32, 5.62e12), (64, 1e13), (96, 4e13)), 'muon': ((64, 5.62e12), (96, 4e13)),  # the grid's third
              'spectron': ((96, 5.62e12), (192, 4e13)),  # check: seed 1337's best points at a mid budget and the top one
-             'nfw': ((64, 1e13), (128, 4e13)), 'tsvd': ((64, 1e13),)}  # (dense's at every budget from 1.8e12 up,
-# 32–96, none among its checked widths, once the grid at d=48 preferred 2×; nfw's at 5.6e12, d=48, is its first
-# check's; three of nfw's four, d=64 at ½× and d=128 at ½× and 2×, and tsvd's, are factor_lr's runs at the same flags,
-# their logs copied; tsvd's best at 4e13, d=64 at 35,078 steps, is not checked: an hour a run)
-STEP_X = {('dense', 48): 2, ('dense', 64): 2}  # the grid's verdict: where 2× the rule beat it near a mode's
-# minimum by more than seeds differ there (dense d=48 by 0.04 at 1e12 and at 1e13, d=64 by 0.017 at 1e13; seeds
-# 0.001–0.008), the width runs at 2× at every budget and seed (runs named _x2); its 1× runs stay as the grid's 1×
+             'nfw': ((64, 1e13), (128, 4e13)), 'tsvd': ((64, 1e13), (64, 4e13))}  # (dense's at every budget from 1.8e12
+# up, 32–96, none among its checked widths, once the grid at d=48 preferred 2×; nfw's at 5.6e12, d=48, is its first
+# check's; three of nfw's four, d=64 at ½× and d=128 at ½× and 2×, and tsvd's at 1e13, are factor_lr's runs at the
+# same flags, their logs copied)
+STEP_X = {('dense', 48): 2, ('dense', 64): 2, ('tsvd', 24): 2}  # the grid's verdict: where 2× the rule beat it near a
+# mode's minimum by more than seeds differ there (dense d=48 by 0.04 at 1e12 and at 1e13, d=64 by 0.017 at 1e13, tsvd
+# d=24 by 0.037 at 1e12; seeds 0.001–0.008), the width runs at 2× at every budget and seed (runs named _x2); its 1×
+# runs stay as the grid's 1×
 THIRD_SEED = 2  # a budget's best point gets it where its two seeds disagree by more than a gap (third_seed_lines)
 SEEDS = (1337, 1)  # every (mode, width) at each; the first is the first ladder's (its runs keep their names), another
 # appends _s{seed} to the name (runs/ladder/dense_d64_T694_s1), its branches from that seed's long run
